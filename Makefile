@@ -1,0 +1,39 @@
+# Two entry points: `make demo` and `make test`. Each creates or refreshes .venv itself.
+# CPU torch is pinned (an unpinned `torch` pulls a multi-GB CUDA build). On a machine without
+# the local CPU wheel, add the CPU index: make test PIP_TORCH_FLAGS="--index-url <pytorch cpu index>".
+# For a GPU: make test TORCH_SPEC="torch==2.13.0" (see README, "GPU install").
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0+cpu
+PIP_TORCH_FLAGS ?=
+EXTRAS ?= dev
+# Compiled kernels are cached here, so only the first run pays for compilation.
+export TORCHINDUCTOR_CACHE_DIR ?= $(CURDIR)/.cache/inductor
+
+.PHONY: venv test lint demo bench clean
+
+$(VENV)/.stamp: pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q $(PIP_TORCH_FLAGS) "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+venv: $(VENV)/.stamp
+
+lint: venv
+	$(VENV)/bin/ruff check numerics tests benchmarks
+	$(VENV)/bin/ruff format --check numerics tests benchmarks
+	$(VENV)/bin/mypy
+
+test: lint
+	$(PY) -m pytest
+
+demo: venv
+	$(VENV)/bin/numerics formats
+	$(VENV)/bin/numerics quantize --format fp8_e4m3 --format mxfp4_e2m1 --format bf16 -- 0.1 1 3.14159 300 500 -1e-3
+
+bench: venv
+	$(VENV)/bin/numerics bench
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,98 @@
+"""Block kernels: shared E8M0 scale per block (MX, BFP) and shared micro-exponents (MX9/6/4).
+
+Both take float32 blocks ``x`` of shape (nblocks, block) and return the quantised values.
+The values are moved into element space with an exact multiply by a power of two, rounded by
+the element core, and moved back (again exact: every element-grid value times the scale is a
+float32 value). A value that becomes float32-subnormal in element space lies far below the
+element's smallest step, where only "zero or not" matters to any rounding mode; one that
+underflows to zero there is kept as the smallest nonzero value so directed modes still see it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from numerics.kernels.core import (
+    ABS,
+    I32,
+    INF,
+    P_CEIL,
+    P_EMAX_ELEM,
+    P_EMIN_F,
+    P_M,
+    P_MAX_NEG,
+    P_MAX_POS,
+    P_SR_BITS,
+    SIGN,
+    pow2_f32,
+    round_bits,
+)
+from numerics.kernels.element import sr_random
+from numerics.rounding import Rounding
+
+F32 = torch.float32
+
+
+def _to_element_space(x: torch.Tensor, b: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """Bit patterns of ``x * 2**-e`` (exact, or tiny-but-nonzero when it underflows)."""
+    xs = (x * pow2_f32(-e)).view(I32)
+    underflow = ((xs & ABS) == 0) & ((b & ABS) != 0)
+    return torch.where(underflow, (b & SIGN) | 1, xs)
+
+
+def shared_exponent(amax: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """E8M0 scale exponent of each block from the bit pattern of its absolute maximum.
+
+    Floor rule (OCP MX): ``floor(log2(amax)) - emax_elem``, clamped to [-127, 127] (a zero or
+    float32-subnormal amax lands on the clamp). Ceil rule: one more when amax exceeds
+    ``max_elem * 2**s``, which for an unclamped ``s`` compares mantissas only.
+    """
+    e = (amax >> 23) - 127
+    emax = p[P_EMAX_ELEM]
+    s0 = torch.clamp(e - emax, min=-127, max=127)
+    bump = (
+        (p[P_CEIL] == 1) & (s0 == e - emax) & ((amax & 0x7FFFFF) > (p[P_MAX_POS] & 0x7FFFFF))
+    )
+    return torch.clamp(s0 + bump.to(I32), max=127)
+
+
+def block_kernel(x: torch.Tensor, p: torch.Tensor, mode: Rounding) -> torch.Tensor:
+    """MX / BFP: ``x`` (nblocks, block) float32 -> quantised float32."""
+    b = x.view(I32)
+    amax = (b & ABS).amax(dim=-1, keepdim=True)  # (nb, 1); NaN/inf bits compare largest
+    s = shared_exponent(amax, p)
+    rnd = sr_random(x.shape, p, x.device) if mode is Rounding.STOCHASTIC else None
+    y = round_bits(
+        _to_element_space(x, b, s),
+        p[P_M], p[P_EMIN_F], p[P_MAX_POS], p[P_MAX_NEG],
+        torch.full_like(p[0], -1), torch.zeros_like(p[0]),
+        mode, rnd, p[P_SR_BITS],
+    )
+    out = y.view(F32) * pow2_f32(s)
+    return torch.where(amax >= INF, torch.full_like(out, float("nan")), out)
+
+
+def smx_kernel(x: torch.Tensor, p: torch.Tensor, sub: int, mode: Rounding) -> torch.Tensor:
+    """Shared micro-exponents: ``x`` (nblocks, block) float32, pairs (``sub``) share tau.
+
+    Element space is relative to ``2**E`` (E = floor(log2(amax)), clamped to [-127, 127]);
+    a sub-block with ``tau = 1`` uses the grid of the fixed-point element shifted down by one
+    binade (emin and max both halved).
+    """
+    nb, bs = x.shape
+    b = x.view(I32)
+    a = b & ABS
+    amax = a.amax(dim=-1, keepdim=True)  # (nb, 1)
+    e = torch.clamp((amax >> 23) - 127, min=-127, max=127)
+    pair_e = (a.view(nb, bs // sub, sub).amax(dim=-1) >> 23) - 127  # (nb, npairs)
+    tau = torch.clamp(e - pair_e, min=0, max=1).unsqueeze(-1)  # (nb, npairs, 1)
+    xb = _to_element_space(x, b, e).view(nb, bs // sub, sub)
+    rnd = sr_random(xb.shape, p, x.device) if mode is Rounding.STOCHASTIC else None
+    y = round_bits(
+        xb,
+        p[P_M], p[P_EMIN_F] - tau, p[P_MAX_POS] - (tau << 23), p[P_MAX_NEG] - (tau << 23),
+        torch.full_like(p[0], -1), torch.zeros_like(p[0]),
+        mode, rnd, p[P_SR_BITS],
+    ).view(nb, bs)
+    out = y.view(F32) * pow2_f32(e)
+    return torch.where(amax >= INF, torch.full_like(out, float("nan")), out)

@@ -1,0 +1,138 @@
+"""The rounding core: float32 bit patterns in, rounded bit patterns out, integer ops only.
+
+Every kernel in the package ends here. A target grid is described per element by
+- ``m``: explicit mantissa bits of the target;
+- ``emin_f``: the target's minimum normal exponent as a float32 exponent field (``emin + 127``,
+  at least 1); below it the grid is uniform with step ``2**(emin - m)`` (subnormals), and a
+  fixed-point grid is the special case where ``emin`` is the exponent of its largest value;
+- ``maxbits_pos`` / ``maxbits_neg``: the largest finite magnitude for positive / negative values,
+  as float32 bit patterns (equal except for two's-complement fixed point);
+- ``ovf``: the bit pattern an overflow rounded away from zero becomes (inf, or NaN for E4M3), or
+  -1 to saturate to the maximum;
+- ``minnorm``: results below this magnitude (bit pattern) flush to zero; 0 keeps subnormals.
+
+How it rounds: for ``|x|`` with float32 exponent field ``ex`` (``ee = max(ex, 1)``, so float32
+subnormals share the first binade's step), the target step is ``2**(max(ee, emin_f) - 127 - m)``,
+i.e. ``d = max(ee, emin_f) - ee + 23 - m`` low bits of the 24-bit significand are dropped. When
+``d <= 23`` the rounded magnitude is ``((|x|_bits >> d) + up) << d``: the carry of a round-up
+runs into the exponent field, which is exactly the next binade. When ``d > 23`` the step exceeds
+``|x|`` and the result is 0 or one step. ``up`` is decided from the dropped bits by the mode.
+
+Parameters arrive as int32 tensors (not Python numbers) so one compiled kernel serves every
+format and no integer shift is specialised on a symbolic int.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from numerics.rounding import Rounding
+
+I32 = torch.int32
+SIGN = -(2**31)
+ABS = 0x7FFFFFFF
+INF = 0x7F800000
+QNAN = 0x7FC00000
+
+# Slots of the int32 parameter vector ``p`` the kernels take.
+P_M = 0
+P_EMIN_F = 1
+P_MAX_POS = 2
+P_MAX_NEG = 3
+P_OVF = 4
+P_MINNORM = 5
+P_SR_BITS = 6
+P_KEY0 = 7
+P_KEY1 = 8
+P_EMAX_ELEM = 9
+P_CEIL = 10
+P_SIZE = 11
+
+
+def round_bits(
+    b: torch.Tensor,
+    m: torch.Tensor,
+    emin_f: torch.Tensor,
+    maxbits_pos: torch.Tensor,
+    maxbits_neg: torch.Tensor,
+    ovf: torch.Tensor,
+    minnorm: torch.Tensor,
+    mode: Rounding,
+    rnd: torch.Tensor | None = None,
+    sr_bits: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Round the float32 values whose bit patterns are ``b`` (int32) onto the target grid."""
+    neg = b < 0
+    a = b & ABS
+    ex = a >> 23
+    ee = torch.clamp(ex, min=1)
+    top = torch.maximum(ee, emin_f)
+    d0 = top - ee + (23 - m)  # bits to drop; > 23 means the step exceeds |x|
+    d = torch.clamp(d0, max=25)  # 25 keeps every shift defined and half > any significand
+    sig = (a & 0x7FFFFF) | ((ex > 0).to(I32) << 23)
+    low = sig & ((1 << d) - 1)  # the dropped bits
+
+    if mode is Rounding.NEAREST_EVEN:
+        half = (1 << d) >> 1
+        odd = (((a >> d) & 1) == 1) & (d0 <= 23)  # below one step the lower neighbour is 0
+        up = (low > half) | ((low == half) & odd)
+    elif mode is Rounding.NEAREST_AWAY:
+        half = (1 << d) >> 1
+        up = (low >= half) & (low > 0)
+    elif mode is Rounding.TOWARD_ZERO:
+        up = torch.zeros_like(neg)
+    elif mode is Rounding.UP:
+        up = (low != 0) & ~neg
+    elif mode is Rounding.DOWN:
+        up = (low != 0) & neg
+    elif mode is Rounding.STOCHASTIC:
+        if rnd is None or sr_bits is None:
+            raise ValueError("stochastic rounding needs random bits")
+        # t = floor(f * 2**R): the dropped fraction truncated (or widened) to R bits.
+        s = d0 - sr_bits
+        t = torch.where(
+            s >= 0, low >> torch.clamp(s, min=0, max=25), low << torch.clamp(-s, min=0)
+        )
+        up = rnd < t
+    else:  # pragma: no cover - the enum is closed
+        raise ValueError(mode)
+
+    upi = up.to(I32)
+    small = ((a >> d) + upi) << d
+    big = upi * ((top - m) << 23)  # one step, a normal float32 whenever d0 > 23
+    y = torch.where(d0 > 23, big, small)
+
+    maxb = torch.where(neg, maxbits_neg, maxbits_pos)
+    saturate = ovf < 0
+    # Overflow rounded away from zero gives ``ovf`` (inf/NaN); toward zero, the maximum.
+    if mode is Rounding.TOWARD_ZERO:
+        ovf_val = maxb
+    elif mode is Rounding.UP:
+        ovf_val = torch.where(saturate | neg, maxb, ovf)
+    elif mode is Rounding.DOWN:
+        ovf_val = torch.where(saturate | ~neg, maxb, ovf)
+    else:
+        ovf_val = torch.where(saturate, maxb, ovf)
+    y = torch.where(y > maxb, ovf_val, y)
+    y = torch.where(y < minnorm, 0, y)
+    y = torch.where(a == INF, torch.where(saturate, maxb, ovf), y)
+    y = torch.where(a > INF, a, y)  # NaN keeps its payload
+    return y | (b & SIGN)
+
+
+def shift_bits(bits: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Bit pattern of ``value(bits) * 2**s`` for a normal float32 >= 1 and ``s >= -127``.
+
+    The product may be subnormal; the significand is shifted right by at most 1 + (ex - 127)
+    bits, which is exact for the element maxima used here (few mantissa bits).
+    """
+    field = (bits >> 23) + s
+    normal = bits + (s << 23)
+    sub = ((bits & 0x7FFFFF) | 0x800000) >> torch.clamp(1 - field, min=0, max=31)
+    return torch.where(field >= 1, normal, sub)
+
+
+def pow2_f32(e: torch.Tensor) -> torch.Tensor:
+    """``2.0**e`` as float32 for int32 ``e`` in [-149, 127] (subnormal powers included)."""
+    bits = torch.where(e >= -126, (e + 127) << 23, 1 << torch.clamp(e + 149, min=0, max=22))
+    return bits.view(torch.float32)

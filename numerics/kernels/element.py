@@ -1,0 +1,54 @@
+"""Element-wise kernel: float, fixed-point and integer grids, one value at a time."""
+
+from __future__ import annotations
+
+import torch
+
+from numerics.kernels.core import (
+    I32,
+    P_EMIN_F,
+    P_KEY0,
+    P_KEY1,
+    P_M,
+    P_MAX_NEG,
+    P_MAX_POS,
+    P_MINNORM,
+    P_OVF,
+    P_SR_BITS,
+    round_bits,
+)
+from numerics.rounding import Rounding, random_bits
+
+
+def sr_random(shape: torch.Size, p: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """R-bit random integers for each element of a (row-major) tensor of ``shape``."""
+    n = 1
+    for s in shape:
+        n *= s
+    idx = torch.arange(n, dtype=I32, device=device).view(shape)
+    return random_bits(idx, p[P_KEY0 : P_KEY1 + 1], p[P_SR_BITS])
+
+
+def element_kernel(b: torch.Tensor, p: torch.Tensor, mode: Rounding) -> torch.Tensor:
+    """Round float32 bit patterns ``b`` (int32, any shape) to the grid described by ``p``."""
+    rnd = sr_random(b.shape, p, b.device) if mode is Rounding.STOCHASTIC else None
+    return round_bits(
+        b, p[P_M], p[P_EMIN_F], p[P_MAX_POS], p[P_MAX_NEG], p[P_OVF], p[P_MINNORM],
+        mode, rnd, p[P_SR_BITS],
+    )
+
+
+def int_kernel(x: torch.Tensor, p: torch.Tensor, qmax: float, mode: Rounding) -> torch.Tensor:
+    """Symmetric scaled integers, one fp32 scale per row of ``x`` (rows, n).
+
+    ``scale = amax / qmax`` (1 for an all-zero row), then as torch's fake quantisation:
+    ``round(x * (1/scale))`` clamped to [-qmax, qmax], times ``scale``. A row holding NaN or
+    inf becomes NaN.
+    """
+    amax = x.abs().amax(dim=-1, keepdim=True)
+    scale = torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
+    inv = 1.0 / scale
+    v = (x * inv).view(I32)
+    q = element_kernel(v, p, mode).view(torch.float32)
+    y = q * scale
+    return torch.where(torch.isfinite(amax), y, torch.full_like(y, float("nan")))

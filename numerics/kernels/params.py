@@ -1,0 +1,73 @@
+"""The int32 parameter vector each kernel takes, built from a format descriptor."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from numerics.formats import FixedFormat, FloatFormat
+from numerics.formats.element import f32_bits
+from numerics.kernels.core import (
+    INF,
+    P_CEIL,
+    P_EMAX_ELEM,
+    P_EMIN_F,
+    P_KEY0,
+    P_KEY1,
+    P_M,
+    P_MAX_NEG,
+    P_MAX_POS,
+    P_MINNORM,
+    P_OVF,
+    P_SIZE,
+    P_SR_BITS,
+    QNAN,
+)
+
+Grid = FloatFormat | FixedFormat
+
+
+def grid_slots(fmt: Grid, saturate: bool) -> dict[int, int]:
+    """Slots describing an element grid (see ``numerics.kernels.core``)."""
+    if isinstance(fmt, FloatFormat):
+        ovf = -1 if saturate else (INF if fmt.has_inf else QNAN)
+        minnorm = 0 if fmt.subnormals else f32_bits(fmt.min_normal)
+        maxbits = f32_bits(fmt.max)
+        return {
+            P_M: fmt.mbits,
+            P_EMIN_F: fmt.emin + 127,
+            P_MAX_POS: maxbits,
+            P_MAX_NEG: maxbits,
+            P_OVF: ovf,
+            P_MINNORM: minnorm,
+            P_EMAX_ELEM: fmt.emax,
+        }
+    # Fixed point: a uniform grid below its largest binade, i.e. "emin" = emax.
+    emax = int(math.floor(math.log2(fmt.max)))
+    return {
+        P_M: emax + fmt.fl,
+        P_EMIN_F: emax + 127,
+        P_MAX_POS: f32_bits(fmt.max),
+        P_MAX_NEG: f32_bits(-fmt.min),
+        P_OVF: -1,
+        P_MINNORM: 0,
+        P_EMAX_ELEM: emax,
+    }
+
+
+def make_params(
+    slots: dict[int, int],
+    keys: torch.Tensor | None,
+    sr_bits: int,
+    device: torch.device,
+    ceil: bool = False,
+) -> torch.Tensor:
+    p = [0] * P_SIZE
+    for k, v in slots.items():
+        p[k] = v
+    p[P_SR_BITS] = sr_bits
+    p[P_CEIL] = int(ceil)
+    if keys is not None:
+        p[P_KEY0], p[P_KEY1] = (int(k) for k in keys.tolist())
+    return torch.tensor(p, dtype=torch.int32, device=device)

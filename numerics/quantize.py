@@ -1,0 +1,201 @@
+"""``quantize(x, fmt)``: the values a tensor would hold in a format, as a tensor of x's dtype.
+
+Layout rules: element formats act value by value. Block formats (MX, BFP, MX9/6/4) block along
+``axis``: the tensor is viewed with ``axis`` last, each row is cut into blocks (a trailing
+partial block is zero-padded, which never changes a result) and the result is put back in x's
+shape. Per-channel integer formats take one scale per slice along ``axis`` (the channel is
+every other index). Stochastic rounding numbers elements in that same axis-last row-major
+layout, so the random bits are a function of (seed, position) only.
+
+Inputs may be float32, bfloat16 or float16 (widened exactly to float32); the result is cast
+back to x's dtype, which is exact whenever the format's values fit that dtype (always for
+float32). ``quantize`` is not differentiable; the training modules wrap it in
+straight-through estimators.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from numerics import formats as _formats
+from numerics.formats import (
+    BlockFormat,
+    FixedFormat,
+    FloatFormat,
+    Format,
+    IntFormat,
+    SharedMicroExpFormat,
+)
+from numerics.kernels import compiled as _compiled
+from numerics.kernels.block import block_kernel, smx_kernel
+from numerics.kernels.element import element_kernel, int_kernel
+from numerics.kernels.params import grid_slots, make_params
+from numerics.rounding import DEFAULT_SR_BITS, MAX_SR_BITS, Rounding, draw_keys, parse
+
+Backend = Literal["auto", "compiled", "eager", "reference", "qtorch"]
+BACKENDS = ("auto", "compiled", "eager", "reference", "qtorch")
+_ACCEPTED = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _check_input(x: object) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"quantize: x must be a torch.Tensor, not {type(x).__name__}")
+    if x.dtype in _ACCEPTED:
+        return x
+    if x.dtype == torch.float64:
+        raise TypeError(
+            "quantize: x is float64; formats are emulated on the float32 bit pattern, so "
+            "convert first (x.float()) - that conversion rounds, quantize never does silently"
+        )
+    raise TypeError(
+        f"quantize: x has dtype {x.dtype}; integer, bool and complex tensors are refused. "
+        "Allowed: torch.float32, torch.bfloat16, torch.float16"
+    )
+
+
+def _resolve_saturate(fmt: Format, saturate: bool | None) -> bool:
+    if saturate is None:
+        return fmt.default_saturate
+    if not saturate and not (fmt.has_inf or (isinstance(fmt, FloatFormat) and fmt.has_nan)):
+        raise ValueError(
+            f"quantize: saturate=False, but {fmt.name} has neither inf nor NaN to overflow to; "
+            "it always saturates (use saturate=None or True)"
+        )
+    return bool(saturate)
+
+
+def _use_compiled(backend: str, numel: int) -> bool:
+    if backend == "compiled":
+        return True
+    if backend == "eager":
+        return False
+    return _compiled.compile_enabled() and numel >= _compiled.min_numel()
+
+
+def _rows_along(x32: torch.Tensor, axis: int) -> tuple[torch.Tensor, torch.Size]:
+    moved = x32.movedim(axis, -1)
+    return moved.reshape(-1, moved.shape[-1]), moved.shape
+
+
+def _from_rows(rows: torch.Tensor, moved_shape: torch.Size, axis: int) -> torch.Tensor:
+    return rows.reshape(moved_shape).movedim(-1, axis).contiguous()
+
+
+def _blocks(rows: torch.Tensor, block: int) -> tuple[torch.Tensor, int]:
+    length = rows.shape[-1]
+    pad = (-length) % block
+    if pad:
+        rows = F.pad(rows, (0, pad))
+    return rows.reshape(-1, block), pad
+
+
+def quantize(
+    x: torch.Tensor,
+    fmt: str | Format,
+    rounding: str | Rounding = "nearest_even",
+    generator: torch.Generator | int | None = None,
+    axis: int = -1,
+    saturate: bool | None = None,
+    *,
+    sr_bits: int = DEFAULT_SR_BITS,
+    backend: Backend = "auto",
+) -> torch.Tensor:
+    """Round ``x`` to the values of ``fmt`` (a format or its name).
+
+    Args:
+        rounding: nearest_even (default), nearest_away, toward_zero, down, up, stochastic.
+        generator: the random source of stochastic rounding: a ``torch.Generator`` (advanced
+            by each call), an int seed (same bits every call) or None (torch's default).
+        axis: the axis blocks run along (block formats) or the reduction axis of per-channel
+            integer formats.
+        saturate: None uses the format's own overflow rule (inf for IEEE-style formats, NaN
+            for fp8_e4m3, saturation for fp6/fp4/int/block formats); True clamps everything
+            outside the range, infinities included, to +-max.
+        sr_bits: random bits per stochastic decision (1..24).
+        backend: auto (compiled for large tensors), compiled, eager, reference (NumPy
+            float64) or qtorch (the optional qtorch library, where it has the format).
+    """
+    x = _check_input(x)
+    fmt = _formats.get(fmt)
+    mode = parse(rounding)
+    sat = _resolve_saturate(fmt, saturate)
+    if backend not in BACKENDS:
+        raise ValueError(f"quantize: backend={backend!r}; allowed: {', '.join(BACKENDS)}")
+    if not 1 <= sr_bits <= MAX_SR_BITS:
+        raise ValueError(f"quantize: sr_bits={sr_bits}; allowed 1..{MAX_SR_BITS}")
+    ndim = max(x.dim(), 1)
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"quantize: axis={axis} is out of range for a {x.dim()}-d tensor")
+    if x.numel() >= 2**31 and mode is Rounding.STOCHASTIC:
+        raise ValueError("quantize: stochastic rounding indexes elements with int32; split x")
+    keys = draw_keys(generator) if mode is Rounding.STOCHASTIC else None
+
+    if backend == "qtorch":
+        from numerics.backends.qtorch_backend import quantize_qtorch
+
+        return quantize_qtorch(x, fmt, mode, generator)
+    if backend == "reference":
+        from numerics.reference import quantize_reference
+
+        key_pair = None if keys is None else (int(keys[0]), int(keys[1]))
+        return quantize_reference(x, fmt, mode, key_pair, axis, sat, sr_bits).to(
+            device=x.device, dtype=x.dtype
+        )
+    if x.numel() == 0:
+        return x.clone()
+    if isinstance(fmt, FloatFormat) and fmt.is_identity and not sat:
+        return x.clone()
+
+    with torch.no_grad():
+        x32 = x.detach().float()
+        if x32.dim() == 0:
+            x32 = x32.reshape(1)
+        use = _use_compiled(backend, x32.numel())
+        y = _dispatch(x32, fmt, mode, keys, axis, sat, sr_bits, use)
+        return y.reshape(x.shape).to(x.dtype)
+
+
+def _dispatch(
+    x32: torch.Tensor,
+    fmt: Format,
+    mode: Rounding,
+    keys: torch.Tensor | None,
+    axis: int,
+    sat: bool,
+    sr_bits: int,
+    use_compiled: bool,
+) -> torch.Tensor:
+    dev = x32.device
+    if isinstance(fmt, FloatFormat | FixedFormat):
+        p = make_params(grid_slots(fmt, sat), keys, sr_bits, dev)
+        b = x32.reshape(-1).view(torch.int32)
+        y = _compiled.run("element", element_kernel, mode, use_compiled, b, p)
+        return y.view(torch.float32).reshape(x32.shape)
+    if isinstance(fmt, IntFormat):
+        p = make_params(grid_slots(fmt.grid, True), keys, sr_bits, dev)
+        if fmt.per_channel:
+            rows, moved = _rows_along(x32, axis)
+            y = _compiled.run("int", int_kernel, mode, use_compiled, rows.contiguous(), p,
+                              float(fmt.qmax))
+            return _from_rows(y, moved, axis)
+        y = _compiled.run("int", int_kernel, mode, use_compiled, x32.reshape(1, -1), p,
+                          float(fmt.qmax))
+        return y.reshape(x32.shape)
+    rows, moved = _rows_along(x32, axis)
+    length = rows.shape[-1]
+    blocks, pad = _blocks(rows.contiguous(), fmt.block_size)
+    if isinstance(fmt, BlockFormat):
+        p = make_params(grid_slots(fmt.element, True), keys, sr_bits, dev,
+                        ceil=fmt.scale_rule.value == "ceil")
+        y = _compiled.run("block", block_kernel, mode, use_compiled, blocks, p)
+    else:
+        assert isinstance(fmt, SharedMicroExpFormat)
+        p = make_params(grid_slots(fmt.element, True), keys, sr_bits, dev)
+        y = _compiled.run("smx", smx_kernel, mode, use_compiled, blocks, p, fmt.sub_block)
+    y = y.reshape(rows.shape[0], length + pad)
+    if pad:
+        y = y[:, :length]
+    return _from_rows(y, moved, axis)
