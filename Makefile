@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0+cpu
 PIP_TORCH_FLAGS ?=
 EXTRAS ?= dev
 # Compiled kernels are cached here, so only the first run pays for compilation.
-export TORCHINDUCTOR_CACHE_DIR ?= $(CURDIR)/.cache/inductor
+export TORCHINDUCTOR_CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/numerics/inductor
 
 .PHONY: venv test lint demo bench clean
 

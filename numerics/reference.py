@@ -51,13 +51,20 @@ def round_magnitude(
     negative: np.ndarray,
     rand: np.ndarray | None,
     sr_bits: int,
+    lower_odd: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Round non-negative ``mag`` to a multiple of ``step`` (powers of two), exactly."""
+    """Round non-negative ``mag`` to a multiple of ``step`` (powers of two), exactly.
+
+    Ties (nearest_even) go to the neighbour with the even code; ``lower_odd`` says whether
+    the lower neighbour's code is odd (default: the multiple of ``step`` is odd).
+    """
     r = mag / step
     lower = np.floor(r)
     frac = r - lower
+    if lower_odd is None:
+        lower_odd = np.mod(lower, 2) == 1
     if mode is Rounding.NEAREST_EVEN:
-        up = (frac > 0.5) | ((frac == 0.5) & (np.mod(lower, 2) == 1))
+        up = (frac > 0.5) | ((frac == 0.5) & lower_odd)
     elif mode is Rounding.NEAREST_AWAY:
         up = frac >= 0.5
     elif mode is Rounding.TOWARD_ZERO:
@@ -104,7 +111,15 @@ def float_ref(
     _, e = np.frexp(safe)  # safe = f * 2**e with f in [0.5, 1)
     exponent = (e - 1).astype(np.float64)  # floor(log2(safe))
     step = 2.0 ** (np.maximum(exponent, fmt.emin) - fmt.mbits)
-    y = round_magnitude(np.where(finite, mag, 0.0), step, mode, negative, rand, sr_bits)
+    lower_odd = None
+    if fmt.mbits == 0:
+        # With no mantissa bits a normal value's code is its biased exponent, and the
+        # lower neighbour 2**exponent has code exponent + bias.
+        normal = exponent >= fmt.emin
+        lower_odd = np.where(normal, np.mod(exponent + fmt._bias, 2) == 1,
+                             np.mod(np.floor(mag / step), 2) == 1)
+    y = round_magnitude(np.where(finite, mag, 0.0), step, mode, negative, rand, sr_bits,
+                        lower_odd)
     if saturate:
         special = fmt.max
     else:

@@ -1,14 +1,16 @@
 """Test configuration shared by the whole suite.
 
-Compiled kernels are cached under .cache/inductor (the Makefile exports the same path), so
-only the first run on a machine pays for compilation.
+Compiled kernels are cached under ~/.cache/numerics/inductor (the Makefile exports the same
+path), outside the checkout so that fresh clones on one machine share it: only the first run on
+a machine pays for compilation.
 """
 
 import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(ROOT / ".cache" / "inductor"))
+_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(_CACHE / "numerics" / "inductor"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

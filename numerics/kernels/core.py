@@ -74,7 +74,11 @@ def round_bits(
 
     if mode is Rounding.NEAREST_EVEN:
         half = (1 << d) >> 1
-        odd = (((a >> d) & 1) == 1) & (d0 <= 23)  # below one step the lower neighbour is 0
+        # Ties go to the even code. In the target's normal range the code's last bit is bit d
+        # of the float32 pattern (an exponent bit when m = 0, matching the code there); in its
+        # subnormal range the code is the significand count, sig >> d. Below one step the
+        # lower neighbour is 0, which is even.
+        odd = (((torch.where(top > ee, sig, a) >> d) & 1) == 1) & (d0 <= 23)
         up = (low > half) | ((low == half) & odd)
     elif mode is Rounding.NEAREST_AWAY:
         half = (1 << d) >> 1

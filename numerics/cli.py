@@ -1,0 +1,144 @@
+"""The ``numerics`` command line.
+
+    numerics formats [--json] [PATTERN]          the registry with each format's facts
+    numerics quantize --format F [...] VALUES    what given numbers become
+    numerics bench [...]                         quantizer throughput beside a tensor copy
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+
+from numerics import formats
+from numerics.rounding import names as rounding_names
+
+
+def _fmt_num(v: object) -> str:
+    if isinstance(v, bool) or not isinstance(v, float):
+        return str(v)
+    if math.isinf(v) or math.isnan(v) or v == 0:
+        return str(v)
+    if 1e-3 <= abs(v) < 1e6:
+        return f"{v:g}"
+    return f"{v:.4g}"
+
+
+_COLUMNS = [
+    ("name", "name"),
+    ("kind", "kind"),
+    ("bits", "bits"),
+    ("bits/elem", "bits_per_element"),
+    ("e", "ebits"),
+    ("m", "mbits"),
+    ("bias", "bias"),
+    ("emax", "emax"),
+    ("emin", "emin"),
+    ("max", "max"),
+    ("min normal", "min_normal"),
+    ("min subnormal", "min_subnormal"),
+    ("inf", "has_inf"),
+    ("nan", "has_nan"),
+    ("element", "element"),
+    ("block", "block_size"),
+    ("scale", "scale"),
+]
+
+
+def _facts(name: str) -> dict[str, object]:
+    fmt = formats.get(name)
+    facts = dict(fmt.facts())
+    facts.setdefault("bits_per_element", float(fmt.bits))
+    facts["aliases"] = list(fmt.aliases)
+    facts["description"] = fmt.description
+    return facts
+
+
+def cmd_formats(args: argparse.Namespace) -> int:
+    rows = [_facts(n) for n in formats.names(args.pattern)]
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    table = [[h for h, _ in _COLUMNS]]
+    for r in rows:
+        table.append(["" if r.get(k) is None else _fmt_num(r.get(k)) for _, k in _COLUMNS])
+    widths = [max(len(row[i]) for row in table) for i in range(len(_COLUMNS))]
+    for i, row in enumerate(table):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    print(
+        f"\n{len(rows)} formats. Parsed families: eXmY (IEEE-style), fixedW_F, bfpN_bK; "
+        "suffixes _ftz (flush subnormals), _bK (block size), _ceil (MX scale rule)."
+    )
+    return 0
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    import torch
+
+    from numerics.quantize import quantize
+
+    try:
+        values = [float(v) for v in args.values]
+    except ValueError as exc:
+        print(f"numerics quantize: VALUES must be numbers ({exc})", file=sys.stderr)
+        return 2
+    x = torch.tensor(values, dtype=torch.float32)
+    names = args.format or ["bf16"]
+    header = ["input", *(f"{n} ({args.rounding})" for n in names)]
+    cols = [[_fmt_num(float(v)) for v in x.tolist()]]
+    for n in names:
+        y = quantize(x, n, args.rounding, generator=args.seed, saturate=args.saturate or None)
+        cols.append([repr(float(v)) for v in y.tolist()])
+    widths = [max(len(h), *(len(c) for c in col)) for h, col in zip(header, cols, strict=True)]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    for i in range(len(values)):
+        print("  ".join(col[i].ljust(w) for col, w in zip(cols, widths, strict=True)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="numerics", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("formats", help="list the format registry with each format's facts")
+    p.add_argument("pattern", nargs="?", help="wildcard filter, e.g. 'mx*'")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_formats)
+
+    p = sub.add_parser("quantize", help="show what given numbers become in formats")
+    p.add_argument("--format", "-f", action="append", help="format name (repeatable)")
+    p.add_argument("--rounding", "-r", default="nearest_even", choices=rounding_names())
+    p.add_argument("--seed", type=int, default=0, help="seed for stochastic rounding")
+    p.add_argument("--saturate", action="store_true", help="saturate out-of-range values")
+    p.add_argument("values", nargs="+", help="numbers (use -- before negative ones)")
+    p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("bench", help="quantizer throughput beside torch.clone", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "bench":
+        from numerics.bench import main as bench_main
+
+        return bench_main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (KeyError, ValueError, TypeError) as exc:
+        print(f"numerics {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Block formats (OCP MX, BFP, shared micro-exponents): hand-computed cases and properties.
+
+Hand cases follow OCP MX v1.0 section 6.3: X = 2**(floor(log2(amax)) - emax_elem), elements
+x / X converted with saturation; and arXiv 2302.08007 for MX9/MX6/MX4 (our encoding is in
+numerics/formats/block.py).
+"""
+
+import ml_dtypes
+import numpy as np
+import pytest
+import torch
+
+import numerics
+from numerics import formats
+
+MODES = ["nearest_even", "nearest_away", "toward_zero", "up", "down", "stochastic"]
+
+
+def block(*values: float, size: int = 32) -> torch.Tensor:
+    out = torch.zeros(size)
+    out[: len(values)] = torch.tensor(values)
+    return out
+
+
+def q(x, fmt, **kw):
+    return numerics.quantize(x, fmt, **kw)
+
+
+def test_mxfp8_e4m3_hand_cases():
+    # amax 1 -> E = 0, X = 2**(0 - 8); x / X = 256, 128, 25.6 -> e4m3 256, 128, 26 (step 2).
+    y = q(block(1.0, 0.5, 0.1), "mxfp8_e4m3")
+    assert y[:3].tolist() == [1.0, 0.5, 26 * 2.0**-8]
+    # amax 500 -> E = 8, X = 1: 500 saturates to 448 (MX elements saturate, never NaN).
+    y = q(block(500.0, 0.1, -3.3), "mxfp8_e4m3")
+    assert y[:3].tolist() == [448.0, 0.1015625, -3.25]
+
+
+def test_mxfp4_floor_and_ceil_scale_rules():
+    # amax 6.5: floor rule E = 2, X = 2**(2-2) = 1, 6.5 saturates to 6, 1 stays 1.
+    assert q(block(6.5, 1.0), "mxfp4_e2m1")[:2].tolist() == [6.0, 1.0]
+    # ceil rule: 6.5 > 6 * 2**0, so X = 2: 3.25 -> 3 (grid ..2,3,4..) -> 6; 0.5 -> 0.5 -> 1.
+    assert q(block(6.5, 1.0), "mxfp4_e2m1_ceil")[:2].tolist() == [6.0, 1.0]
+    # amax 7.9: floor saturates to 6; ceil: X = 2, 3.95 -> 4 -> 8.
+    assert q(block(7.9), "mxfp4_e2m1")[0].item() == 6.0
+    assert q(block(7.9), "mxfp4_e2m1_ceil")[0].item() == 8.0
+    # amax exactly 6: ceil keeps X = 1 (6 <= 6 * 2**0).
+    assert q(block(6.0, 0.75), "mxfp4_e2m1_ceil")[:2].tolist() == [6.0, 1.0]
+
+
+def test_mxint8_is_a_fixed_grid_of_64ths():
+    # amax 1.5 -> E = 0, emax_elem 0, X = 1; elements k/64, |k| <= 127.
+    y = q(block(1.5, 0.3, -1.99), "mxint8")
+    assert y[:3].tolist() == [1.5, 19 / 64, -127 / 64]
+
+
+def test_bfp_hand_cases():
+    # bfp8_b16: E = floor(log2(amax)), step 2**(E - 6); amax 1.0 -> step 1/64.
+    # -2**-7 is half a step: a tie, to the even code 0 (sign kept); 3 * 2**-7 is 1.5 steps: 2.
+    y = q(block(1.0, 0.3, -(2.0**-7), 3 * 2.0**-7, size=16), "bfp8_b16")
+    assert y[:4].tolist() == [1.0, 19 / 64, -0.0, 2 / 64]
+    # 1.999 -> 127.94/64 rounds to 128/64 = 2, beyond 127/64: saturates.
+    assert q(block(1.999, size=16), "bfp8_b16")[0].item() == 127 / 64
+
+
+def test_mx6_micro_exponents():
+    # mx6: M = 4. amax 1.0 -> E = 0. Pair (1.0, 0.3): tau 0, step 2**(0-0-3) = 1/8.
+    # Pair (0.3, 0.2): pair exponent -2, tau = 1, step 1/16: 0.3 -> 5/16, 0.2 -> 3/16.
+    # Pair (0.99, 0): exponent -1, tau 1, max 15/16: 0.99 -> 16/16 saturates to 15/16.
+    x = block(1.0, 0.3, 0.3, 0.2, 0.99, 0.0, size=16)
+    y = q(x, "mx6")
+    assert y[:6].tolist() == [1.0, 0.25, 5 / 16, 3 / 16, 15 / 16, 0.0]
+
+
+def test_nan_or_inf_poison_only_their_block():
+    x = torch.randn(3, 32)
+    x[1, 7] = float("nan")
+    x[2, 0] = float("inf")
+    for name in ("mxfp8_e4m3", "bfp8_b16", "mx9"):
+        k = formats.get(name).block_size
+        y = q(x, name)
+        assert not torch.isnan(y[0]).any()
+        assert torch.isnan(y[1, :k]).all() and torch.isnan(y[2, :k]).all()
+        assert not torch.isnan(y[1:, k:]).any()  # the next block of each row is untouched
+
+
+@pytest.mark.parametrize("name", ["mxfp8_e4m3", "mxfp4_e2m1", "mxint8", "bfp8_b16", "mx4"])
+def test_zero_blocks_stay_zero_with_their_signs(name):
+    x = torch.tensor([0.0, -0.0] * 16)
+    y = q(x, name)
+    assert torch.equal(y.view(torch.int32), x.view(torch.int32))
+
+
+def test_tiny_blocks_use_the_clamped_scale():
+    # amax 2**-130 (float32 subnormal): E = -130 - 8 clamps to -127; x * 2**127 = 2**-3 is an
+    # e4m3 value, so it survives; 2**-140 -> 2**-13 < half the e4m3 min subnormal 2**-9 -> 0.
+    x = block(2.0**-130, 2.0**-140)
+    assert q(x, "mxfp8_e4m3")[:2].tolist() == [2.0**-130, 0.0]
+    # Rounding up keeps a nonzero element even when x * 2**127 underflows float32.
+    assert q(block(2.0**-118, 2.0**-149), "mxfp8_e4m3", rounding="up")[1].item() > 0
+
+
+def test_partial_blocks_and_padding_never_change_results():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(5, 45, generator=g)
+    padded = torch.cat([x, torch.zeros(5, 19)], dim=1)  # 64 = two whole blocks
+    for name in ("mxfp6_e2m3", "bfp4_b16", "mx6"):
+        assert torch.equal(q(x, name), q(padded, name)[:, :45])
+    # the trailing 13-element block is a block of its own: its scale ignores earlier blocks
+    lone = x[:, 32:]
+    assert torch.equal(q(x, "mxfp8_e4m3")[:, 32:], q(lone, "mxfp8_e4m3"))
+
+
+def test_axis_selects_the_blocking_dimension():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(64, 48, generator=g) * torch.logspace(-3, 3, 48)
+    y0 = q(x, "mxfp8_e5m2", axis=0)
+    assert torch.equal(y0, q(x.T.contiguous(), "mxfp8_e5m2", axis=-1).T)
+    assert not torch.equal(y0, q(x, "mxfp8_e5m2", axis=-1))
+
+
+def test_block_size_is_selectable():
+    x = torch.cat([torch.full((16,), 100.0), torch.full((16,), 0.01)])
+    # one block of 32: X = 2**(6 - 8); 0.01 / X = 0.04, e4m3 step there 2**-8: 10.24 -> 10
+    assert q(x, "mxfp8_e4m3")[-1].item() == 10 * 2.0**-8 * 2.0**-2
+    # blocks of 16: the small half gets its own scale and keeps more precision
+    assert q(x, "mxfp8_e4m3_b16")[-1].item() == pytest.approx(0.01, rel=2**-4)
+    assert q(x, "mxfp8_e4m3_b16")[-1].item() == np.float32(
+        np.float32(0.01 / 2.0**-15).astype(ml_dtypes.float8_e4m3fn)) * 2.0**-15
+
+
+ML_ELEM = {
+    "mxfp8_e4m3": ml_dtypes.float8_e4m3fn,
+    "mxfp8_e5m2": ml_dtypes.float8_e5m2,
+    "mxfp6_e3m2": ml_dtypes.float6_e3m2fn,
+    "mxfp6_e2m3": ml_dtypes.float6_e2m3fn,
+    "mxfp4_e2m1": ml_dtypes.float4_e2m1fn,
+}
+
+
+@pytest.mark.parametrize("name", sorted(ML_ELEM))
+@pytest.mark.parametrize("mode", MODES)
+def test_outputs_are_scale_times_an_element(name, mode):
+    """Property: y = 2**s * e with s in [-127, 127] and e an element value (ml_dtypes)."""
+    fmt = formats.get(name)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(200, 32, generator=g) * torch.logspace(-30, 30, 200)[:, None]
+    y = q(x, name, rounding=mode, generator=7).double().numpy()
+    xs = x.double().numpy()
+    amax = np.abs(xs).max(axis=1)
+    s = np.clip(np.floor(np.log2(amax)) - fmt.emax_elem, -127, 127)
+    elems = y / 2.0 ** s[:, None]
+    roundtrip = elems.astype(np.float32).astype(ML_ELEM[name]).astype(np.float64)
+    assert np.array_equal(roundtrip, elems)
+    assert np.all(np.abs(elems) <= fmt.element.max)
+    # and each element is one of the two grid neighbours of x / 2**s
+    lo = np.minimum(y, xs)
+    hi = np.maximum(y, xs)
+    assert np.all(hi - lo <= np.abs(xs) * 2.0 ** -fmt.element.mbits + 2.0 ** (s[:, None] - 140)
+                  + 2.0 ** (s[:, None] + fmt.element.emin - fmt.element.mbits))
+
+
+@pytest.mark.parametrize("name", ["mxfp8_e4m3", "mxfp4_e2m1", "mxint8", "bfp8_b16", "bfp4_b16",
+                                  "mx9", "mx6", "mx4", "mxfp6_e3m2_ceil"])
+@pytest.mark.parametrize("mode", MODES)
+def test_kernel_equals_reference(name, mode):
+    """The fast kernel against the float64 reference, with awkward values in every block."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(40, 70, generator=g) * torch.logspace(-40, 38, 40)[:, None]
+    x[0, :10] = 1e-45
+    x[1, 3] = float("nan")
+    x[2, 60] = -float("inf")
+    x[3] = 0.0
+    x[4, ::2] = -0.0
+    for axis in (-1, 0):
+        fast = q(x, name, rounding=mode, generator=11, axis=axis, backend="eager")
+        ref = q(x, name, rounding=mode, generator=11, axis=axis, backend="reference")
+        same = (fast.view(torch.int32) == ref.view(torch.int32)) | (fast.isnan() & ref.isnan())
+        assert same.all(), (name, mode, axis, x[~same][:4], fast[~same][:4], ref[~same][:4])
