@@ -1,8 +1,8 @@
 """numerics: a numerics and quantization research workbench for PyTorch.
 
-    >>> import torch, numerics
-    >>> numerics.quantize(torch.tensor([70000.0, 1.0 + 2**-9]), "fp16").tolist()
-    [inf, 1.0]
+>>> import torch, numerics
+>>> numerics.quantize(torch.tensor([70000.0, 1.0 + 2**-9]), "fp16").tolist()
+[inf, 1.0]
 """
 
 from numerics import formats

@@ -1,8 +1,8 @@
 """The ``numerics`` command line.
 
-    numerics formats [--json] [PATTERN]          the registry with each format's facts
-    numerics quantize --format F [...] VALUES    what given numbers become
-    numerics bench [...]                         quantizer throughput beside a tensor copy
+numerics formats [--json] [PATTERN]          the registry with each format's facts
+numerics quantize --format F [...] VALUES    what given numbers become
+numerics bench [...]                         quantizer throughput beside a tensor copy
 """
 
 from __future__ import annotations
@@ -102,8 +102,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="numerics", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="numerics", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("formats", help="list the format registry with each format's facts")

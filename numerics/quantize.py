@@ -31,7 +31,7 @@ from numerics.formats import (
 )
 from numerics.kernels import compiled as _compiled
 from numerics.kernels.block import block_kernel, smx_kernel
-from numerics.kernels.element import element_kernel, int_kernel
+from numerics.kernels.element import element_kernel, int_kernel, rne_path
 from numerics.kernels.params import grid_slots, make_params
 from numerics.rounding import DEFAULT_SR_BITS, MAX_SR_BITS, Rounding, draw_keys, parse
 
@@ -158,6 +158,12 @@ def quantize(
         return y.reshape(x.shape).to(x.dtype)
 
 
+def _element_path(fmt: FloatFormat | FixedFormat) -> str:
+    if isinstance(fmt, FloatFormat):
+        return rne_path(fmt.emin, fmt.emax, fmt.mbits)
+    return "magic"  # a fixed-point grid
+
+
 def _dispatch(
     x32: torch.Tensor,
     fmt: Format,
@@ -172,29 +178,35 @@ def _dispatch(
     if isinstance(fmt, FloatFormat | FixedFormat):
         p = make_params(grid_slots(fmt, sat), keys, sr_bits, dev)
         b = x32.reshape(-1).view(torch.int32)
-        y = _compiled.run("element", element_kernel, mode, use_compiled, b, p)
+        path = _element_path(fmt)
+        y = _compiled.run(f"element_{path}", element_kernel, mode, use_compiled, b, p, path)
         return y.view(torch.float32).reshape(x32.shape)
     if isinstance(fmt, IntFormat):
         p = make_params(grid_slots(fmt.grid, True), keys, sr_bits, dev)
         if fmt.per_channel:
             rows, moved = _rows_along(x32, axis)
-            y = _compiled.run("int", int_kernel, mode, use_compiled, rows.contiguous(), p,
-                              float(fmt.qmax))
+            y = _compiled.run(
+                "int", int_kernel, mode, use_compiled, rows.contiguous(), p, float(fmt.qmax)
+            )
             return _from_rows(y, moved, axis)
-        y = _compiled.run("int", int_kernel, mode, use_compiled, x32.reshape(1, -1), p,
-                          float(fmt.qmax))
+        y = _compiled.run(
+            "int", int_kernel, mode, use_compiled, x32.reshape(1, -1), p, float(fmt.qmax)
+        )
         return y.reshape(x32.shape)
     rows, moved = _rows_along(x32, axis)
     length = rows.shape[-1]
     blocks, pad = _blocks(rows.contiguous(), fmt.block_size)
     if isinstance(fmt, BlockFormat):
-        p = make_params(grid_slots(fmt.element, True), keys, sr_bits, dev,
-                        ceil=fmt.scale_rule.value == "ceil")
-        y = _compiled.run("block", block_kernel, mode, use_compiled, blocks, p)
+        p = make_params(
+            grid_slots(fmt.element, True), keys, sr_bits, dev, ceil=fmt.scale_rule.value == "ceil"
+        )
+        y = _compiled.run("block", block_kernel, mode, use_compiled, blocks, p, static=True)
     else:
         assert isinstance(fmt, SharedMicroExpFormat)
         p = make_params(grid_slots(fmt.element, True), keys, sr_bits, dev)
-        y = _compiled.run("smx", smx_kernel, mode, use_compiled, blocks, p, fmt.sub_block)
+        y = _compiled.run(
+            "smx", smx_kernel, mode, use_compiled, blocks, p, fmt.sub_block, static=True
+        )
     y = y.reshape(rows.shape[0], length + pad)
     if pad:
         y = y[:, :length]

@@ -80,7 +80,7 @@ def round_magnitude(
 
 
 def _overflow_value(
-    mode: Rounding, negative: np.ndarray, maxval: np.ndarray, special: float
+    mode: Rounding, negative: np.ndarray, maxval: np.ndarray | float, special: float
 ) -> np.ndarray:
     """What an overflowing magnitude becomes: ``special`` (inf/NaN) away from zero, else max."""
     if mode is Rounding.TOWARD_ZERO:
@@ -116,14 +116,12 @@ def float_ref(
         # With no mantissa bits a normal value's code is its biased exponent, and the
         # lower neighbour 2**exponent has code exponent + bias.
         normal = exponent >= fmt.emin
-        lower_odd = np.where(normal, np.mod(exponent + fmt._bias, 2) == 1,
-                             np.mod(np.floor(mag / step), 2) == 1)
-    y = round_magnitude(np.where(finite, mag, 0.0), step, mode, negative, rand, sr_bits,
-                        lower_odd)
-    if saturate:
-        special = fmt.max
-    else:
-        special = np.inf if fmt.has_inf else np.nan
+        lower_odd = np.where(
+            normal, np.mod(exponent + fmt._bias, 2) == 1, np.mod(np.floor(mag / step), 2) == 1
+        )
+    y = round_magnitude(np.where(finite, mag, 0.0), step, mode, negative, rand, sr_bits, lower_odd)
+    # overflow goes to the maximum (saturating), else to inf, or NaN where there is no inf
+    special = fmt.max if saturate else (np.inf if fmt.has_inf else np.nan)
     y = np.where(y > fmt.max, _overflow_value(mode, negative, np.float64(fmt.max), special), y)
     if not fmt.subnormals:
         y = np.where(y < fmt.min_normal, 0.0, y)
@@ -146,21 +144,37 @@ def grid_ref(
     negative = np.signbit(x)
     mag = np.abs(x)
     limit = np.where(negative, maxneg, maxpos)
-    y = round_magnitude(np.where(np.isfinite(mag), mag, 0.0), np.asarray(step, np.float64),
-                        mode, negative, rand, sr_bits)
+    y = round_magnitude(
+        np.where(np.isfinite(mag), mag, 0.0),
+        np.asarray(step, np.float64),
+        mode,
+        negative,
+        rand,
+        sr_bits,
+    )
     y = np.minimum(y, limit)
     y = np.where(np.isinf(mag), limit, y)
     y = np.where(np.isnan(x), np.nan, y)
     return np.where(negative, -y, y)
 
 
-def fixed_ref(x: np.ndarray, fmt: FixedFormat, mode: Rounding, rand: np.ndarray | None = None,
-              sr_bits: int = 23) -> np.ndarray:
+def fixed_ref(
+    x: np.ndarray,
+    fmt: FixedFormat,
+    mode: Rounding,
+    rand: np.ndarray | None = None,
+    sr_bits: int = 23,
+) -> np.ndarray:
     return grid_ref(x, fmt.step, fmt.max, -fmt.min, mode, rand, sr_bits)
 
 
-def int_ref(rows: np.ndarray, fmt: IntFormat, mode: Rounding, rand: np.ndarray | None = None,
-            sr_bits: int = 23) -> np.ndarray:
+def int_ref(
+    rows: np.ndarray,
+    fmt: IntFormat,
+    mode: Rounding,
+    rand: np.ndarray | None = None,
+    sr_bits: int = 23,
+) -> np.ndarray:
     """Symmetric scaled int, one scale per row, float32 arithmetic as torch's fake quant."""
     rows = np.asarray(rows, dtype=np.float32)
     out = np.empty(rows.shape, dtype=np.float64)
@@ -171,8 +185,9 @@ def int_ref(rows: np.ndarray, fmt: IntFormat, mode: Rounding, rand: np.ndarray |
             out[i] = np.nan
             continue
         scale = np.float32(amax / qmax) if amax > 0 else np.float32(1.0)
-        inv = np.float32(np.float32(1.0) / scale)
-        v = (row * inv).astype(np.float32)
+        with np.errstate(over="ignore"):
+            inv = np.float32(np.float32(1.0) / scale)
+        v = (row * inv if np.isfinite(inv) else row / scale).astype(np.float32)
         r = None if rand is None else rand[i * row.size : (i + 1) * row.size]
         q = grid_ref(v, 1.0, float(qmax), float(qmax), mode, r, sr_bits)
         out[i] = (q.astype(np.float32) * scale).astype(np.float32)
@@ -187,8 +202,13 @@ def _floor_log2(v: np.ndarray) -> np.ndarray:
     return np.where(v >= 2.0**-126, out, -127)
 
 
-def block_ref(blocks: np.ndarray, fmt: BlockFormat, mode: Rounding,
-              rand: np.ndarray | None = None, sr_bits: int = 23) -> np.ndarray:
+def block_ref(
+    blocks: np.ndarray,
+    fmt: BlockFormat,
+    mode: Rounding,
+    rand: np.ndarray | None = None,
+    sr_bits: int = 23,
+) -> np.ndarray:
     """MX / BFP per the OCP MX v1.0 definition, block by block (rows of ``blocks``)."""
     blocks = np.asarray(blocks, dtype=np.float64)
     out = np.empty_like(blocks)
@@ -200,7 +220,8 @@ def block_ref(blocks: np.ndarray, fmt: BlockFormat, mode: Rounding,
         amax = np.max(np.abs(blk))
         s = int(np.clip(_floor_log2(np.array(amax)) - elem.emax, -127, 127))
         if fmt.scale_rule is ScaleRule.CEIL and amax > elem.max * 2.0**s:
-            s = min(s + 1, 127)
+            # one binade up, but never so far that max_elem * 2**s leaves float32
+            s = min(s + 1, 127 - elem.emax)
         r = None if rand is None else rand[i * blk.size : (i + 1) * blk.size]
         scaled = blk / 2.0**s
         if isinstance(elem, FloatFormat):
@@ -211,8 +232,13 @@ def block_ref(blocks: np.ndarray, fmt: BlockFormat, mode: Rounding,
     return out
 
 
-def smx_ref(blocks: np.ndarray, fmt: SharedMicroExpFormat, mode: Rounding,
-            rand: np.ndarray | None = None, sr_bits: int = 23) -> np.ndarray:
+def smx_ref(
+    blocks: np.ndarray,
+    fmt: SharedMicroExpFormat,
+    mode: Rounding,
+    rand: np.ndarray | None = None,
+    sr_bits: int = 23,
+) -> np.ndarray:
     """Shared micro-exponents (arXiv 2302.08007), block by block."""
     blocks = np.asarray(blocks, dtype=np.float64)
     out = np.empty_like(blocks)

@@ -13,7 +13,9 @@
 ``SharedMicroExpFormat`` is the two-level scheme of arXiv 2302.08007 (MX9, MX6, MX4): an 8-bit
 shared exponent per block of 16 and a 1-bit micro-exponent per pair of elements. Encoding used
 here: ``E = floor(log2(amax_block))`` clamped to [-127, 127]; for each pair,
-``tau = min(E - floor(log2(amax_pair)), 1)`` (tau = 1 for an all-zero pair); each element is
+``tau = min(E - floor(log2(amax_pair)), 1)``, where exponents below -127 (zeros, float32
+subnormals) count as -127, so an all-zero pair takes tau = 1 unless the whole block is that
+small; each element is
 ``sign * k * 2**(E - tau - (M-1))`` with ``0 <= k <= 2**M - 1``; ``M`` = 7 (MX9), 4 (MX6), 2 (MX4).
 Bits per element: ``1 + M + 8/16 + 1/2`` = 9, 6, 4.
 
@@ -40,6 +42,7 @@ class ScaleRule(enum.Enum):
     past the element maximum and saturate.
     CEIL: the smallest power of two with ``amax / 2**s <= max_elem`` (the "round-up" rule of
     later MX training recipes): nothing saturates, at the cost of up to one binade of range.
+    Capped at ``s = 127 - emax_elem`` so scaled values stay finite float32.
     """
 
     FLOOR = "floor"
@@ -156,9 +159,7 @@ class SharedMicroExpFormat:
 
     @property
     def bits_per_element(self) -> float:
-        return (
-            1 + self.mbits + self.scale_bits / self.block_size + self.micro_bits / self.sub_block
-        )
+        return 1 + self.mbits + self.scale_bits / self.block_size + self.micro_bits / self.sub_block
 
     @property
     def max(self) -> float:

@@ -75,7 +75,7 @@ def aliases() -> dict[str, str]:
 _EXMY = re.compile(r"^e(\d+)m(\d+)$")
 _FIXED = re.compile(r"^fixed(\d+)_(\d+)$")
 _BFP = re.compile(r"^bfp(\d+)_b(\d+)$")
-_BLOCK_SUFFIX = re.compile(r"^(.*?)((?:_b\d+)?)((?:_ceil|_floor)?)$")
+_BLOCK_SIZE = re.compile(r"^(.*)_b(\d+)$")
 
 
 def _parse(key: str) -> Format | None:
@@ -93,18 +93,17 @@ def _parse(key: str) -> Format | None:
         if isinstance(base, FloatFormat):
             return base.replace(name=key, subnormals=False, aliases=())
         return None
-    m = _BLOCK_SUFFIX.match(key)
-    if m and (m.group(2) or m.group(3)):
+    for rule in ("_ceil", "_floor"):
+        if key.endswith(rule):
+            base = _lookup(key[: -len(rule)])
+            if isinstance(base, BlockFormat):
+                return base.replace(name=key, aliases=(), scale_rule=ScaleRule(rule[1:]))
+            return None
+    m = _BLOCK_SIZE.match(key)
+    if m:
         base = _lookup(m.group(1))
-        if isinstance(base, BlockFormat):
-            fmt = base.replace(name=key, aliases=())
-            if m.group(2):
-                fmt = fmt.replace(block_size=int(m.group(2)[2:]))
-            if m.group(3):
-                fmt = fmt.replace(scale_rule=ScaleRule(m.group(3)[1:]))
-            return fmt
-        if isinstance(base, SharedMicroExpFormat) and m.group(2) and not m.group(3):
-            return base.replace(name=key, aliases=(), block_size=int(m.group(2)[2:]))
+        if isinstance(base, BlockFormat | SharedMicroExpFormat):
+            return base.replace(name=key, aliases=(), block_size=int(m.group(2)))
     return None
 
 
@@ -140,22 +139,64 @@ def _builtin() -> None:
     r(ieee(5, 2, "fp8_e5m2", aliases=("e5m2", "float8_e5m2"), description="OCP FP8 E5M2"))
     r(
         finite(
-            4, 3, "fp8_e4m3", nan=True, aliases=("e4m3fn", "float8_e4m3fn", "fp8"),
+            4,
+            3,
+            "fp8_e4m3",
+            nan=True,
+            aliases=("e4m3fn", "float8_e4m3fn", "fp8"),
             description="OCP FP8 E4M3 (FN: no inf, NaN only at S.1111.111)",
         )
     )
-    r(finite(3, 2, "fp6_e3m2", nan=False, aliases=("e3m2fn", "float6_e3m2fn", "fp6"),
-             description="OCP FP6 E3M2 (no inf/NaN, saturates)"))
-    r(finite(2, 3, "fp6_e2m3", nan=False, aliases=("e2m3fn", "float6_e2m3fn"),
-             description="OCP FP6 E2M3 (no inf/NaN, saturates)"))
-    r(finite(2, 1, "fp4_e2m1", nan=False, aliases=("e2m1fn", "float4_e2m1fn", "fp4"),
-             description="OCP FP4 E2M1 (no inf/NaN, saturates)"))
+    r(
+        finite(
+            3,
+            2,
+            "fp6_e3m2",
+            nan=False,
+            aliases=("e3m2fn", "float6_e3m2fn", "fp6"),
+            description="OCP FP6 E3M2 (no inf/NaN, saturates)",
+        )
+    )
+    r(
+        finite(
+            2,
+            3,
+            "fp6_e2m3",
+            nan=False,
+            aliases=("e2m3fn", "float6_e2m3fn"),
+            description="OCP FP6 E2M3 (no inf/NaN, saturates)",
+        )
+    )
+    r(
+        finite(
+            2,
+            1,
+            "fp4_e2m1",
+            nan=False,
+            aliases=("e2m1fn", "float4_e2m1fn", "fp4"),
+            description="OCP FP4 E2M1 (no inf/NaN, saturates)",
+        )
+    )
     r(IntFormat("int8", 8, description="symmetric int8, per-tensor fp32 scale"))
     r(IntFormat("int4", 4, description="symmetric int4, per-tensor fp32 scale"))
-    r(IntFormat("int8_pc", 8, per_channel=True, aliases=("int8_per_channel",),
-                description="symmetric int8, fp32 scale per slice along the axis"))
-    r(IntFormat("int4_pc", 4, per_channel=True, aliases=("int4_per_channel",),
-                description="symmetric int4, fp32 scale per slice along the axis"))
+    r(
+        IntFormat(
+            "int8_pc",
+            8,
+            per_channel=True,
+            aliases=("int8_per_channel",),
+            description="symmetric int8, fp32 scale per slice along the axis",
+        )
+    )
+    r(
+        IntFormat(
+            "int4_pc",
+            4,
+            per_channel=True,
+            aliases=("int4_per_channel",),
+            description="symmetric int4, fp32 scale per slice along the axis",
+        )
+    )
     r(FixedFormat("fixed16_8", 16, 8, description="Q7.8 fixed point"))
     r(FixedFormat("fixed8_4", 8, 4, description="Q3.4 fixed point"))
     mx_elems: list[tuple[str, FloatFormat | FixedFormat]] = [
@@ -169,16 +210,45 @@ def _builtin() -> None:
     for mx_name, elem in mx_elems:
         short = mx_name.split("_")[0] if mx_name.startswith("mxfp4") else mx_name
         al = (short,) if short != mx_name else ()
-        r(BlockFormat(mx_name, elem, 32, family="mx", aliases=al,
-                      description=f"OCP MX v1.0, {elem.name} elements, E8M0 scale per 32"))
-    r(BlockFormat("bfp8_b16", bfp_element(7), 16, family="bfp", aliases=("msfp16",),
-                  description="block floating point: sign + 7-bit magnitude, 8-bit exp per 16"))
-    r(BlockFormat("bfp4_b16", bfp_element(3), 16, family="bfp", aliases=("msfp12",),
-                  description="block floating point: sign + 3-bit magnitude, 8-bit exp per 16"))
+        r(
+            BlockFormat(
+                mx_name,
+                elem,
+                32,
+                family="mx",
+                aliases=al,
+                description=f"OCP MX v1.0, {elem.name} elements, E8M0 scale per 32",
+            )
+        )
+    r(
+        BlockFormat(
+            "bfp8_b16",
+            bfp_element(7),
+            16,
+            family="bfp",
+            aliases=("msfp16",),
+            description="block floating point: sign + 7-bit magnitude, 8-bit exp per 16",
+        )
+    )
+    r(
+        BlockFormat(
+            "bfp4_b16",
+            bfp_element(3),
+            16,
+            family="bfp",
+            aliases=("msfp12",),
+            description="block floating point: sign + 3-bit magnitude, 8-bit exp per 16",
+        )
+    )
     for smx_name, mbits in (("mx9", 7), ("mx6", 4), ("mx4", 2)):
-        r(SharedMicroExpFormat(smx_name, mbits,
-                               description=f"shared micro-exponents (2302.08007): {mbits}-bit "
-                               "magnitude, 8-bit exp per 16, 1-bit micro-exp per 2"))
+        r(
+            SharedMicroExpFormat(
+                smx_name,
+                mbits,
+                description=f"shared micro-exponents (2302.08007): {mbits}-bit "
+                "magnitude, 8-bit exp per 16, 1-bit micro-exp per 2",
+            )
+        )
 
 
 _builtin()

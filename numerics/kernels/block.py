@@ -26,6 +26,7 @@ from numerics.kernels.core import (
     SIGN,
     pow2_f32,
     round_bits,
+    round_nearest_even_magic,
 )
 from numerics.kernels.element import sr_random
 from numerics.rounding import Rounding
@@ -40,59 +41,81 @@ def _to_element_space(x: torch.Tensor, b: torch.Tensor, e: torch.Tensor) -> torc
     return torch.where(underflow, (b & SIGN) | 1, xs)
 
 
+def _round_elements(
+    xb: torch.Tensor,
+    p: torch.Tensor,
+    emin_f: torch.Tensor,
+    maxpos: torch.Tensor,
+    maxneg: torch.Tensor,
+    mode: Rounding,
+) -> torch.Tensor:
+    """Round element-space bit patterns, saturating (block elements never overflow to inf).
+
+    Every block element grid (FP8/FP6/FP4 and the fixed-point ones) has a small emax, so
+    nearest_even always takes the float-adder fast path.
+    """
+    sat = torch.full_like(p[0], -1)
+    keep = torch.zeros_like(p[0])
+    if mode is Rounding.NEAREST_EVEN:
+        return round_nearest_even_magic(
+            xb, p[P_M], emin_f, p[P_EMAX_ELEM] - (p[P_EMIN_F] - emin_f), maxpos, maxneg, sat, keep
+        )
+    rnd = sr_random(xb.shape, p, xb.device) if mode is Rounding.STOCHASTIC else None
+    return round_bits(xb, p[P_M], emin_f, maxpos, maxneg, sat, keep, mode, rnd, p[P_SR_BITS])
+
+
 def shared_exponent(amax: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """E8M0 scale exponent of each block from the bit pattern of its absolute maximum.
 
     Floor rule (OCP MX): ``floor(log2(amax)) - emax_elem``, clamped to [-127, 127] (a zero or
     float32-subnormal amax lands on the clamp). Ceil rule: one more when amax exceeds
-    ``max_elem * 2**s``, which for an unclamped ``s`` compares mantissas only.
+    ``max_elem * 2**s``, which for an unclamped ``s`` compares mantissas only, up to
+    ``127 - emax_elem``.
     """
     e = (amax >> 23) - 127
     emax = p[P_EMAX_ELEM]
     s0 = torch.clamp(e - emax, min=-127, max=127)
-    bump = (
-        (p[P_CEIL] == 1) & (s0 == e - emax) & ((amax & 0x7FFFFF) > (p[P_MAX_POS] & 0x7FFFFF))
-    )
-    return torch.clamp(s0 + bump.to(I32), max=127)
+    bump = (p[P_CEIL] == 1) & (s0 == e - emax) & ((amax & 0x7FFFFF) > (p[P_MAX_POS] & 0x7FFFFF))
+    # The floor rule never exceeds 127 - emax (amax < 2**128); the ceil rule's extra binade
+    # is capped there too, so every scaled element stays a finite float32.
+    return torch.minimum(s0 + bump.to(I32), 127 - emax)
 
 
-def block_kernel(x: torch.Tensor, p: torch.Tensor, mode: Rounding) -> torch.Tensor:
+def block_kernel(x: torch.Tensor, p: torch.Tensor, *, mode: Rounding) -> torch.Tensor:
     """MX / BFP: ``x`` (nblocks, block) float32 -> quantised float32."""
     b = x.view(I32)
     amax = (b & ABS).amax(dim=-1, keepdim=True)  # (nb, 1); NaN/inf bits compare largest
     s = shared_exponent(amax, p)
-    rnd = sr_random(x.shape, p, x.device) if mode is Rounding.STOCHASTIC else None
-    y = round_bits(
-        _to_element_space(x, b, s),
-        p[P_M], p[P_EMIN_F], p[P_MAX_POS], p[P_MAX_NEG],
-        torch.full_like(p[0], -1), torch.zeros_like(p[0]),
-        mode, rnd, p[P_SR_BITS],
+    y = _round_elements(
+        _to_element_space(x, b, s), p, p[P_EMIN_F], p[P_MAX_POS], p[P_MAX_NEG], mode
     )
     out = y.view(F32) * pow2_f32(s)
     return torch.where(amax >= INF, torch.full_like(out, float("nan")), out)
 
 
-def smx_kernel(x: torch.Tensor, p: torch.Tensor, sub: int, mode: Rounding) -> torch.Tensor:
-    """Shared micro-exponents: ``x`` (nblocks, block) float32, pairs (``sub``) share tau.
+def smx_kernel(x: torch.Tensor, p: torch.Tensor, sub: int, *, mode: Rounding) -> torch.Tensor:
+    """Shared micro-exponents: ``x`` (nblocks, block) float32; each run of ``sub`` shares tau.
 
     Element space is relative to ``2**E`` (E = floor(log2(amax)), clamped to [-127, 127]);
     a sub-block with ``tau = 1`` uses the grid of the fixed-point element shifted down by one
-    binade (emin and max both halved).
+    binade (emin and max both halved). The rounding runs over whole rows (blocks) with tau
+    looked up per element, which vectorises; only the small sub-block reduction runs per pair.
     """
     nb, bs = x.shape
     b = x.view(I32)
     a = b & ABS
     amax = a.amax(dim=-1, keepdim=True)  # (nb, 1)
     e = torch.clamp((amax >> 23) - 127, min=-127, max=127)
-    pair_e = (a.view(nb, bs // sub, sub).amax(dim=-1) >> 23) - 127  # (nb, npairs)
-    tau = torch.clamp(e - pair_e, min=0, max=1).unsqueeze(-1)  # (nb, npairs, 1)
-    xb = _to_element_space(x, b, e).view(nb, bs // sub, sub)
-    rnd = sr_random(xb.shape, p, x.device) if mode is Rounding.STOCHASTIC else None
-    y = round_bits(
-        xb,
-        p[P_M], p[P_EMIN_F] - tau, p[P_MAX_POS] - (tau << 23), p[P_MAX_NEG] - (tau << 23),
-        torch.full_like(p[0], -1), torch.zeros_like(p[0]),
-        mode, rnd, p[P_SR_BITS],
-    ).view(nb, bs)
+    pair_e = (a.view(nb, bs // sub, sub).amax(dim=-1) >> 23) - 127  # (nb, nsub)
+    tau = torch.clamp(e - pair_e, min=0, max=1)
+    tau = tau.unsqueeze(-1).expand(nb, bs // sub, sub).reshape(nb, bs)  # per element
+    y = _round_elements(
+        _to_element_space(x, b, e),
+        p,
+        p[P_EMIN_F] - tau,
+        p[P_MAX_POS] - (tau << 23),
+        p[P_MAX_NEG] - (tau << 23),
+        mode,
+    )
     out = y.view(F32) * pow2_f32(e)
     return torch.where(amax >= INF, torch.full_like(out, float("nan")), out)

@@ -47,22 +47,35 @@ def _raise_recompile_limit() -> None:
             setattr(cfg, attr, 64)
 
 
-def _make(fn: Callable[..., torch.Tensor], mode: Rounding) -> Callable[..., torch.Tensor]:
+def _make(
+    fn: Callable[..., torch.Tensor], mode: Rounding, static: bool
+) -> Callable[..., torch.Tensor]:
     def kernel(*args: Any) -> torch.Tensor:
         return fn(*args, mode=mode)
 
     # Dynamo caches graphs per code object: give each (kernel, mode) its own, so their
     # guards never scan each other's entries.
-    name = f"{fn.__name__}_{mode.value}"
+    name = f"{fn.__name__}_{mode.value}{'_static' if static else ''}"
     code = kernel.__code__.replace(co_name=name, co_qualname=name)
     unique = types.FunctionType(code, kernel.__globals__, name, None, kernel.__closure__)
-    return torch.compile(unique, dynamic=True, fullgraph=True)
+    # static: only dim 0 of the first argument varies (marked per call); the other dims (a
+    # block size) stay constants, so the inner loops are fixed-length and fully vectorised.
+    return torch.compile(unique, dynamic=not static, fullgraph=True)
 
 
 def run(
-    name: str, fn: Callable[..., torch.Tensor], mode: Rounding, compiled: bool, *args: Any
+    name: str,
+    fn: Callable[..., torch.Tensor],
+    mode: Rounding,
+    compiled: bool,
+    *args: Any,
+    static: bool = False,
 ) -> torch.Tensor:
-    """Run kernel ``fn(*args, mode=mode)``, compiled when asked and possible."""
+    """Run kernel ``fn(*args, mode=mode)``, compiled when asked and possible.
+
+    ``static=True`` compiles for fixed trailing dims of ``args[0]`` (one graph per block
+    size) with a dynamic leading dim; otherwise every dim is dynamic.
+    """
     key = (name, mode)
     if not compiled or key in _BROKEN:
         return fn(*args, mode=mode)
@@ -70,7 +83,9 @@ def run(
         kernel = _COMPILED.get(key)
         if kernel is None:
             _raise_recompile_limit()
-            kernel = _COMPILED[key] = _make(fn, mode)
+            kernel = _COMPILED[key] = _make(fn, mode, static)
+    if static:
+        torch._dynamo.maybe_mark_dynamic(args[0], 0)
     try:
         return kernel(*args)
     except Exception as exc:  # a compiler failure must not cost the result

@@ -94,18 +94,31 @@ def round_bits(
             raise ValueError("stochastic rounding needs random bits")
         # t = floor(f * 2**R): the dropped fraction truncated (or widened) to R bits.
         s = d0 - sr_bits
-        t = torch.where(
-            s >= 0, low >> torch.clamp(s, min=0, max=25), low << torch.clamp(-s, min=0)
-        )
+        t = torch.where(s >= 0, low >> torch.clamp(s, min=0, max=25), low << torch.clamp(-s, min=0))
         up = rnd < t
     else:  # pragma: no cover - the enum is closed
         raise ValueError(mode)
 
     upi = up.to(I32)
-    small = ((a >> d) + upi) << d
+    small = ((torch.clamp(a, max=INF) >> d) + upi) << d  # NaN patterns must not overflow
     big = upi * ((top - m) << 23)  # one step, a normal float32 whenever d0 > 23
     y = torch.where(d0 > 23, big, small)
 
+    return _finish(y, a, b, neg, maxbits_pos, maxbits_neg, ovf, minnorm, mode)
+
+
+def _finish(
+    y: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    neg: torch.Tensor,
+    maxbits_pos: torch.Tensor,
+    maxbits_neg: torch.Tensor,
+    ovf: torch.Tensor,
+    minnorm: torch.Tensor,
+    mode: Rounding,
+) -> torch.Tensor:
+    """Overflow, flush-to-zero, inf and NaN inputs, and the sign, for a rounded magnitude y."""
     maxb = torch.where(neg, maxbits_neg, maxbits_pos)
     saturate = ovf < 0
     # Overflow rounded away from zero gives ``ovf`` (inf/NaN); toward zero, the maximum.
@@ -122,6 +135,53 @@ def round_bits(
     y = torch.where(a == INF, torch.where(saturate, maxb, ovf), y)
     y = torch.where(a > INF, a, y)  # NaN keeps its payload
     return y | (b & SIGN)
+
+
+def round_nearest_even_magic(
+    b: torch.Tensor,
+    m: torch.Tensor,
+    emin_f: torch.Tensor,
+    emax: torch.Tensor,
+    maxbits_pos: torch.Tensor,
+    maxbits_neg: torch.Tensor,
+    ovf: torch.Tensor,
+    minnorm: torch.Tensor,
+) -> torch.Tensor:
+    """nearest_even by the float32 adder: ``(|x| + c) - c`` with ``c = 2**(E + 23 - m)``.
+
+    ``E = clamp(floor(log2|x|), emin, emax + 1)``: c's ulp is the target step at |x|, and
+    ``|x| + c`` lies in c's binade (``|x| < 2*2**E <= c``), so the addition rounds |x| to a
+    multiple of the step with ties to even (the multiple's parity is the code's, because c is
+    an even multiple of the step) and the subtraction is exact. Values above the format's
+    range use E = emax + 1 and come out above the maximum, where overflow takes over.
+    Needs ``emax + 24 - m <= 127`` so that c is finite; the caller checks.
+    """
+    a = b & ABS
+    e = torch.clamp(a & INF, min=emin_f << 23, max=(emax + 128) << 23)
+    c = (e + ((23 - m) << 23)).view(torch.float32)
+    y = ((a.view(torch.float32) + c) - c).view(I32)
+    return _finish(y, a, b, b < 0, maxbits_pos, maxbits_neg, ovf, minnorm, Rounding.NEAREST_EVEN)
+
+
+def round_nearest_even_shift(
+    b: torch.Tensor,
+    m: torch.Tensor,
+    maxbits_pos: torch.Tensor,
+    maxbits_neg: torch.Tensor,
+    ovf: torch.Tensor,
+    minnorm: torch.Tensor,
+) -> torch.Tensor:
+    """nearest_even for formats whose subnormals start where float32's do (emin = -126).
+
+    The step is then ``2**-(m)`` of every binade including float32's subnormal one, i.e. the
+    low ``d = 23 - m`` bits of the pattern: add ``2**(d-1) - 1`` plus the kept part's last bit
+    and truncate (the carry runs into the exponent, which is the next binade).
+    """
+    a = b & ABS
+    d = 23 - m
+    inc = torch.clamp((((1 << d) >> 1) - 1) + ((a >> d) & 1), min=0)  # 0 when d = 0
+    y = ((torch.clamp(a, max=INF) + inc) >> d) << d  # NaN patterns must not overflow int32
+    return _finish(y, a, b, b < 0, maxbits_pos, maxbits_neg, ovf, minnorm, Rounding.NEAREST_EVEN)
 
 
 def shift_bits(bits: torch.Tensor, s: torch.Tensor) -> torch.Tensor:

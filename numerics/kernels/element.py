@@ -6,6 +6,7 @@ import torch
 
 from numerics.kernels.core import (
     I32,
+    P_EMAX_ELEM,
     P_EMIN_F,
     P_KEY0,
     P_KEY1,
@@ -16,6 +17,8 @@ from numerics.kernels.core import (
     P_OVF,
     P_SR_BITS,
     round_bits,
+    round_nearest_even_magic,
+    round_nearest_even_shift,
 )
 from numerics.rounding import Rounding, random_bits
 
@@ -29,26 +32,71 @@ def sr_random(shape: torch.Size, p: torch.Tensor, device: torch.device) -> torch
     return random_bits(idx, p[P_KEY0 : P_KEY1 + 1], p[P_SR_BITS])
 
 
-def element_kernel(b: torch.Tensor, p: torch.Tensor, mode: Rounding) -> torch.Tensor:
-    """Round float32 bit patterns ``b`` (int32, any shape) to the grid described by ``p``."""
+def element_kernel(
+    b: torch.Tensor, p: torch.Tensor, path: str = "generic", *, mode: Rounding
+) -> torch.Tensor:
+    """Round float32 bit patterns ``b`` (int32, any shape) to the grid described by ``p``.
+
+    ``path`` picks the nearest_even fast path the format allows (see ``rne_path``).
+    """
+    if mode is Rounding.NEAREST_EVEN and path == "magic":
+        return round_nearest_even_magic(
+            b,
+            p[P_M],
+            p[P_EMIN_F],
+            p[P_EMAX_ELEM],
+            p[P_MAX_POS],
+            p[P_MAX_NEG],
+            p[P_OVF],
+            p[P_MINNORM],
+        )
+    if mode is Rounding.NEAREST_EVEN and path == "shift":
+        return round_nearest_even_shift(
+            b, p[P_M], p[P_MAX_POS], p[P_MAX_NEG], p[P_OVF], p[P_MINNORM]
+        )
     rnd = sr_random(b.shape, p, b.device) if mode is Rounding.STOCHASTIC else None
     return round_bits(
-        b, p[P_M], p[P_EMIN_F], p[P_MAX_POS], p[P_MAX_NEG], p[P_OVF], p[P_MINNORM],
-        mode, rnd, p[P_SR_BITS],
+        b,
+        p[P_M],
+        p[P_EMIN_F],
+        p[P_MAX_POS],
+        p[P_MAX_NEG],
+        p[P_OVF],
+        p[P_MINNORM],
+        mode,
+        rnd,
+        p[P_SR_BITS],
     )
 
 
-def int_kernel(x: torch.Tensor, p: torch.Tensor, qmax: float, mode: Rounding) -> torch.Tensor:
+def rne_path(emin: int, emax: int, mbits: int) -> str:
+    """Which nearest_even implementation a grid can use.
+
+    "shift" when its subnormals start where float32's do (emin = -126: the e8 family, bf16);
+    "magic" when ``2**(emax + 1 + 23 - m)`` is a finite float32 (every narrower format and
+    every fixed-point grid); otherwise the generic core.
+    """
+    if emin == -126:
+        return "shift"
+    if emax + 24 - mbits <= 127:
+        return "magic"
+    return "generic"
+
+
+def int_kernel(x: torch.Tensor, p: torch.Tensor, qmax: float, *, mode: Rounding) -> torch.Tensor:
     """Symmetric scaled integers, one fp32 scale per row of ``x`` (rows, n).
 
     ``scale = amax / qmax`` (1 for an all-zero row), then as torch's fake quantisation:
-    ``round(x * (1/scale))`` clamped to [-qmax, qmax], times ``scale``. A row holding NaN or
+    ``round(x * (1/scale))`` clamped to [-qmax, qmax], times ``scale`` (``x / scale`` where
+    1/scale overflows). A row holding NaN or
     inf becomes NaN.
     """
     amax = x.abs().amax(dim=-1, keepdim=True)
     scale = torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
     inv = 1.0 / scale
-    v = (x * inv).view(I32)
-    q = element_kernel(v, p, mode).view(torch.float32)
+    # torch's fake quantisation multiplies by 1/scale; for a row so tiny that 1/scale
+    # overflows (amax < qmax * 2**-128) that would give inf * 0 = NaN, so divide instead.
+    v = torch.where(torch.isinf(inv), x / scale, x * inv).view(I32)
+    q = element_kernel(v, p, "magic", mode=mode).view(torch.float32)  # an integer grid
     y = q * scale
     return torch.where(torch.isfinite(amax), y, torch.full_like(y, float("nan")))

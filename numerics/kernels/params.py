@@ -44,7 +44,7 @@ def grid_slots(fmt: Grid, saturate: bool) -> dict[int, int]:
             P_EMAX_ELEM: fmt.emax,
         }
     # Fixed point: a uniform grid below its largest binade, i.e. "emin" = emax.
-    emax = int(math.floor(math.log2(fmt.max)))
+    emax = math.floor(math.log2(fmt.max))
     return {
         P_M: emax + fmt.fl,
         P_EMIN_F: emax + 127,

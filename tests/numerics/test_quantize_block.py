@@ -124,8 +124,10 @@ def test_block_size_is_selectable():
     assert q(x, "mxfp8_e4m3")[-1].item() == 10 * 2.0**-8 * 2.0**-2
     # blocks of 16: the small half gets its own scale and keeps more precision
     assert q(x, "mxfp8_e4m3_b16")[-1].item() == pytest.approx(0.01, rel=2**-4)
-    assert q(x, "mxfp8_e4m3_b16")[-1].item() == np.float32(
-        np.float32(0.01 / 2.0**-15).astype(ml_dtypes.float8_e4m3fn)) * 2.0**-15
+    assert (
+        q(x, "mxfp8_e4m3_b16")[-1].item()
+        == np.float32(np.float32(0.01 / 2.0**-15).astype(ml_dtypes.float8_e4m3fn)) * 2.0**-15
+    )
 
 
 ML_ELEM = {
@@ -155,12 +157,28 @@ def test_outputs_are_scale_times_an_element(name, mode):
     # and each element is one of the two grid neighbours of x / 2**s
     lo = np.minimum(y, xs)
     hi = np.maximum(y, xs)
-    assert np.all(hi - lo <= np.abs(xs) * 2.0 ** -fmt.element.mbits + 2.0 ** (s[:, None] - 140)
-                  + 2.0 ** (s[:, None] + fmt.element.emin - fmt.element.mbits))
+    assert np.all(
+        hi - lo
+        <= np.abs(xs) * 2.0**-fmt.element.mbits
+        + 2.0 ** (s[:, None] - 140)
+        + 2.0 ** (s[:, None] + fmt.element.emin - fmt.element.mbits)
+    )
 
 
-@pytest.mark.parametrize("name", ["mxfp8_e4m3", "mxfp4_e2m1", "mxint8", "bfp8_b16", "bfp4_b16",
-                                  "mx9", "mx6", "mx4", "mxfp6_e3m2_ceil"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "mxfp8_e4m3",
+        "mxfp4_e2m1",
+        "mxint8",
+        "bfp8_b16",
+        "bfp4_b16",
+        "mx9",
+        "mx6",
+        "mx4",
+        "mxfp6_e3m2_ceil",
+    ],
+)
 @pytest.mark.parametrize("mode", MODES)
 def test_kernel_equals_reference(name, mode):
     """The fast kernel against the float64 reference, with awkward values in every block."""
@@ -176,3 +194,11 @@ def test_kernel_equals_reference(name, mode):
         ref = q(x, name, rounding=mode, generator=11, axis=axis, backend="reference")
         same = (fast.view(torch.int32) == ref.view(torch.int32)) | (fast.isnan() & ref.isnan())
         assert same.all(), (name, mode, axis, x[~same][:4], fast[~same][:4], ref[~same][:4])
+
+
+def test_ceil_rule_never_scales_past_float32():
+    # amax 3.3e38: floor(log2) = 127, floor rule s = 125 and 3.3e38 / 2**125 = 7.76 saturates
+    # to 6; the ceil rule would want s = 126 (element 4 -> 4 * 2**126 = 2**128 = inf), so it is
+    # capped at 127 - emax_elem = 125 and saturates like the floor rule.
+    y = q(torch.tensor([3.3e38, 1.0]), "mxfp4_e2m1_ceil")
+    assert y.tolist() == [6 * 2.0**125, 0.0]

@@ -12,8 +12,7 @@ from numerics.formats import FloatFormat, NanStyle, UnknownFormatError
 # Facts from the specs (OCP 8-bit FP v1.0, OCP MX v1.0, IEEE 754), written out by hand.
 SPEC = {
     "fp16": dict(bits=16, emax=15, emin=-14, max=65504.0, min_subnormal=2.0**-24),
-    "bf16": dict(bits=16, emax=127, emin=-126, max=(2 - 2**-7) * 2.0**127,
-                 min_subnormal=2.0**-133),
+    "bf16": dict(bits=16, emax=127, emin=-126, max=(2 - 2**-7) * 2.0**127, min_subnormal=2.0**-133),
     "fp8_e5m2": dict(bits=8, emax=15, emin=-14, max=57344.0, min_subnormal=2.0**-16),
     "fp8_e4m3": dict(bits=8, emax=8, emin=-6, max=448.0, min_subnormal=2.0**-9),
     "fp6_e3m2": dict(bits=6, emax=4, emin=-2, max=28.0, min_subnormal=2.0**-4),
@@ -42,8 +41,14 @@ def test_special_value_styles():
 
 def test_mx_formats_per_ocp_mx_v1():
     # OCP MX v1.0 table 1: element emax and block size 32, E8M0 scale.
-    expected_emax = {"mxfp8_e4m3": 8, "mxfp8_e5m2": 15, "mxfp6_e3m2": 4, "mxfp6_e2m3": 2,
-                     "mxfp4_e2m1": 2, "mxint8": 0}
+    expected_emax = {
+        "mxfp8_e4m3": 8,
+        "mxfp8_e5m2": 15,
+        "mxfp6_e3m2": 4,
+        "mxfp6_e2m3": 2,
+        "mxfp4_e2m1": 2,
+        "mxint8": 0,
+    }
     for name, emax in expected_emax.items():
         f = formats.get(name)
         assert f.block_size == 32 and f.emax_elem == emax and f.scale_bits == 8
@@ -71,6 +76,9 @@ def test_parsed_families():
     assert ftz.min_subnormal == 2.0**-14
     b = formats.get("mxfp8_e4m3_b16_ceil")
     assert b.block_size == 16 and b.scale_rule.value == "ceil"
+    c = formats.get("bfp8_b16_ceil")  # suffixes stack on a name that itself ends in _bK
+    assert c.block_size == 16 and c.scale_rule.value == "ceil" and c.family == "bfp"
+    assert formats.get("mx6_b32").block_size == 32
     assert formats.get("bfp6_b8").element.max == 2 - 2**-4
     fx = formats.get("fixed12_4")
     assert fx.max == (2**11 - 1) / 16 and fx.min == -(2**11) / 16
