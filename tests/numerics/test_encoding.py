@@ -305,15 +305,14 @@ def test_nan_block_has_nan_scale_code() -> None:
     assert torch.isnan(out[1]).all() and torch.equal(out[0], torch.ones(32))
 
 
-def test_ceil_rule_overflow_keeps_its_code() -> None:
-    # amax 3.3e38: floor(log2) = 127, s = 127 - 2 = 125; 3.3e38 > 6 * 2**125 (2.55e38), so
-    # the ceil rule takes s = 126 -> code 253. 3.3e38 / 2**126 = 3.88 -> 4 on the fp4 grid
-    # (0 11 0 = 0b0110); 4 * 2**126 = 2**128 is past float32's range, so the value quantize
-    # returns is inf, and the code must still be the one that decodes to it.
+def test_ceil_rule_is_capped_so_values_stay_finite() -> None:
+    # amax 3.3e38: floor(log2) = 127, floor-rule s = 127 - 2 = 125; 3.3e38 > 6 * 2**125, so the
+    # ceil rule would take s = 126, but 6 * 2**126 is past float32's range: s is capped at
+    # 127 - emax_elem = 125 (code 252) and 3.3e38 / 2**125 = 7.76 saturates to 6 (0 11 1).
     x = torch.tensor([3.3e38, 1.0])
     enc = encode(x, "mxfp4_e2m1_ceil")
-    assert enc.scales is not None and enc.scales.tolist() == [253]
-    assert enc.codes[0, :2].tolist() == [0b0110, 0]
+    assert enc.scales is not None and enc.scales.tolist() == [252]
+    assert enc.codes[0, :2].tolist() == [0b0111, 0]
     assert_round_trip(decode(enc), numerics.quantize(x, "mxfp4_e2m1_ceil"), enc.format)
 
 
