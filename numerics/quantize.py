@@ -131,12 +131,16 @@ def quantize(
         raise ValueError(f"quantize: axis={axis} is out of range for a {x.dim()}-d tensor")
     if x.numel() >= 2**31 and mode is Rounding.STOCHASTIC:
         raise ValueError("quantize: stochastic rounding indexes elements with int32; split x")
-    keys = draw_keys(generator) if mode is Rounding.STOCHASTIC else None
-
     if backend == "qtorch":
         from numerics.backends.qtorch_backend import quantize_qtorch
 
+        if saturate is not None or sr_bits != DEFAULT_SR_BITS:
+            raise ValueError(
+                "quantize: backend='qtorch' has no saturate or sr_bits options; leave them "
+                "at their defaults (qtorch's own overflow behaviour applies)"
+            )
         return quantize_qtorch(x, fmt, mode, generator)
+    keys = draw_keys(generator) if mode is Rounding.STOCHASTIC else None
     if backend == "reference":
         from numerics.reference import quantize_reference
 
@@ -161,7 +165,7 @@ def quantize(
 def _element_path(fmt: FloatFormat | FixedFormat) -> str:
     if isinstance(fmt, FloatFormat):
         return rne_path(fmt.emin, fmt.emax, fmt.mbits)
-    return "magic"  # a fixed-point grid
+    return rne_path(-127, fmt.emax, fmt.emax + fmt.fl)  # a fixed grid: m = emax + fl
 
 
 def _dispatch(

@@ -2,10 +2,9 @@
 
 qtorch (Zhang et al., "QPyTorch", arXiv 1910.04540) is imported only when this backend is
 asked for, never at package import: its first import compiles a C++ extension with ninja
-(about a minute). The build goes to ``TORCH_EXTENSIONS_DIR``; unless that is already set, this
-module points it at ``.cache/torch_extensions`` of the source checkout (beside the Inductor
-cache), so the build is paid once per checkout. Install with ``pip install 'numerics[qtorch]'``
-(qtorch==0.3.0 and ninja).
+(about a minute). The build goes to ``TORCH_EXTENSIONS_DIR`` (torch's default:
+``~/.cache/torch_extensions``), so it is paid once per machine, not per checkout. Install with
+``pip install 'numerics[qtorch]'`` (qtorch==0.3.0 and ninja).
 
 What qtorch has, and how our formats map to it:
 
@@ -46,7 +45,6 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import threading
-from pathlib import Path
 from types import ModuleType
 
 import torch
@@ -69,20 +67,7 @@ _MODULE: ModuleType | None = None
 _ERROR: Exception | None = None
 
 
-def _default_extensions_dir() -> Path | None:
-    """``<checkout>/.cache/torch_extensions`` when running from a source checkout, else None."""
-    root = Path(__file__).resolve().parents[2]
-    if (root / "pyproject.toml").is_file() and (root / "numerics").is_dir():
-        return root / ".cache" / "torch_extensions"
-    return None  # an installed package: leave torch's own default (~/.cache/torch_extensions)
-
-
 def _import_qtorch() -> ModuleType:
-    if "TORCH_EXTENSIONS_DIR" not in os.environ:
-        default = _default_extensions_dir()
-        if default is not None:
-            default.mkdir(parents=True, exist_ok=True)
-            os.environ["TORCH_EXTENSIONS_DIR"] = str(default)
     try:
         import qtorch.quant as quant  # the first import builds the C++ extension
     except ModuleNotFoundError as exc:

@@ -55,6 +55,8 @@ SCALE_EMAX = 127
 
 def bfp_element(mbits: int) -> FixedFormat:
     """Sign + ``mbits``-bit magnitude with an explicit leading bit: k * 2**-(mbits-1)."""
+    if not 1 <= mbits <= 23:
+        raise ValueError(f"block element magnitude bits: {mbits}; allowed 1..23")
     return FixedFormat(f"int{mbits + 1}_elem", mbits + 1, mbits - 1, symmetric=True)
 
 
@@ -76,6 +78,19 @@ class BlockFormat:
             raise ValueError(f"format {self.name!r}: block_size must be >= 1")
         if self.element.max < 1.0:
             raise ValueError(f"format {self.name!r}: element max must be >= 1")
+        # The block kernels round elements with the float-adder trick, exact for grids with
+        # at most 22 mantissa bits whose subnormals start above float32's (see rne_path).
+        emin = self.element.emin if isinstance(self.element, FloatFormat) else -127
+        m = (
+            self.element.mbits
+            if isinstance(self.element, FloatFormat)
+            else self.element.emax + self.element.fl
+        )
+        if m > 22 or emin == -126 or self.element.emax + 24 - m > 127:
+            raise ValueError(
+                f"format {self.name!r}: element {self.element.name} is too wide for a block "
+                "format (allowed: at most 22 mantissa bits and emin > -126)"
+            )
 
     @property
     def bits(self) -> int:

@@ -79,7 +79,7 @@ def round_bits(
         # subnormal range the code is the significand count, sig >> d. Below one step the
         # lower neighbour is 0, which is even.
         odd = (((torch.where(top > ee, sig, a) >> d) & 1) == 1) & (d0 <= 23)
-        up = (low > half) | ((low == half) & odd)
+        up = (low > half) | ((low == half) & odd & (d > 0))  # d = 0: nothing dropped
     elif mode is Rounding.NEAREST_AWAY:
         half = (1 << d) >> 1
         up = (low >= half) & (low > 0)

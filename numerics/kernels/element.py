@@ -73,12 +73,13 @@ def rne_path(emin: int, emax: int, mbits: int) -> str:
     """Which nearest_even implementation a grid can use.
 
     "shift" when its subnormals start where float32's do (emin = -126: the e8 family, bf16);
-    "magic" when ``2**(emax + 1 + 23 - m)`` is a finite float32 (every narrower format and
-    every fixed-point grid); otherwise the generic core.
+    "magic" when ``c = 2**(emax + 1 + 23 - m)`` is a finite float32 and exceeds every |x| of
+    its binade (m <= 22): every narrower format and fixed-point grids up to 24 bits;
+    otherwise the generic core.
     """
     if emin == -126:
         return "shift"
-    if emax + 24 - mbits <= 127:
+    if mbits <= 22 and emax + 24 - mbits <= 127:
         return "magic"
     return "generic"
 

@@ -136,3 +136,26 @@ def test_every_registered_format_quantizes_onto_its_grid(name):
         assert torch.equal(numerics.quantize(y, fmt), y)
     if hasattr(fmt, "max") and fmt.kind in ("float", "fixed"):
         assert y.abs().max() <= fmt.max or math.isclose(-y.min(), -fmt.min)
+
+
+def test_block_elements_must_fit_the_block_kernels():
+    from numerics.formats import BlockFormat
+
+    with pytest.raises(ValueError, match="too wide"):
+        BlockFormat("mx_bf16", formats.get("bf16"))
+    with pytest.raises(ValueError, match=r"allowed 1\.\.23"):
+        formats.get("bfp26_b16")
+    assert formats.get("bfp24_b16").element.max == 2 - 2.0**-22
+
+
+def test_nearest_even_with_nothing_to_drop_is_the_identity():
+    # 23 explicit mantissa bits keep every float32 significand: no rounding may happen, in
+    # every kernel path (generic core for e5m23 and fixed25_0, shift trick for saturated fp32).
+    x = torch.tensor([1 + 2.0**-23, 3 * 2.0**-23, 1.5])
+    for name in ("e5m23", "fp32"):
+        for backend in ("eager", "reference"):
+            y = numerics.quantize(x, name, saturate=True, backend=backend)
+            assert torch.equal(y, x), (name, backend)
+    k = torch.tensor([2.0**23 + 1, -(2.0**23) - 3, 2.0**24 - 1])
+    for backend in ("eager", "reference"):
+        assert torch.equal(numerics.quantize(k, "fixed25_0", backend=backend), k)
