@@ -155,7 +155,8 @@ def grid_ref(
     y = np.minimum(y, limit)
     y = np.where(np.isinf(mag), limit, y)
     y = np.where(np.isnan(x), np.nan, y)
-    return np.where(negative, -y, y)
+    # grids are two's complement (fixed point, integers, BFP-style elements): one zero, +0
+    return np.where(negative & (y != 0), -y, y)
 
 
 def fixed_ref(

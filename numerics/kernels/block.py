@@ -22,6 +22,7 @@ from numerics.kernels.core import (
     P_M,
     P_MAX_NEG,
     P_MAX_POS,
+    P_MINNORM,
     P_SR_BITS,
     SIGN,
     pow2_f32,
@@ -55,7 +56,7 @@ def _round_elements(
     nearest_even always takes the float-adder fast path.
     """
     sat = torch.full_like(p[0], -1)
-    keep = torch.zeros_like(p[0])
+    keep = p[P_MINNORM]  # 0, or -1 for two's-complement element grids (zero is +0)
     if mode is Rounding.NEAREST_EVEN:
         return round_nearest_even_magic(
             xb, p[P_M], emin_f, p[P_EMAX_ELEM] - (p[P_EMIN_F] - emin_f), maxpos, maxneg, sat, keep

@@ -9,7 +9,8 @@ Every kernel in the package ends here. A target grid is described per element by
   as float32 bit patterns (equal except for two's-complement fixed point);
 - ``ovf``: the bit pattern an overflow rounded away from zero becomes (inf, or NaN for E4M3), or
   -1 to saturate to the maximum;
-- ``minnorm``: results below this magnitude (bit pattern) flush to zero; 0 keeps subnormals.
+- ``minnorm``: results below this magnitude (bit pattern) flush to zero; 0 keeps subnormals;
+  -1 marks a two's-complement grid (fixed point, integers), whose only zero is +0.
 
 How it rounds: for ``|x|`` with float32 exponent field ``ex`` (``ee = max(ex, 1)``, so float32
 subnormals share the first binade's step), the target step is ``2**(max(ee, emin_f) - 127 - m)``,
@@ -134,7 +135,8 @@ def _finish(
     y = torch.where(y < minnorm, 0, y)
     y = torch.where(a == INF, torch.where(saturate, maxb, ovf), y)
     y = torch.where(a > INF, a, y)  # NaN keeps its payload
-    return y | (b & SIGN)
+    sign = torch.where((minnorm < 0) & (y == 0), 0, b & SIGN)  # two's complement: +0 only
+    return y | sign
 
 
 def round_nearest_even_magic(

@@ -51,7 +51,7 @@ def grid_slots(fmt: Grid, saturate: bool) -> dict[int, int]:
         P_MAX_POS: f32_bits(fmt.max),
         P_MAX_NEG: f32_bits(-fmt.min),
         P_OVF: -1,
-        P_MINNORM: 0,
+        P_MINNORM: -1,  # two's complement: a zero result is +0
         P_EMAX_ELEM: emax,
     }
 

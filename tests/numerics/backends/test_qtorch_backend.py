@@ -330,7 +330,7 @@ def test_wide_range_every_mismatch_explained(qt: ModuleType, name: str) -> None:
 @pytest.mark.parametrize("name", ["fixed16_8", "fixed8_4"])
 def test_fixed_point_agrees(qt: ModuleType, name: str) -> None:
     # Below 2**23 (after scaling) qtorch's fixed-point nearest is exact round-half-even with
-    # clamping, as is the registry's: they agree bit for bit, ties and saturation included.
+    # clamping, as is the registry's: they agree on every value, ties and saturation included.
     fmt = numerics.formats.get(name)
     gen = torch.Generator().manual_seed(3)
     assert isinstance(fmt, FixedFormat)
@@ -341,7 +341,11 @@ def test_fixed_point_agrees(qt: ModuleType, name: str) -> None:
     x = torch.cat([ties, normals, torch.tensor([INF, -INF, NAN])])
     q = numerics.quantize(x, fmt, backend="qtorch")
     ours = numerics.quantize(x, fmt, backend="eager")
-    assert bool(same(q, ours).all())
+    # The one deviation: qtorch keeps -0.0 for negatives that round to zero; a two's-
+    # complement word has a single zero, which the registry returns as +0.0.
+    zero_sign = (q == 0) & (ours == 0) & torch.signbit(q) & ~torch.signbit(ours)
+    assert int(zero_sign.sum()) > 0
+    assert bool((same(q, ours) | zero_sign).all())
 
 
 # --- stochastic rounding -----------------------------------------------------------------------
