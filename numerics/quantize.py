@@ -31,7 +31,7 @@ from numerics.formats import (
 )
 from numerics.kernels import compiled as _compiled
 from numerics.kernels.block import block_kernel, smx_kernel
-from numerics.kernels.element import element_kernel, int_kernel, rne_path
+from numerics.kernels.element import as_float, element_kernel, int_kernel, rne_path
 from numerics.kernels.params import grid_slots, make_params
 from numerics.rounding import DEFAULT_SR_BITS, MAX_SR_BITS, Rounding, draw_keys, parse
 
@@ -181,10 +181,19 @@ def _dispatch(
     dev = x32.device
     if isinstance(fmt, FloatFormat | FixedFormat):
         p = make_params(grid_slots(fmt, sat), keys, sr_bits, dev)
-        b = x32.reshape(-1).view(torch.int32)
+        flat = x32.reshape(-1)
         path = _element_path(fmt)
-        y = _compiled.run(f"element_{path}", element_kernel, mode, use_compiled, b, p, path)
-        return y.view(torch.float32).reshape(x32.shape)
+        y = _compiled.run(
+            f"element_{path}",
+            element_kernel,
+            mode,
+            use_compiled,
+            flat,
+            flat.view(torch.int32),
+            p,
+            path,
+        )
+        return as_float(y).reshape(x32.shape)
     if isinstance(fmt, IntFormat):
         p = make_params(grid_slots(fmt.grid, True), keys, sr_bits, dev)
         if fmt.per_channel:
@@ -204,12 +213,31 @@ def _dispatch(
         p = make_params(
             grid_slots(fmt.element, True), keys, sr_bits, dev, ceil=fmt.scale_rule.value == "ceil"
         )
-        y = _compiled.run("block", block_kernel, mode, use_compiled, blocks, p, static=True)
+        fixed = isinstance(fmt.element, FixedFormat)
+        y = _compiled.run(
+            "block_fixed" if fixed else "block_float",
+            block_kernel,
+            mode,
+            use_compiled,
+            blocks,
+            blocks.view(torch.int32),
+            p,
+            fixed,
+            static=True,
+        )
     else:
         assert isinstance(fmt, SharedMicroExpFormat)
         p = make_params(grid_slots(fmt.element, True), keys, sr_bits, dev)
         y = _compiled.run(
-            "smx", smx_kernel, mode, use_compiled, blocks, p, fmt.sub_block, static=True
+            "smx",
+            smx_kernel,
+            mode,
+            use_compiled,
+            blocks,
+            blocks.view(torch.int32),
+            p,
+            fmt.sub_block,
+            static=True,
         )
     y = y.reshape(rows.shape[0], length + pad)
     if pad:

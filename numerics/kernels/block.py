@@ -27,7 +27,6 @@ from numerics.kernels.core import (
     SIGN,
     pow2_f32,
     round_bits,
-    round_nearest_even_magic,
 )
 from numerics.kernels.element import sr_random
 from numerics.rounding import Rounding
@@ -50,19 +49,38 @@ def _round_elements(
     maxneg: torch.Tensor,
     mode: Rounding,
 ) -> torch.Tensor:
-    """Round element-space bit patterns, saturating (block elements never overflow to inf).
-
-    Every block element grid (FP8/FP6/FP4 and the fixed-point ones) has a small emax, so
-    nearest_even always takes the float-adder fast path.
-    """
+    """Round element-space bit patterns, saturating (block elements never overflow to inf)."""
     sat = torch.full_like(p[0], -1)
     keep = p[P_MINNORM]  # 0, or -1 for two's-complement element grids (zero is +0)
-    if mode is Rounding.NEAREST_EVEN:
-        return round_nearest_even_magic(
-            xb, p[P_M], emin_f, p[P_EMAX_ELEM] - (p[P_EMIN_F] - emin_f), maxpos, maxneg, sat, keep
-        )
     rnd = sr_random(xb.shape, p, xb.device) if mode is Rounding.STOCHASTIC else None
     return round_bits(xb, p[P_M], emin_f, maxpos, maxneg, sat, keep, mode, rnd, p[P_SR_BITS])
+
+
+def _nearest_even_elements(
+    xs: torch.Tensor, p: torch.Tensor, fixed: bool, tau: torch.Tensor | None = None
+) -> torch.Tensor:
+    """nearest_even of float element-space values by the float adder (see core), saturating.
+
+    A fixed-point element grid has one step, so the adder constant ``c = 2**(emax + 23 - m)``
+    is the same for every element (halved where tau = 1); a float element grid takes c from
+    each value's exponent. Values tiny enough to have underflowed in element space round to
+    zero either way, so they need no care here. Returns float32.
+    """
+    m, emax = p[P_M], p[P_EMAX_ELEM]
+    maxf = p[P_MAX_POS].view(F32)
+    if fixed:
+        c = pow2_f32(emax + 23 - m)
+    else:
+        e = torch.clamp(xs.view(I32) & INF, min=p[P_EMIN_F] << 23, max=(emax + 128) << 23)
+        c = (e + ((23 - m) << 23)).view(F32)
+    if tau is not None:  # a sub-block one binade down: grid and maximum both halved
+        c = torch.where(tau == 1, c * 0.5, c)
+        maxf = torch.where(tau == 1, maxf * 0.5, maxf)
+    y = torch.minimum((xs.abs() + c) - c, maxf)
+    out = torch.copysign(y, xs)
+    if fixed:  # two's-complement elements: the only zero is +0
+        out = torch.where(y == 0, 0.0, out)
+    return out
 
 
 def shared_exponent(amax: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
@@ -82,20 +100,30 @@ def shared_exponent(amax: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return torch.minimum(s0 + bump.to(I32), 127 - emax)
 
 
-def block_kernel(x: torch.Tensor, p: torch.Tensor, *, mode: Rounding) -> torch.Tensor:
-    """MX / BFP: ``x`` (nblocks, block) float32 -> quantised float32."""
-    b = x.view(I32)
+def block_kernel(
+    x: torch.Tensor, b: torch.Tensor, p: torch.Tensor, fixed: bool, *, mode: Rounding
+) -> torch.Tensor:
+    """MX / BFP: ``x`` (nblocks, block) float32 and ``b`` its int32 view -> quantised float32.
+
+    ``fixed`` says the element grid is fixed point (mxint8, BFP) rather than a float format.
+    """
     amax = (b & ABS).amax(dim=-1, keepdim=True)  # (nb, 1); NaN/inf bits compare largest
     s = shared_exponent(amax, p)
-    y = _round_elements(
-        _to_element_space(x, b, s), p, p[P_EMIN_F], p[P_MAX_POS], p[P_MAX_NEG], mode
-    )
-    out = y.view(F32) * pow2_f32(s)
+    if mode is Rounding.NEAREST_EVEN:
+        out = _nearest_even_elements(x * pow2_f32(-s), p, fixed) * pow2_f32(s)
+    else:
+        y = _round_elements(
+            _to_element_space(x, b, s), p, p[P_EMIN_F], p[P_MAX_POS], p[P_MAX_NEG], mode
+        )
+        out = y.view(F32) * pow2_f32(s)
     return torch.where(amax >= INF, torch.full_like(out, float("nan")), out)
 
 
-def smx_kernel(x: torch.Tensor, p: torch.Tensor, sub: int, *, mode: Rounding) -> torch.Tensor:
-    """Shared micro-exponents: ``x`` (nblocks, block) float32; each run of ``sub`` shares tau.
+def smx_kernel(
+    x: torch.Tensor, b: torch.Tensor, p: torch.Tensor, sub: int, *, mode: Rounding
+) -> torch.Tensor:
+    """Shared micro-exponents: ``x`` (nblocks, block) float32 (``b`` its int32 view); each
+    run of ``sub`` elements shares tau.
 
     Element space is relative to ``2**E`` (E = floor(log2(amax)), clamped to [-127, 127]);
     a sub-block with ``tau = 1`` uses the grid of the fixed-point element shifted down by one
@@ -103,20 +131,22 @@ def smx_kernel(x: torch.Tensor, p: torch.Tensor, sub: int, *, mode: Rounding) ->
     looked up per element, which vectorises; only the small sub-block reduction runs per pair.
     """
     nb, bs = x.shape
-    b = x.view(I32)
     a = b & ABS
     amax = a.amax(dim=-1, keepdim=True)  # (nb, 1)
     e = torch.clamp((amax >> 23) - 127, min=-127, max=127)
     pair_e = (a.view(nb, bs // sub, sub).amax(dim=-1) >> 23) - 127  # (nb, nsub)
     tau = torch.clamp(e - pair_e, min=0, max=1)
     tau = tau.unsqueeze(-1).expand(nb, bs // sub, sub).reshape(nb, bs)  # per element
-    y = _round_elements(
-        _to_element_space(x, b, e),
-        p,
-        p[P_EMIN_F] - tau,
-        p[P_MAX_POS] - (tau << 23),
-        p[P_MAX_NEG] - (tau << 23),
-        mode,
-    )
-    out = y.view(F32) * pow2_f32(e)
+    if mode is Rounding.NEAREST_EVEN:
+        out = _nearest_even_elements(x * pow2_f32(-e), p, True, tau) * pow2_f32(e)
+    else:
+        y = _round_elements(
+            _to_element_space(x, b, e),
+            p,
+            p[P_EMIN_F] - tau,
+            p[P_MAX_POS] - (tau << 23),
+            p[P_MAX_NEG] - (tau << 23),
+            mode,
+        )
+        out = y.view(F32) * pow2_f32(e)
     return torch.where(amax >= INF, torch.full_like(out, float("nan")), out)

@@ -140,6 +140,7 @@ def _finish(
 
 
 def round_nearest_even_magic(
+    x: torch.Tensor,
     b: torch.Tensor,
     m: torch.Tensor,
     emin_f: torch.Tensor,
@@ -151,18 +152,27 @@ def round_nearest_even_magic(
 ) -> torch.Tensor:
     """nearest_even by the float32 adder: ``(|x| + c) - c`` with ``c = 2**(E + 23 - m)``.
 
+    ``x`` is float32 and ``b`` its bit pattern (the same memory viewed as int32; both are
+    inputs because a bitcast inside a compiled CPU kernel costs more than the arithmetic).
     ``E = clamp(floor(log2|x|), emin, emax + 1)``: c's ulp is the target step at |x|, and
-    ``|x| + c`` lies in c's binade (``|x| < 2*2**E <= c``), so the addition rounds |x| to a
-    multiple of the step with ties to even (the multiple's parity is the code's, because c is
-    an even multiple of the step) and the subtraction is exact. Values above the format's
-    range use E = emax + 1 and come out above the maximum, where overflow takes over.
-    Needs ``emax + 24 - m <= 127`` so that c is finite; the caller checks.
+    ``|x| + c`` lies in c's binade (``|x| < 2*2**E <= c`` when m <= 22), so the addition rounds
+    |x| to a multiple of the step with ties to even (the multiple's parity is the code's,
+    because c is an even multiple of the step) and the subtraction is exact. Values above the
+    range use E = emax + 1 and come out above the maximum, where overflow takes over; inf stays
+    inf through the adder and overflows the same way, NaN stays NaN. Returns float32.
     """
-    a = b & ABS
-    e = torch.clamp(a & INF, min=emin_f << 23, max=(emax + 128) << 23)
+    ax = x.abs()
+    e = torch.clamp(b & INF, min=emin_f << 23, max=(emax + 128) << 23)
     c = (e + ((23 - m) << 23)).view(torch.float32)
-    y = ((a.view(torch.float32) + c) - c).view(I32)
-    return _finish(y, a, b, b < 0, maxbits_pos, maxbits_neg, ovf, minnorm, Rounding.NEAREST_EVEN)
+    y = (ax + c) - c
+    # Only 0-d parameters are bitcast: a per-element bitcast is a scalar loop on the CPU.
+    # x < 0 is the sign test: -0 and NaN, which it misses, can never overflow.
+    maxf = torch.where(x < 0, maxbits_neg.view(torch.float32), maxbits_pos.view(torch.float32))
+    special = torch.where(ovf < 0, maxbits_pos, ovf).view(torch.float32)  # inf or NaN
+    y = torch.where(y > maxf, torch.where(ovf < 0, maxf, special), y)
+    y = torch.where(y < minnorm.view(torch.float32), 0.0, y)  # minnorm 0 or -1: never
+    out = torch.copysign(y, x)
+    return torch.where((minnorm < 0) & (y == 0), 0.0, out)  # two's complement: +0 only
 
 
 def round_nearest_even_shift(

@@ -33,14 +33,17 @@ def sr_random(shape: torch.Size, p: torch.Tensor, device: torch.device) -> torch
 
 
 def element_kernel(
-    b: torch.Tensor, p: torch.Tensor, path: str = "generic", *, mode: Rounding
+    x: torch.Tensor, b: torch.Tensor, p: torch.Tensor, path: str = "generic", *, mode: Rounding
 ) -> torch.Tensor:
-    """Round float32 bit patterns ``b`` (int32, any shape) to the grid described by ``p``.
+    """Round float32 ``x`` (with ``b``, its int32 view) to the grid described by ``p``.
 
+    Returns float32 values (the "magic" path) or their int32 bit patterns (the others): the
+    caller views the result as float32 outside the compiled code, where a view is free.
     ``path`` picks the nearest_even fast path the format allows (see ``rne_path``).
     """
     if mode is Rounding.NEAREST_EVEN and path == "magic":
         return round_nearest_even_magic(
+            x,
             b,
             p[P_M],
             p[P_EMIN_F],
@@ -67,6 +70,11 @@ def element_kernel(
         rnd,
         p[P_SR_BITS],
     )
+
+
+def as_float(y: torch.Tensor) -> torch.Tensor:
+    """A kernel result as float32 values (viewing int32 bit patterns)."""
+    return y if y.dtype == torch.float32 else y.view(torch.float32)
 
 
 def rne_path(emin: int, emax: int, mbits: int) -> str:
@@ -97,7 +105,7 @@ def int_kernel(x: torch.Tensor, p: torch.Tensor, qmax: float, *, mode: Rounding)
     inv = 1.0 / scale
     # torch's fake quantisation multiplies by 1/scale; for a row so tiny that 1/scale
     # overflows (amax < qmax * 2**-128) that would give inf * 0 = NaN, so divide instead.
-    v = torch.where(torch.isinf(inv), x / scale, x * inv).view(I32)
-    q = element_kernel(v, p, "magic", mode=mode).view(torch.float32)  # an integer grid
+    v = torch.where(torch.isinf(inv), x / scale, x * inv)
+    q = as_float(element_kernel(v, v.view(I32), p, "magic", mode=mode))
     y = q * scale
     return torch.where(torch.isfinite(amax), y, torch.full_like(y, float("nan")))
