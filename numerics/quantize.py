@@ -32,7 +32,7 @@ from numerics.formats import (
 from numerics.kernels import compiled as _compiled
 from numerics.kernels.block import block_kernel, smx_kernel
 from numerics.kernels.element import as_float, element_kernel, int_kernel, rne_path
-from numerics.kernels.params import grid_slots, make_params
+from numerics.kernels.params import float_params, grid_slots, make_params
 from numerics.rounding import DEFAULT_SR_BITS, MAX_SR_BITS, Rounding, draw_keys, parse
 
 Backend = Literal["auto", "compiled", "eager", "reference", "qtorch"]
@@ -191,19 +191,21 @@ def _dispatch(
             flat,
             flat.view(torch.int32),
             p,
+            float_params(fmt, sat, dev),
             path,
         )
         return as_float(y).reshape(x32.shape)
     if isinstance(fmt, IntFormat):
         p = make_params(grid_slots(fmt.grid, True), keys, sr_bits, dev)
+        qf = float_params(fmt.grid, True, dev)
         if fmt.per_channel:
             rows, moved = _rows_along(x32, axis)
             y = _compiled.run(
-                "int", int_kernel, mode, use_compiled, rows.contiguous(), p, float(fmt.qmax)
+                "int", int_kernel, mode, use_compiled, rows.contiguous(), p, qf, float(fmt.qmax)
             )
             return _from_rows(y, moved, axis)
         y = _compiled.run(
-            "int", int_kernel, mode, use_compiled, x32.reshape(1, -1), p, float(fmt.qmax)
+            "int", int_kernel, mode, use_compiled, x32.reshape(1, -1), p, qf, float(fmt.qmax)
         )
         return y.reshape(x32.shape)
     rows, moved = _rows_along(x32, axis)

@@ -26,6 +26,7 @@ from numerics.kernels.core import (
     P_SR_BITS,
     SIGN,
     pow2_f32,
+    pow2_floor,
     round_bits,
 )
 from numerics.kernels.element import sr_random
@@ -70,9 +71,9 @@ def _nearest_even_elements(
     maxf = p[P_MAX_POS].view(F32)
     if fixed:
         c = pow2_f32(emax + 23 - m)
-    else:
-        e = torch.clamp(xs.view(I32) & INF, min=p[P_EMIN_F] << 23, max=(emax + 128) << 23)
-        c = (e + ((23 - m) << 23)).view(F32)
+    else:  # 0-d parameters only are bitcast; per element it is float arithmetic
+        lo, hi = pow2_f32(p[P_EMIN_F] - 127), pow2_f32(emax + 1)
+        c = pow2_floor(torch.clamp(xs.abs(), min=lo, max=hi)) * pow2_f32(23 - m)
     if tau is not None:  # a sub-block one binade down: grid and maximum both halved
         c = torch.where(tau == 1, c * 0.5, c)
         maxf = torch.where(tau == 1, maxf * 0.5, maxf)

@@ -134,45 +134,57 @@ def _finish(
     y = torch.where(y > maxb, ovf_val, y)
     y = torch.where(y < minnorm, 0, y)
     y = torch.where(a == INF, torch.where(saturate, maxb, ovf), y)
-    y = torch.where(a > INF, a, y)  # NaN keeps its payload
+    y = torch.where(a > INF, a, y)  # NaN stays NaN
     sign = torch.where((minnorm < 0) & (y == 0), 0, b & SIGN)  # two's complement: +0 only
     return y | sign
 
 
-def round_nearest_even_magic(
-    x: torch.Tensor,
-    b: torch.Tensor,
-    m: torch.Tensor,
-    emin_f: torch.Tensor,
-    emax: torch.Tensor,
-    maxbits_pos: torch.Tensor,
-    maxbits_neg: torch.Tensor,
-    ovf: torch.Tensor,
-    minnorm: torch.Tensor,
-) -> torch.Tensor:
+# Slots of the float32 parameter vector ``q`` of the float-arithmetic fast path.
+Q_LO = 0  # 2**emin
+Q_HI = 1  # 2**(emax + 1)
+Q_SHIFT = 2  # 2**(23 - m)
+Q_MAX_POS = 3
+Q_MAX_NEG = 4
+Q_SPECIAL = 5  # what overflow becomes when not saturating: inf or NaN
+Q_SAT = 6  # 1.0: saturate
+Q_MINNORM = 7  # flush results below this to zero (0: keep subnormals)
+Q_TWOS = 8  # 1.0: two's-complement grid, zero is +0
+Q_SIZE = 9
+
+
+def pow2_floor(v: torch.Tensor) -> torch.Tensor:
+    """``2**floor(log2(v))`` for normal float32 ``v`` with ``v * 2**24`` finite, float ops only.
+
+    Veltkamp splitting with ``s = 23`` leaves one significant bit: ``hi = p - (p - v)``, with
+    ``p = v * (2**23 + 1)``, is v rounded to the nearest power of two; halving it when it lies
+    above v gives the floor. (A bitcast to read the exponent would be cheaper in principle,
+    but inside a compiled CPU kernel it becomes a scalar loop per element.)
+    """
+    p = v * 8388609.0
+    hi = p - (p - v)
+    return torch.where(hi > v, hi * 0.5, hi)
+
+
+def round_nearest_even_float(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """nearest_even by the float32 adder: ``(|x| + c) - c`` with ``c = 2**(E + 23 - m)``.
 
-    ``x`` is float32 and ``b`` its bit pattern (the same memory viewed as int32; both are
-    inputs because a bitcast inside a compiled CPU kernel costs more than the arithmetic).
-    ``E = clamp(floor(log2|x|), emin, emax + 1)``: c's ulp is the target step at |x|, and
-    ``|x| + c`` lies in c's binade (``|x| < 2*2**E <= c`` when m <= 22), so the addition rounds
-    |x| to a multiple of the step with ties to even (the multiple's parity is the code's,
-    because c is an even multiple of the step) and the subtraction is exact. Values above the
-    range use E = emax + 1 and come out above the maximum, where overflow takes over; inf stays
-    inf through the adder and overflows the same way, NaN stays NaN. Returns float32.
+    ``E = floor(log2(clamp(|x|, 2**emin, 2**(emax+1))))``: c's ulp is the target step at |x|,
+    and ``|x| + c`` lies in c's binade (``|x| < 2*2**E <= c`` when m <= 22), so the addition
+    rounds |x| to a multiple of the step with ties to even (the multiple's parity is the
+    code's, because c is an even multiple of the step) and the subtraction is exact. Values
+    above the range use E = emax + 1 and come out above the maximum, where overflow takes
+    over; inf goes through the adder as inf and overflows the same way; NaN stays NaN.
+    Needs ``m <= 22`` and ``emax <= 102`` (the caller checks, see ``rne_path``).
     """
     ax = x.abs()
-    e = torch.clamp(b & INF, min=emin_f << 23, max=(emax + 128) << 23)
-    c = (e + ((23 - m) << 23)).view(torch.float32)
+    c = pow2_floor(torch.clamp(ax, min=q[Q_LO], max=q[Q_HI])) * q[Q_SHIFT]
     y = (ax + c) - c
-    # Only 0-d parameters are bitcast: a per-element bitcast is a scalar loop on the CPU.
     # x < 0 is the sign test: -0 and NaN, which it misses, can never overflow.
-    maxf = torch.where(x < 0, maxbits_neg.view(torch.float32), maxbits_pos.view(torch.float32))
-    special = torch.where(ovf < 0, maxbits_pos, ovf).view(torch.float32)  # inf or NaN
-    y = torch.where(y > maxf, torch.where(ovf < 0, maxf, special), y)
-    y = torch.where(y < minnorm.view(torch.float32), 0.0, y)  # minnorm 0 or -1: never
+    maxf = torch.where(x < 0, q[Q_MAX_NEG], q[Q_MAX_POS])
+    y = torch.where(y > maxf, torch.where(q[Q_SAT] > 0, maxf, q[Q_SPECIAL]), y)
+    y = torch.where(y < q[Q_MINNORM], 0.0, y)
     out = torch.copysign(y, x)
-    return torch.where((minnorm < 0) & (y == 0), 0.0, out)  # two's complement: +0 only
+    return torch.where((q[Q_TWOS] > 0) & (y == 0), 0.0, out)
 
 
 def round_nearest_even_shift(

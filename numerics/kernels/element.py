@@ -6,7 +6,6 @@ import torch
 
 from numerics.kernels.core import (
     I32,
-    P_EMAX_ELEM,
     P_EMIN_F,
     P_KEY0,
     P_KEY1,
@@ -17,7 +16,7 @@ from numerics.kernels.core import (
     P_OVF,
     P_SR_BITS,
     round_bits,
-    round_nearest_even_magic,
+    round_nearest_even_float,
     round_nearest_even_shift,
 )
 from numerics.rounding import Rounding, random_bits
@@ -33,26 +32,23 @@ def sr_random(shape: torch.Size, p: torch.Tensor, device: torch.device) -> torch
 
 
 def element_kernel(
-    x: torch.Tensor, b: torch.Tensor, p: torch.Tensor, path: str = "generic", *, mode: Rounding
+    x: torch.Tensor,
+    b: torch.Tensor,
+    p: torch.Tensor,
+    q: torch.Tensor,
+    path: str = "generic",
+    *,
+    mode: Rounding,
 ) -> torch.Tensor:
-    """Round float32 ``x`` (with ``b``, its int32 view) to the grid described by ``p``.
+    """Round float32 ``x`` (with ``b``, its int32 view) to the grid described by ``p``
+    (int32 parameters) and ``q`` (the float parameters of the float-arithmetic path).
 
-    Returns float32 values (the "magic" path) or their int32 bit patterns (the others): the
+    Returns float32 values (the "float" path) or their int32 bit patterns (the others): the
     caller views the result as float32 outside the compiled code, where a view is free.
     ``path`` picks the nearest_even fast path the format allows (see ``rne_path``).
     """
-    if mode is Rounding.NEAREST_EVEN and path == "magic":
-        return round_nearest_even_magic(
-            x,
-            b,
-            p[P_M],
-            p[P_EMIN_F],
-            p[P_EMAX_ELEM],
-            p[P_MAX_POS],
-            p[P_MAX_NEG],
-            p[P_OVF],
-            p[P_MINNORM],
-        )
+    if mode is Rounding.NEAREST_EVEN and path == "float":
+        return round_nearest_even_float(x, q)
     if mode is Rounding.NEAREST_EVEN and path == "shift":
         return round_nearest_even_shift(
             b, p[P_M], p[P_MAX_POS], p[P_MAX_NEG], p[P_OVF], p[P_MINNORM]
@@ -81,18 +77,19 @@ def rne_path(emin: int, emax: int, mbits: int) -> str:
     """Which nearest_even implementation a grid can use.
 
     "shift" when its subnormals start where float32's do (emin = -126: the e8 family, bf16);
-    "magic" when ``c = 2**(emax + 1 + 23 - m)`` is a finite float32 and exceeds every |x| of
-    its binade (m <= 22): every narrower format and fixed-point grids up to 24 bits;
-    otherwise the generic core.
+    "float" (the float adder, ``round_nearest_even_float``) when m <= 22 and emax <= 102:
+    every narrower format and fixed-point grids up to 24 bits; otherwise the generic core.
     """
     if emin == -126:
         return "shift"
-    if mbits <= 22 and emax + 24 - mbits <= 127:
-        return "magic"
+    if mbits <= 22 and emax <= 102:
+        return "float"
     return "generic"
 
 
-def int_kernel(x: torch.Tensor, p: torch.Tensor, qmax: float, *, mode: Rounding) -> torch.Tensor:
+def int_kernel(
+    x: torch.Tensor, p: torch.Tensor, qf: torch.Tensor, qmax: float, *, mode: Rounding
+) -> torch.Tensor:
     """Symmetric scaled integers, one fp32 scale per row of ``x`` (rows, n).
 
     ``scale = amax / qmax`` (1 for an all-zero row), then as torch's fake quantisation:
@@ -106,6 +103,6 @@ def int_kernel(x: torch.Tensor, p: torch.Tensor, qmax: float, *, mode: Rounding)
     # torch's fake quantisation multiplies by 1/scale; for a row so tiny that 1/scale
     # overflows (amax < qmax * 2**-128) that would give inf * 0 = NaN, so divide instead.
     v = torch.where(torch.isinf(inv), x / scale, x * inv)
-    q = as_float(element_kernel(v, v.view(I32), p, "magic", mode=mode))
+    q = as_float(element_kernel(v, v.view(I32), p, qf, "float", mode=mode))
     y = q * scale
     return torch.where(torch.isfinite(amax), y, torch.full_like(y, float("nan")))

@@ -22,6 +22,16 @@ from numerics.kernels.core import (
     P_OVF,
     P_SIZE,
     P_SR_BITS,
+    Q_HI,
+    Q_LO,
+    Q_MAX_NEG,
+    Q_MAX_POS,
+    Q_MINNORM,
+    Q_SAT,
+    Q_SHIFT,
+    Q_SIZE,
+    Q_SPECIAL,
+    Q_TWOS,
     QNAN,
 )
 
@@ -71,3 +81,24 @@ def make_params(
     if keys is not None:
         p[P_KEY0], p[P_KEY1] = (int(k) for k in keys.tolist())
     return torch.tensor(p, dtype=torch.int32, device=device)
+
+
+def float_params(fmt: Grid, saturate: bool, device: torch.device) -> torch.Tensor:
+    """The float32 parameter vector of ``round_nearest_even_float`` (see core's Q_ slots)."""
+    if isinstance(fmt, FloatFormat):
+        emin, emax, m = fmt.emin, fmt.emax, fmt.mbits
+        maxpos = maxneg = fmt.max
+        special = math.inf if fmt.has_inf else math.nan
+        minnorm = 0.0 if fmt.subnormals else fmt.min_normal
+        twos = 0.0
+    else:
+        emax = math.floor(math.log2(fmt.max))
+        emin, m = emax, emax + fmt.fl
+        maxpos, maxneg = fmt.max, -fmt.min
+        special, minnorm, twos = math.nan, 0.0, 1.0
+        saturate = True
+    q = [0.0] * Q_SIZE
+    q[Q_LO], q[Q_HI], q[Q_SHIFT] = 2.0**emin, 2.0 ** (emax + 1), 2.0 ** (23 - m)
+    q[Q_MAX_POS], q[Q_MAX_NEG], q[Q_SPECIAL] = maxpos, maxneg, special
+    q[Q_SAT], q[Q_MINNORM], q[Q_TWOS] = float(saturate), minnorm, twos
+    return torch.tensor(q, dtype=torch.float32, device=device)
