@@ -224,6 +224,7 @@ def _dispatch(
             blocks,
             blocks.view(torch.int32),
             p,
+            float_params(fmt.element, True, dev),
             fixed,
             static=True,
         )
@@ -238,6 +239,7 @@ def _dispatch(
             blocks,
             blocks.view(torch.int32),
             p,
+            float_params(fmt.element, True, dev),
             fmt.sub_block,
             static=True,
         )

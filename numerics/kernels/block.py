@@ -24,6 +24,10 @@ from numerics.kernels.core import (
     P_MAX_POS,
     P_MINNORM,
     P_SR_BITS,
+    Q_HI,
+    Q_LO,
+    Q_MAX_POS,
+    Q_SHIFT,
     SIGN,
     pow2_f32,
     pow2_floor,
@@ -58,30 +62,54 @@ def _round_elements(
 
 
 def _nearest_even_elements(
-    xs: torch.Tensor, p: torch.Tensor, fixed: bool, tau: torch.Tensor | None = None
+    xs: torch.Tensor, q: torch.Tensor, fixed: bool, tau: torch.Tensor | None = None
 ) -> torch.Tensor:
     """nearest_even of float element-space values by the float adder (see core), saturating.
 
     A fixed-point element grid has one step, so the adder constant ``c = 2**(emax + 23 - m)``
     is the same for every element (halved where tau = 1); a float element grid takes c from
-    each value's exponent. Values tiny enough to have underflowed in element space round to
+    each value's binade. Values tiny enough to have underflowed in element space round to
     zero either way, so they need no care here. Returns float32.
     """
-    m, emax = p[P_M], p[P_EMAX_ELEM]
-    maxf = p[P_MAX_POS].view(F32)
+    maxf = q[Q_MAX_POS]
     if fixed:
-        c = pow2_f32(emax + 23 - m)
-    else:  # 0-d parameters only are bitcast; per element it is float arithmetic
-        lo, hi = pow2_f32(p[P_EMIN_F] - 127), pow2_f32(emax + 1)
-        c = pow2_floor(torch.clamp(xs.abs(), min=lo, max=hi)) * pow2_f32(23 - m)
+        c = q[Q_LO] * q[Q_SHIFT]
+    else:
+        c = pow2_floor(torch.clamp(xs.abs(), min=q[Q_LO], max=q[Q_HI])) * q[Q_SHIFT]
     if tau is not None:  # a sub-block one binade down: grid and maximum both halved
-        c = torch.where(tau == 1, c * 0.5, c)
-        maxf = torch.where(tau == 1, maxf * 0.5, maxf)
+        c = torch.where(tau, c * 0.5, c)
+        maxf = torch.where(tau, maxf * 0.5, maxf)
     y = torch.minimum((xs.abs() + c) - c, maxf)
     out = torch.copysign(y, xs)
     if fixed:  # two's-complement elements: the only zero is +0
         out = torch.where(y == 0, 0.0, out)
     return out
+
+
+def _pow2_floor_any(v: torch.Tensor) -> torch.Tensor:
+    """``2**floor(log2(v))`` for any finite v (a float32 subnormal or zero gives 2**-127).
+
+    ``pow2_floor`` needs ``v * 2**24`` finite, so large values are scaled down by 2**64 first
+    (exact), and values below 2**-126 land on E8M0's floor, 2**-127.
+    """
+    big = v >= 2.0**64
+    e = pow2_floor(torch.clamp(torch.where(big, v * 2.0**-64, v), min=2.0**-126))
+    e = e * torch.where(big, 2.0**64, 1.0)
+    return torch.where(v < 2.0**-126, 2.0**-127, e)
+
+
+def _mx_scale(amax: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """The E8M0 scale ``X = 2**s`` of each block as a float, from the float block maximum.
+
+    Same rule as ``shared_exponent``: floor, ``2**(floor(log2(amax)) - emax_elem)`` within
+    ``[2**-127, 2**(127 - emax_elem)]``; ceil doubles it while amax exceeds ``max_elem * X``
+    (once), within the same cap. 2**-emax_elem is ``2 / 2**(emax_elem + 1)``, exact.
+    """
+    inv_emax = 2.0 / q[Q_HI]
+    x_scale = torch.clamp(_pow2_floor_any(amax) * inv_emax, min=2.0**-127)
+    bump = (p[P_CEIL] == 1) & (amax > q[Q_MAX_POS] * x_scale)
+    x_scale = torch.where(bump, x_scale * 2.0, x_scale)
+    return torch.minimum(x_scale, 2.0**126 * inv_emax * 2.0)
 
 
 def shared_exponent(amax: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
@@ -102,26 +130,41 @@ def shared_exponent(amax: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
 
 
 def block_kernel(
-    x: torch.Tensor, b: torch.Tensor, p: torch.Tensor, fixed: bool, *, mode: Rounding
+    x: torch.Tensor,
+    b: torch.Tensor,
+    p: torch.Tensor,
+    q: torch.Tensor,
+    fixed: bool,
+    *,
+    mode: Rounding,
 ) -> torch.Tensor:
     """MX / BFP: ``x`` (nblocks, block) float32 and ``b`` its int32 view -> quantised float32.
 
     ``fixed`` says the element grid is fixed point (mxint8, BFP) rather than a float format.
     """
+    if mode is Rounding.NEAREST_EVEN:
+        # All float: per-block work in a few scalar float ops, no per-element bitcasts.
+        famax = x.abs().amax(dim=-1, keepdim=True)  # (nb, 1); NaN propagates
+        scale = _mx_scale(famax, p, q)
+        out = _nearest_even_elements(x * (1.0 / scale), q, fixed) * scale
+        return torch.where(torch.isfinite(famax), out, torch.full_like(out, float("nan")))
     amax = (b & ABS).amax(dim=-1, keepdim=True)  # (nb, 1); NaN/inf bits compare largest
     s = shared_exponent(amax, p)
-    if mode is Rounding.NEAREST_EVEN:
-        out = _nearest_even_elements(x * pow2_f32(-s), p, fixed) * pow2_f32(s)
-    else:
-        y = _round_elements(
-            _to_element_space(x, b, s), p, p[P_EMIN_F], p[P_MAX_POS], p[P_MAX_NEG], mode
-        )
-        out = y.view(F32) * pow2_f32(s)
+    y = _round_elements(
+        _to_element_space(x, b, s), p, p[P_EMIN_F], p[P_MAX_POS], p[P_MAX_NEG], mode
+    )
+    out = y.view(F32) * pow2_f32(s)
     return torch.where(amax >= INF, torch.full_like(out, float("nan")), out)
 
 
 def smx_kernel(
-    x: torch.Tensor, b: torch.Tensor, p: torch.Tensor, sub: int, *, mode: Rounding
+    x: torch.Tensor,
+    b: torch.Tensor,
+    p: torch.Tensor,
+    q: torch.Tensor,
+    sub: int,
+    *,
+    mode: Rounding,
 ) -> torch.Tensor:
     """Shared micro-exponents: ``x`` (nblocks, block) float32 (``b`` its int32 view); each
     run of ``sub`` elements shares tau.
@@ -132,22 +175,28 @@ def smx_kernel(
     looked up per element, which vectorises; only the small sub-block reduction runs per pair.
     """
     nb, bs = x.shape
+    if mode is Rounding.NEAREST_EVEN:
+        ax = x.abs()
+        famax = ax.amax(dim=-1, keepdim=True)  # (nb, 1)
+        scale = _pow2_floor_any(famax)  # 2**E, E clamped at -127
+        pair = ax.view(nb, bs // sub, sub).amax(dim=-1)  # (nb, nsub)
+        ftau = (pair < scale) & (scale > 2.0**-127)  # pair exponent below E
+        ftau = ftau.unsqueeze(-1).expand(nb, bs // sub, sub).reshape(nb, bs)
+        out = _nearest_even_elements(x * (1.0 / scale), q, True, ftau) * scale
+        return torch.where(torch.isfinite(famax), out, torch.full_like(out, float("nan")))
     a = b & ABS
     amax = a.amax(dim=-1, keepdim=True)  # (nb, 1)
     e = torch.clamp((amax >> 23) - 127, min=-127, max=127)
     pair_e = (a.view(nb, bs // sub, sub).amax(dim=-1) >> 23) - 127  # (nb, nsub)
     tau = torch.clamp(e - pair_e, min=0, max=1)
     tau = tau.unsqueeze(-1).expand(nb, bs // sub, sub).reshape(nb, bs)  # per element
-    if mode is Rounding.NEAREST_EVEN:
-        out = _nearest_even_elements(x * pow2_f32(-e), p, True, tau) * pow2_f32(e)
-    else:
-        y = _round_elements(
-            _to_element_space(x, b, e),
-            p,
-            p[P_EMIN_F] - tau,
-            p[P_MAX_POS] - (tau << 23),
-            p[P_MAX_NEG] - (tau << 23),
-            mode,
-        )
-        out = y.view(F32) * pow2_f32(e)
+    y = _round_elements(
+        _to_element_space(x, b, e),
+        p,
+        p[P_EMIN_F] - tau,
+        p[P_MAX_POS] - (tau << 23),
+        p[P_MAX_NEG] - (tau << 23),
+        mode,
+    )
+    out = y.view(F32) * pow2_f32(e)
     return torch.where(amax >= INF, torch.full_like(out, float("nan")), out)

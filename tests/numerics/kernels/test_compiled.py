@@ -15,6 +15,7 @@ FAMILIES = {
     "element": ("fp8_e4m3", (3, 1001)),
     "int": ("int8_pc", (37, 129)),
     "block": ("mxfp6_e2m3", (37, 100)),
+    "block_fixed": ("bfp4_b16", (37, 100)),
     "smx": ("mx6", (5, 99)),
 }
 
