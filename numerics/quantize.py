@@ -164,8 +164,10 @@ def quantize(
 
 def _element_path(fmt: FloatFormat | FixedFormat) -> str:
     if isinstance(fmt, FloatFormat):
-        return rne_path(fmt.emin, fmt.emax, fmt.mbits)
-    return rne_path(-127, fmt.emax, fmt.emax + fmt.fl)  # a fixed grid: m = emax + fl
+        path = rne_path(fmt.emin, fmt.emax, fmt.mbits)
+        return path + "_ftz" if path == "float" and not fmt.subnormals else path
+    path = rne_path(-127, fmt.emax, fmt.emax + fmt.fl)  # a fixed grid: m = emax + fl
+    return path + "_twos" if path == "float" else path
 
 
 def _dispatch(

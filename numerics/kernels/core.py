@@ -165,7 +165,9 @@ def pow2_floor(v: torch.Tensor) -> torch.Tensor:
     return torch.where(hi > v, hi * 0.5, hi)
 
 
-def round_nearest_even_float(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+def round_nearest_even_float(
+    x: torch.Tensor, q: torch.Tensor, ftz: bool = True, twos: bool = True
+) -> torch.Tensor:
     """nearest_even by the float32 adder: ``(|x| + c) - c`` with ``c = 2**(E + 23 - m)``.
 
     ``E = floor(log2(clamp(|x|, 2**emin, 2**(emax+1))))``: c's ulp is the target step at |x|,
@@ -174,7 +176,9 @@ def round_nearest_even_float(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     code's, because c is an even multiple of the step) and the subtraction is exact. Values
     above the range use E = emax + 1 and come out above the maximum, where overflow takes
     over; inf goes through the adder as inf and overflows the same way; NaN stays NaN.
-    Needs ``m <= 22`` and ``emax <= 102`` (the caller checks, see ``rne_path``).
+    Needs ``m <= 22`` and ``emax <= 102`` (the caller checks, see ``rne_path``). ``ftz`` and
+    ``twos`` (Python flags, so compiled variants without them skip the work) enable the
+    flush-to-zero and two's-complement-zero steps that ``q`` parameterises.
     """
     ax = x.abs()
     c = pow2_floor(torch.clamp(ax, min=q[Q_LO], max=q[Q_HI])) * q[Q_SHIFT]
@@ -182,9 +186,12 @@ def round_nearest_even_float(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     # x < 0 is the sign test: -0 and NaN, which it misses, can never overflow.
     maxf = torch.where(x < 0, q[Q_MAX_NEG], q[Q_MAX_POS])
     y = torch.where(y > maxf, torch.where(q[Q_SAT] > 0, maxf, q[Q_SPECIAL]), y)
-    y = torch.where(y < q[Q_MINNORM], 0.0, y)
+    if ftz:
+        y = torch.where(y < q[Q_MINNORM], 0.0, y)
     out = torch.copysign(y, x)
-    return torch.where((q[Q_TWOS] > 0) & (y == 0), 0.0, out)
+    if twos:
+        out = torch.where((q[Q_TWOS] > 0) & (y == 0), 0.0, out)
+    return out
 
 
 def round_nearest_even_shift(

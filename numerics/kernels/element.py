@@ -47,8 +47,8 @@ def element_kernel(
     caller views the result as float32 outside the compiled code, where a view is free.
     ``path`` picks the nearest_even fast path the format allows (see ``rne_path``).
     """
-    if mode is Rounding.NEAREST_EVEN and path == "float":
-        return round_nearest_even_float(x, q)
+    if mode is Rounding.NEAREST_EVEN and path.startswith("float"):
+        return round_nearest_even_float(x, q, ftz=path == "float_ftz", twos=path == "float_twos")
     if mode is Rounding.NEAREST_EVEN and path == "shift":
         return round_nearest_even_shift(
             b, p[P_M], p[P_MAX_POS], p[P_MAX_NEG], p[P_OVF], p[P_MINNORM]
@@ -79,6 +79,7 @@ def rne_path(emin: int, emax: int, mbits: int) -> str:
     "shift" when its subnormals start where float32's do (emin = -126: the e8 family, bf16);
     "float" (the float adder, ``round_nearest_even_float``) when m <= 22 and emax <= 102:
     every narrower format and fixed-point grids up to 24 bits; otherwise the generic core.
+    The caller appends "_ftz" (flush subnormals) or "_twos" (two's-complement grid).
     """
     if emin == -126:
         return "shift"
@@ -103,6 +104,6 @@ def int_kernel(
     # torch's fake quantisation multiplies by 1/scale; for a row so tiny that 1/scale
     # overflows (amax < qmax * 2**-128) that would give inf * 0 = NaN, so divide instead.
     v = torch.where(torch.isinf(inv), x / scale, x * inv)
-    q = as_float(element_kernel(v, v.view(I32), p, qf, "float", mode=mode))
+    q = as_float(element_kernel(v, v.view(I32), p, qf, "float_twos", mode=mode))
     y = q * scale
     return torch.where(torch.isfinite(amax), y, torch.full_like(y, float("nan")))
