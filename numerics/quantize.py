@@ -165,7 +165,7 @@ def quantize(
 def _element_path(fmt: FloatFormat | FixedFormat) -> str:
     if isinstance(fmt, FloatFormat):
         path = rne_path(fmt.emin, fmt.emax, fmt.mbits)
-        return path + "_ftz" if path == "float" and not fmt.subnormals else path
+        return path + "_ftz" if path in ("float", "shift") and not fmt.subnormals else path
     path = rne_path(-127, fmt.emax, fmt.emax + fmt.fl)  # a fixed grid: m = emax + fl
     return path + "_twos" if path == "float" else path
 

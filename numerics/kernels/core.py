@@ -118,8 +118,14 @@ def _finish(
     ovf: torch.Tensor,
     minnorm: torch.Tensor,
     mode: Rounding,
+    ftz: bool = True,
+    twos: bool = True,
 ) -> torch.Tensor:
-    """Overflow, flush-to-zero, inf and NaN inputs, and the sign, for a rounded magnitude y."""
+    """Overflow, flush-to-zero, inf and NaN inputs, and the sign, for a rounded magnitude y.
+
+    ``ftz`` / ``twos`` (Python flags) let a caller that knows its grid skip the flush and
+    two's-complement-zero steps that ``minnorm`` parameterises.
+    """
     maxb = torch.where(neg, maxbits_neg, maxbits_pos)
     saturate = ovf < 0
     # Overflow rounded away from zero gives ``ovf`` (inf/NaN); toward zero, the maximum.
@@ -132,9 +138,12 @@ def _finish(
     else:
         ovf_val = torch.where(saturate, maxb, ovf)
     y = torch.where(y > maxb, ovf_val, y)
-    y = torch.where(y < minnorm, 0, y)
+    if ftz:
+        y = torch.where(y < minnorm, 0, y)
     y = torch.where(a == INF, torch.where(saturate, maxb, ovf), y)
     y = torch.where(a > INF, a, y)  # NaN stays NaN
+    if not twos:
+        return y | (b & SIGN)
     sign = torch.where((minnorm < 0) & (y == 0), 0, b & SIGN)  # two's complement: +0 only
     return y | sign
 
@@ -201,6 +210,7 @@ def round_nearest_even_shift(
     maxbits_neg: torch.Tensor,
     ovf: torch.Tensor,
     minnorm: torch.Tensor,
+    ftz: bool = True,
 ) -> torch.Tensor:
     """nearest_even for formats whose subnormals start where float32's do (emin = -126).
 
@@ -212,7 +222,19 @@ def round_nearest_even_shift(
     d = 23 - m
     inc = torch.clamp((((1 << d) >> 1) - 1) + ((a >> d) & 1), min=0)  # 0 when d = 0
     y = ((torch.clamp(a, max=INF) + inc) >> d) << d  # NaN patterns must not overflow int32
-    return _finish(y, a, b, b < 0, maxbits_pos, maxbits_neg, ovf, minnorm, Rounding.NEAREST_EVEN)
+    return _finish(
+        y,
+        a,
+        b,
+        b < 0,
+        maxbits_pos,
+        maxbits_neg,
+        ovf,
+        minnorm,
+        Rounding.NEAREST_EVEN,
+        ftz=ftz,
+        twos=False,
+    )
 
 
 def shift_bits(bits: torch.Tensor, s: torch.Tensor) -> torch.Tensor:

@@ -49,9 +49,9 @@ def element_kernel(
     """
     if mode is Rounding.NEAREST_EVEN and path.startswith("float"):
         return round_nearest_even_float(x, q, ftz=path == "float_ftz", twos=path == "float_twos")
-    if mode is Rounding.NEAREST_EVEN and path == "shift":
+    if mode is Rounding.NEAREST_EVEN and path.startswith("shift"):
         return round_nearest_even_shift(
-            b, p[P_M], p[P_MAX_POS], p[P_MAX_NEG], p[P_OVF], p[P_MINNORM]
+            b, p[P_M], p[P_MAX_POS], p[P_MAX_NEG], p[P_OVF], p[P_MINNORM], path == "shift_ftz"
         )
     rnd = sr_random(b.shape, p, b.device) if mode is Rounding.STOCHASTIC else None
     return round_bits(
