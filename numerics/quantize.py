@@ -32,7 +32,7 @@ from numerics.formats import (
 from numerics.kernels import compiled as _compiled
 from numerics.kernels.block import block_kernel, smx_kernel
 from numerics.kernels.element import as_float, element_kernel, int_kernel, rne_path
-from numerics.kernels.params import float_params, grid_slots, make_params
+from numerics.kernels.params import params_for
 from numerics.rounding import DEFAULT_SR_BITS, MAX_SR_BITS, Rounding, draw_keys, parse
 
 Backend = Literal["auto", "compiled", "eager", "reference", "qtorch"]
@@ -182,7 +182,7 @@ def _dispatch(
 ) -> torch.Tensor:
     dev = x32.device
     if isinstance(fmt, FloatFormat | FixedFormat):
-        p = make_params(grid_slots(fmt, sat), keys, sr_bits, dev)
+        p, qf = params_for(fmt, sat, keys, sr_bits, dev)
         flat = x32.reshape(-1)
         path = _element_path(fmt)
         y = _compiled.run(
@@ -193,13 +193,12 @@ def _dispatch(
             flat,
             flat.view(torch.int32),
             p,
-            float_params(fmt, sat, dev),
+            qf,
             path,
         )
         return as_float(y).reshape(x32.shape)
     if isinstance(fmt, IntFormat):
-        p = make_params(grid_slots(fmt.grid, True), keys, sr_bits, dev)
-        qf = float_params(fmt.grid, True, dev)
+        p, qf = params_for(fmt.grid, True, keys, sr_bits, dev)
         if fmt.per_channel:
             rows, moved = _rows_along(x32, axis)
             y = _compiled.run(
@@ -214,8 +213,8 @@ def _dispatch(
     length = rows.shape[-1]
     blocks, pad = _blocks(rows.contiguous(), fmt.block_size)
     if isinstance(fmt, BlockFormat):
-        p = make_params(
-            grid_slots(fmt.element, True), keys, sr_bits, dev, ceil=fmt.scale_rule.value == "ceil"
+        p, qf = params_for(
+            fmt.element, True, keys, sr_bits, dev, ceil=fmt.scale_rule.value == "ceil"
         )
         fixed = isinstance(fmt.element, FixedFormat)
         y = _compiled.run(
@@ -226,13 +225,13 @@ def _dispatch(
             blocks,
             blocks.view(torch.int32),
             p,
-            float_params(fmt.element, True, dev),
+            qf,
             fixed,
             static=True,
         )
     else:
         assert isinstance(fmt, SharedMicroExpFormat)
-        p = make_params(grid_slots(fmt.element, True), keys, sr_bits, dev)
+        p, qf = params_for(fmt.element, True, keys, sr_bits, dev)
         y = _compiled.run(
             "smx",
             smx_kernel,
@@ -241,7 +240,7 @@ def _dispatch(
             blocks,
             blocks.view(torch.int32),
             p,
-            float_params(fmt.element, True, dev),
+            qf,
             fmt.sub_block,
             static=True,
         )

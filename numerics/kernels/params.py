@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -102,3 +103,35 @@ def float_params(fmt: Grid, saturate: bool, device: torch.device) -> torch.Tenso
     q[Q_MAX_POS], q[Q_MAX_NEG], q[Q_SPECIAL] = maxpos, maxneg, special
     q[Q_SAT], q[Q_MINNORM], q[Q_TWOS] = float(saturate), minnorm, twos
     return torch.tensor(q, dtype=torch.float32, device=device)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_params(
+    fmt: Grid, saturate: bool, sr_bits: int, device: str, ceil: bool
+) -> torch.Tensor:
+    return make_params(grid_slots(fmt, saturate), None, sr_bits, torch.device(device), ceil)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_float_params(fmt: Grid, saturate: bool, device: str) -> torch.Tensor:
+    return float_params(fmt, saturate, torch.device(device))
+
+
+def params_for(
+    fmt: Grid,
+    saturate: bool,
+    keys: torch.Tensor | None,
+    sr_bits: int,
+    device: torch.device,
+    ceil: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (int, float) parameter vectors of a grid, cached per format: building them costs
+    more than quantizing a small tensor. Kernels never write to them. Stochastic rounding's
+    keys differ per call, so those calls get a copy with the keys filled in.
+    """
+    dev = str(device)
+    p = _cached_params(fmt, saturate, sr_bits, dev, ceil)
+    if keys is not None:
+        p = p.clone()
+        p[P_KEY0 : P_KEY1 + 1] = keys.to(device)
+    return p, _cached_float_params(fmt, saturate, dev)
