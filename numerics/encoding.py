@@ -68,8 +68,8 @@ from numerics.formats import (
     NanStyle,
     SharedMicroExpFormat,
 )
-from numerics.kernels.block import shared_exponent
-from numerics.kernels.params import grid_slots, make_params
+from numerics.kernels.block import mx_scale
+from numerics.kernels.params import params_for
 from numerics.quantize import Backend, quantize
 from numerics.rounding import DEFAULT_SR_BITS, Rounding
 
@@ -530,41 +530,17 @@ def _encode_block(
     yb = _pad_blocks(_rows(y32, axis), fmt.block_size)
     # The shared exponent is a function of the input block (its amax), not of the rounded
     # values, so it is taken from x with the kernel's own rule.
-    amax = (xb.view(torch.int32) & 0x7FFFFFFF).amax(dim=-1, keepdim=True)
-    p = make_params(
-        grid_slots(fmt.element, True),
-        None,
-        DEFAULT_SR_BITS,
-        xb.device,
-        ceil=fmt.scale_rule.value == "ceil",
+    p, q = params_for(
+        fmt.element, True, None, DEFAULT_SR_BITS, xb.device, ceil=fmt.scale_rule.value == "ceil"
     )
-    s = shared_exponent(amax, p).to(I64)  # (nblocks, 1)
-    nan_block = amax >= _F32_INF  # NaN or inf anywhere: the whole block is NaN
+    scale = mx_scale(xb, p, q)  # (nblocks, 1), a power of two
+    s = (torch.frexp(scale.double())[1] - 1).to(I64)  # its exponent, exactly
+    nan_block = ~torch.isfinite(xb).all(dim=-1, keepdim=True)  # the whole block is NaN
     # value / 2**s is exact in float64 and a float32 value (an element-grid value).
     elems = torch.where(nan_block, 0.0, yb.double() / _pow2(s))
-    over = torch.isinf(elems)
-    if bool(over.any()):
-        elems = torch.where(over, _overflowed_elements(xb, s, fmt.element), elems)
     codes = _encode_elements(elems.float(), fmt.element)
     scales = torch.where(nan_block, E8M0_NAN, s + 127).to(torch.uint8).reshape(-1)
     return Encoded(fmt, codes, scales, None, shape, axis, dtype)
-
-
-def _overflowed_elements(
-    xb: torch.Tensor, s: torch.Tensor, elem: FloatFormat | FixedFormat
-) -> torch.Tensor:
-    """Element values of results that overflowed float32 (element * 2**s >= 2**128).
-
-    Only the CEIL scale rule gets here (near float32's maximum), and quantize returns inf,
-    which no longer tells which element code it was. It is recoverable: the lower grid
-    neighbour of x / 2**s times 2**s is at most |x|, a finite float32, so an overflowing
-    result was always the upper neighbour (or the saturated element maximum): x / 2**s
-    rounded away from zero.
-    """
-    xe = (xb.double() / _pow2(s)).float()  # exact: a power-of-two scaling into range
-    up = quantize(xe, elem, "up", saturate=True, backend="eager")
-    down = quantize(xe, elem, "down", saturate=True, backend="eager")
-    return torch.where(xe > 0, up, down).double()
 
 
 def _encode_smx(

@@ -15,9 +15,7 @@ import torch
 from numerics.kernels.core import (
     ABS,
     I32,
-    INF,
     P_CEIL,
-    P_EMAX_ELEM,
     P_EMIN_F,
     P_M,
     P_MAX_NEG,
@@ -29,7 +27,6 @@ from numerics.kernels.core import (
     Q_MAX_POS,
     Q_SHIFT,
     SIGN,
-    pow2_f32,
     pow2_floor,
     round_bits,
 )
@@ -39,11 +36,12 @@ from numerics.rounding import Rounding
 F32 = torch.float32
 
 
-def _to_element_space(x: torch.Tensor, b: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-    """Bit patterns of ``x * 2**-e`` (exact, or tiny-but-nonzero when it underflows)."""
-    xs = (x * pow2_f32(-e)).view(I32)
-    underflow = ((xs & ABS) == 0) & ((b & ABS) != 0)
-    return torch.where(underflow, (b & SIGN) | 1, xs)
+def _element_bits(xs: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Bit patterns of element-space values ``xs = x / scale`` for the integer core: a value
+    that underflowed to zero is kept as the smallest nonzero one, so directed modes see it."""
+    bits = xs.view(I32)
+    underflow = ((bits & ABS) == 0) & ((b & ABS) != 0)
+    return torch.where(underflow, (b & SIGN) | 1, bits)
 
 
 def _round_elements(
@@ -112,21 +110,35 @@ def _mx_scale(amax: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> torch.Ten
     return torch.minimum(x_scale, 2.0**126 * inv_emax * 2.0)
 
 
-def shared_exponent(amax: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """E8M0 scale exponent of each block from the bit pattern of its absolute maximum.
+def mx_scale(x: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """The E8M0 scale of each block of ``x`` (nblocks, block) as a float32 power of two."""
+    return _mx_scale(x.abs().amax(dim=-1, keepdim=True), p, q)
 
-    Floor rule (OCP MX): ``floor(log2(amax)) - emax_elem``, clamped to [-127, 127] (a zero or
-    float32-subnormal amax lands on the clamp). Ceil rule: one more when amax exceeds
-    ``max_elem * 2**s``, which for an unclamped ``s`` compares mantissas only, up to
-    ``127 - emax_elem``.
-    """
-    e = (amax >> 23) - 127
-    emax = p[P_EMAX_ELEM]
-    s0 = torch.clamp(e - emax, min=-127, max=127)
-    bump = (p[P_CEIL] == 1) & (s0 == e - emax) & ((amax & 0x7FFFFF) > (p[P_MAX_POS] & 0x7FFFFF))
-    # The floor rule never exceeds 127 - emax (amax < 2**128); the ceil rule's extra binade
-    # is capped there too, so every scaled element stays a finite float32.
-    return torch.minimum(s0 + bump.to(I32), 127 - emax)
+
+def _scaled_elements(
+    x: torch.Tensor,
+    b: torch.Tensor,
+    scale: torch.Tensor,
+    p: torch.Tensor,
+    q: torch.Tensor,
+    fixed: bool,
+    mode: Rounding,
+    tau: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Round ``x / scale`` (exact: a power of two) to the element grid, halved where tau."""
+    xs = x * (1.0 / scale)
+    if mode is Rounding.NEAREST_EVEN:
+        return _nearest_even_elements(xs, q, fixed, tau)
+    t = torch.zeros_like(p[0]) if tau is None else tau.to(I32)
+    y = _round_elements(
+        _element_bits(xs, b),
+        p,
+        p[P_EMIN_F] - t,
+        p[P_MAX_POS] - (t << 23),
+        p[P_MAX_NEG] - (t << 23),
+        mode,
+    )
+    return y.view(F32)
 
 
 def block_kernel(
@@ -141,20 +153,12 @@ def block_kernel(
     """MX / BFP: ``x`` (nblocks, block) float32 and ``b`` its int32 view -> quantised float32.
 
     ``fixed`` says the element grid is fixed point (mxint8, BFP) rather than a float format.
+    The per-block work is a few scalar float ops (no per-element bitcasts on that path).
     """
-    if mode is Rounding.NEAREST_EVEN:
-        # All float: per-block work in a few scalar float ops, no per-element bitcasts.
-        famax = x.abs().amax(dim=-1, keepdim=True)  # (nb, 1); NaN propagates
-        scale = _mx_scale(famax, p, q)
-        out = _nearest_even_elements(x * (1.0 / scale), q, fixed) * scale
-        return torch.where(torch.isfinite(famax), out, torch.full_like(out, float("nan")))
-    amax = (b & ABS).amax(dim=-1, keepdim=True)  # (nb, 1); NaN/inf bits compare largest
-    s = shared_exponent(amax, p)
-    y = _round_elements(
-        _to_element_space(x, b, s), p, p[P_EMIN_F], p[P_MAX_POS], p[P_MAX_NEG], mode
-    )
-    out = y.view(F32) * pow2_f32(s)
-    return torch.where(amax >= INF, torch.full_like(out, float("nan")), out)
+    amax = x.abs().amax(dim=-1, keepdim=True)  # (nb, 1); NaN propagates
+    scale = _mx_scale(amax, p, q)
+    out = _scaled_elements(x, b, scale, p, q, fixed, mode) * scale
+    return torch.where(torch.isfinite(amax), out, torch.full_like(out, float("nan")))
 
 
 def smx_kernel(
@@ -170,33 +174,17 @@ def smx_kernel(
     run of ``sub`` elements shares tau.
 
     Element space is relative to ``2**E`` (E = floor(log2(amax)), clamped to [-127, 127]);
-    a sub-block with ``tau = 1`` uses the grid of the fixed-point element shifted down by one
-    binade (emin and max both halved). The rounding runs over whole rows (blocks) with tau
-    looked up per element, which vectorises; only the small sub-block reduction runs per pair.
+    a sub-block with ``tau = 1`` (its largest value below ``2**E``; never in a block whose E
+    sits on the clamp) uses the fixed-point element grid one binade down (emin and max both
+    halved). The rounding runs over whole rows with tau looked up per element, which
+    vectorises; only the small sub-block reduction runs per pair.
     """
     nb, bs = x.shape
-    if mode is Rounding.NEAREST_EVEN:
-        ax = x.abs()
-        famax = ax.amax(dim=-1, keepdim=True)  # (nb, 1)
-        scale = _pow2_floor_any(famax)  # 2**E, E clamped at -127
-        pair = ax.view(nb, bs // sub, sub).amax(dim=-1)  # (nb, nsub)
-        ftau = (pair < scale) & (scale > 2.0**-127)  # pair exponent below E
-        ftau = ftau.unsqueeze(-1).expand(nb, bs // sub, sub).reshape(nb, bs)
-        out = _nearest_even_elements(x * (1.0 / scale), q, True, ftau) * scale
-        return torch.where(torch.isfinite(famax), out, torch.full_like(out, float("nan")))
-    a = b & ABS
-    amax = a.amax(dim=-1, keepdim=True)  # (nb, 1)
-    e = torch.clamp((amax >> 23) - 127, min=-127, max=127)
-    pair_e = (a.view(nb, bs // sub, sub).amax(dim=-1) >> 23) - 127  # (nb, nsub)
-    tau = torch.clamp(e - pair_e, min=0, max=1)
+    ax = x.abs()
+    amax = ax.amax(dim=-1, keepdim=True)  # (nb, 1)
+    scale = _pow2_floor_any(amax)  # 2**E, E clamped at -127
+    pair = ax.view(nb, bs // sub, sub).amax(dim=-1)  # (nb, nsub)
+    tau = (pair < scale) & (scale > 2.0**-127)
     tau = tau.unsqueeze(-1).expand(nb, bs // sub, sub).reshape(nb, bs)  # per element
-    y = _round_elements(
-        _to_element_space(x, b, e),
-        p,
-        p[P_EMIN_F] - tau,
-        p[P_MAX_POS] - (tau << 23),
-        p[P_MAX_NEG] - (tau << 23),
-        mode,
-    )
-    out = y.view(F32) * pow2_f32(e)
-    return torch.where(amax >= INF, torch.full_like(out, float("nan")), out)
+    out = _scaled_elements(x, b, scale, p, q, True, mode, tau) * scale
+    return torch.where(torch.isfinite(amax), out, torch.full_like(out, float("nan")))

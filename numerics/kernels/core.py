@@ -235,21 +235,3 @@ def round_nearest_even_shift(
         ftz=ftz,
         twos=False,
     )
-
-
-def shift_bits(bits: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """Bit pattern of ``value(bits) * 2**s`` for a normal float32 >= 1 and ``s >= -127``.
-
-    The product may be subnormal; the significand is shifted right by at most 1 + (ex - 127)
-    bits, which is exact for the element maxima used here (few mantissa bits).
-    """
-    field = (bits >> 23) + s
-    normal = bits + (s << 23)
-    sub = ((bits & 0x7FFFFF) | 0x800000) >> torch.clamp(1 - field, min=0, max=31)
-    return torch.where(field >= 1, normal, sub)
-
-
-def pow2_f32(e: torch.Tensor) -> torch.Tensor:
-    """``2.0**e`` as float32 for int32 ``e`` in [-149, 127] (subnormal powers included)."""
-    bits = torch.where(e >= -126, (e + 127) << 23, 1 << torch.clamp(e + 149, min=0, max=22))
-    return bits.view(torch.float32)

@@ -55,7 +55,7 @@ def grid_slots(fmt: Grid, saturate: bool) -> dict[int, int]:
             P_EMAX_ELEM: fmt.emax,
         }
     # Fixed point: a uniform grid below its largest binade, i.e. "emin" = emax.
-    emax = math.floor(math.log2(fmt.max))
+    emax = fmt.emax
     return {
         P_M: emax + fmt.fl,
         P_EMIN_F: emax + 127,
@@ -68,19 +68,14 @@ def grid_slots(fmt: Grid, saturate: bool) -> dict[int, int]:
 
 
 def make_params(
-    slots: dict[int, int],
-    keys: torch.Tensor | None,
-    sr_bits: int,
-    device: torch.device,
-    ceil: bool = False,
+    slots: dict[int, int], sr_bits: int, device: torch.device, ceil: bool = False
 ) -> torch.Tensor:
+    """The int32 vector, random keys left at 0 (``params_for`` fills them per call)."""
     p = [0] * P_SIZE
     for k, v in slots.items():
         p[k] = v
     p[P_SR_BITS] = sr_bits
     p[P_CEIL] = int(ceil)
-    if keys is not None:
-        p[P_KEY0], p[P_KEY1] = (int(k) for k in keys.tolist())
     return torch.tensor(p, dtype=torch.int32, device=device)
 
 
@@ -93,7 +88,7 @@ def float_params(fmt: Grid, saturate: bool, device: torch.device) -> torch.Tenso
         minnorm = 0.0 if fmt.subnormals else fmt.min_normal
         twos = 0.0
     else:
-        emax = math.floor(math.log2(fmt.max))
+        emax = fmt.emax
         emin, m = emax, emax + fmt.fl
         maxpos, maxneg = fmt.max, -fmt.min
         special, minnorm, twos = math.nan, 0.0, 1.0
@@ -109,7 +104,7 @@ def float_params(fmt: Grid, saturate: bool, device: torch.device) -> torch.Tenso
 def _cached_params(
     fmt: Grid, saturate: bool, sr_bits: int, device: str, ceil: bool
 ) -> torch.Tensor:
-    return make_params(grid_slots(fmt, saturate), None, sr_bits, torch.device(device), ceil)
+    return make_params(grid_slots(fmt, saturate), sr_bits, torch.device(device), ceil)
 
 
 @functools.lru_cache(maxsize=1024)
