@@ -1,0 +1,49 @@
+"""Per-call cost of ``numerics.quantize`` on a small tensor, where fixed overhead dominates.
+
+    python benchmarks/bench_call_overhead.py [--numel 64] [--calls 3000]
+
+Prints microseconds per call for the compiled and eager backends (median of 5 batches).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+import numerics
+
+
+def per_call_us(fn: object, calls: int) -> float:
+    assert callable(fn)
+    for _ in range(20):  # warm-up (the first compiled call compiles)
+        fn()
+    batches = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        batches.append((time.perf_counter() - start) / calls * 1e6)
+    return statistics.median(batches)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--numel", type=int, default=64)
+    parser.add_argument("--calls", type=int, default=3000)
+    parser.add_argument("--formats", nargs="+", default=["fp8_e4m3", "bf16", "mxfp8_e4m3"])
+    args = parser.parse_args()
+    x = torch.randn(args.numel)
+    print(f"quantize on {args.numel} float32 elements, torch {torch.__version__}")
+    for name in args.formats:
+        for backend in ("compiled", "eager"):
+            us = per_call_us(
+                lambda n=name, b=backend: numerics.quantize(x, n, backend=b), args.calls
+            )
+            print(f"{name:12s} {backend:9s} {us:8.1f} us/call")
+
+
+if __name__ == "__main__":
+    main()
