@@ -164,7 +164,7 @@ def quantize(
 
 def _element_path(fmt: FloatFormat | FixedFormat) -> str:
     if isinstance(fmt, FloatFormat):
-        path = rne_path(fmt.emin, fmt.emax, fmt.mbits)
+        path = rne_path(fmt.emin, fmt.emax, fmt.mbits, ieee=fmt.has_inf and fmt.subnormals)
         return path + "_ftz" if path in ("float", "shift") and not fmt.subnormals else path
     path = rne_path(-127, fmt.emax, fmt.emax + fmt.fl)  # a fixed grid: m = emax + fl
     return path + "_twos" if path == "float" else path

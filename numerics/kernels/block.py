@@ -22,13 +22,15 @@ from numerics.kernels.core import (
     P_MAX_POS,
     P_MINNORM,
     P_SR_BITS,
+    Q_C,
     Q_HI,
     Q_LO,
     Q_MAX_POS,
-    Q_SHIFT,
+    Q_SPLIT,
     SIGN,
     pow2_floor,
     round_bits,
+    round_magnitude,
 )
 from numerics.kernels.element import sr_random
 from numerics.rounding import Rounding
@@ -70,14 +72,19 @@ def _nearest_even_elements(
     zero either way, so they need no care here. Returns float32.
     """
     maxf = q[Q_MAX_POS]
+    v = torch.clamp(xs.abs(), max=q[Q_HI])
     if fixed:
-        c = q[Q_LO] * q[Q_SHIFT]
+        c = q[Q_C]
+        if tau is not None:  # a sub-block one binade down: grid and maximum both halved
+            c = torch.where(tau, c * 0.5, c)
+            maxf = torch.where(tau, maxf * 0.5, maxf)
+        y = torch.minimum((v + c) - c, maxf)
     else:
-        c = pow2_floor(torch.clamp(xs.abs(), min=q[Q_LO], max=q[Q_HI])) * q[Q_SHIFT]
-    if tau is not None:  # a sub-block one binade down: grid and maximum both halved
-        c = torch.where(tau, c * 0.5, c)
-        maxf = torch.where(tau, maxf * 0.5, maxf)
-    y = torch.minimum((xs.abs() + c) - c, maxf)
+        lo, c = q[Q_LO], q[Q_C]
+        if tau is not None:  # halved grid: same significant bits, subnormal range halved
+            lo, c = torch.where(tau, lo * 0.5, lo), torch.where(tau, c * 0.5, c)
+            maxf = torch.where(tau, maxf * 0.5, maxf)
+        y = torch.minimum(round_magnitude(v, q[Q_SPLIT], lo, c), maxf)
     out = torch.copysign(y, xs)
     if fixed:  # two's-complement elements: the only zero is +0
         out = torch.where(y == 0, 0.0, out)

@@ -158,7 +158,9 @@ Q_SPECIAL = 5  # what overflow becomes when not saturating: inf or NaN
 Q_SAT = 6  # 1.0: saturate
 Q_MINNORM = 7  # flush results below this to zero (0: keep subnormals)
 Q_TWOS = 8  # 1.0: two's-complement grid, zero is +0
-Q_SIZE = 9
+Q_SPLIT = 9  # 2**(23 - m) + 1, Veltkamp's splitting constant
+Q_C = 10  # 2**(emin + 23 - m): the adder constant of the subnormal binade
+Q_SIZE = 11
 
 
 def pow2_floor(v: torch.Tensor) -> torch.Tensor:
@@ -174,24 +176,37 @@ def pow2_floor(v: torch.Tensor) -> torch.Tensor:
     return torch.where(hi > v, hi * 0.5, hi)
 
 
+def round_magnitude(
+    v: torch.Tensor, split: torch.Tensor, lo: torch.Tensor, c: torch.Tensor
+) -> torch.Tensor:
+    """nearest_even of non-negative float32 ``v`` to a float grid with m mantissa bits.
+
+    From ``lo = 2**emin`` up, the grid is every value with m + 1 significant bits: Veltkamp's
+    splitting ``hi = p - (p - v)``, ``p = v * (2**(23-m) + 1)``, rounds v to that many bits,
+    ties to even, in float32 round-to-nearest-even arithmetic (checked exhaustively over
+    whole binades against ml_dtypes in the tests). Below ``lo`` the step is fixed at
+    ``2**(emin - m)``: ``(v + c) - c`` with ``c = 2**(emin + 23 - m)`` rounds to it (v + c
+    lies in c's binade, whose ulp is the step, and c is an even multiple of it). Needs
+    ``m <= 22`` and ``v * split`` finite (the callers clamp v to ``2**(emax + 1)``, emax <= 102);
+    NaN stays NaN.
+    """
+    p = v * split
+    return torch.where(v < lo, (v + c) - c, p - (p - v))
+
+
 def round_nearest_even_float(
     x: torch.Tensor, q: torch.Tensor, ftz: bool = True, twos: bool = True
 ) -> torch.Tensor:
-    """nearest_even by the float32 adder: ``(|x| + c) - c`` with ``c = 2**(E + 23 - m)``.
+    """nearest_even by float32 arithmetic (``round_magnitude``), no bit patterns.
 
-    ``E = floor(log2(clamp(|x|, 2**emin, 2**(emax+1))))``: c's ulp is the target step at |x|,
-    and ``|x| + c`` lies in c's binade (``|x| < 2*2**E <= c`` when m <= 22), so the addition
-    rounds |x| to a multiple of the step with ties to even (the multiple's parity is the
-    code's, because c is an even multiple of the step) and the subtraction is exact. Values
-    above the range use E = emax + 1 and come out above the maximum, where overflow takes
-    over; inf goes through the adder as inf and overflows the same way; NaN stays NaN.
-    Needs ``m <= 22`` and ``emax <= 102`` (the caller checks, see ``rne_path``). ``ftz`` and
+    |x| is clamped to ``2**(emax + 1)`` first: values above the range come out above the
+    maximum, where overflow takes over; inf clamps the same way; NaN stays NaN. Needs
+    ``m <= 22`` and ``emax <= 102`` (the caller checks, see ``rne_path``). ``ftz`` and
     ``twos`` (Python flags, so compiled variants without them skip the work) enable the
     flush-to-zero and two's-complement-zero steps that ``q`` parameterises.
     """
     ax = x.abs()
-    c = pow2_floor(torch.clamp(ax, min=q[Q_LO], max=q[Q_HI])) * q[Q_SHIFT]
-    y = (ax + c) - c
+    y = round_magnitude(torch.clamp(ax, max=q[Q_HI]), q[Q_SPLIT], q[Q_LO], q[Q_C])
     # x < 0 is the sign test: -0 and NaN, which it misses, can never overflow.
     maxf = torch.where(x < 0, q[Q_MAX_NEG], q[Q_MAX_POS])
     y = torch.where(y > maxf, torch.where(q[Q_SAT] > 0, maxf, q[Q_SPECIAL]), y)
@@ -201,6 +216,19 @@ def round_nearest_even_float(
     if twos:
         out = torch.where((q[Q_TWOS] > 0) & (y == 0), 0.0, out)
     return out
+
+
+def round_nearest_even_cast(x: torch.Tensor, q: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """nearest_even by torch's own cast, for grids that are exactly a torch dtype's (bf16, fp16).
+
+    The cast rounds to nearest even, keeps subnormals, -0 and NaN, and overflows to inf, as the
+    format does; saturation clamps to the maximum first (a value above it rounds to it or
+    overflows, so clamping never changes any other result). Compiled, the cast is a vectorised
+    conversion, unlike the integer paths; Inductor must be told to keep it
+    (``emulate_precision_casts``, set in ``compiled``), or it folds the round trip away.
+    """
+    hi = torch.where(q[Q_SAT] > 0, q[Q_MAX_POS], torch.inf)
+    return torch.clamp(x, min=-hi, max=hi).to(dtype).to(torch.float32)
 
 
 def round_nearest_even_shift(

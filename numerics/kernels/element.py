@@ -16,6 +16,7 @@ from numerics.kernels.core import (
     P_OVF,
     P_SR_BITS,
     round_bits,
+    round_nearest_even_cast,
     round_nearest_even_float,
     round_nearest_even_shift,
 )
@@ -29,6 +30,11 @@ def sr_random(shape: torch.Size, p: torch.Tensor, device: torch.device) -> torch
         n *= s
     idx = torch.arange(n, dtype=I32, device=device).view(shape)
     return random_bits(idx, p[P_KEY0 : P_KEY1 + 1], p[P_SR_BITS])
+
+
+# Grids that are exactly a torch dtype's, with its inf/NaN and subnormals: (emin, emax, m).
+CAST_PATHS = {"cast_bf16": torch.bfloat16, "cast_fp16": torch.float16}
+_CAST_GRIDS = {(-126, 127, 7): "cast_bf16", (-14, 15, 10): "cast_fp16"}
 
 
 def element_kernel(
@@ -47,6 +53,8 @@ def element_kernel(
     caller views the result as float32 outside the compiled code, where a view is free.
     ``path`` picks the nearest_even fast path the format allows (see ``rne_path``).
     """
+    if mode is Rounding.NEAREST_EVEN and path in CAST_PATHS:
+        return round_nearest_even_cast(x, q, CAST_PATHS[path])
     if mode is Rounding.NEAREST_EVEN and path.startswith("float"):
         return round_nearest_even_float(x, q, ftz=path == "float_ftz", twos=path == "float_twos")
     if mode is Rounding.NEAREST_EVEN and path.startswith("shift"):
@@ -73,14 +81,18 @@ def as_float(y: torch.Tensor) -> torch.Tensor:
     return y if y.dtype == torch.float32 else y.view(torch.float32)
 
 
-def rne_path(emin: int, emax: int, mbits: int) -> str:
+def rne_path(emin: int, emax: int, mbits: int, ieee: bool = False) -> str:
     """Which nearest_even implementation a grid can use.
 
+    "cast_bf16"/"cast_fp16" when ``ieee`` (inf and NaN as IEEE 754, subnormals kept) and the
+    grid is bf16's or fp16's: torch's own cast;
     "shift" when its subnormals start where float32's do (emin = -126: the e8 family, bf16);
     "float" (the float adder, ``round_nearest_even_float``) when m <= 22 and emax <= 102:
     every narrower format and fixed-point grids up to 24 bits; otherwise the generic core.
     The caller appends "_ftz" (flush subnormals) or "_twos" (two's-complement grid).
     """
+    if ieee and (emin, emax, mbits) in _CAST_GRIDS:
+        return _CAST_GRIDS[(emin, emax, mbits)]
     if emin == -126:
         return "shift"
     if mbits <= 22 and emax <= 102:

@@ -23,6 +23,7 @@ from numerics.kernels.core import (
     P_OVF,
     P_SIZE,
     P_SR_BITS,
+    Q_C,
     Q_HI,
     Q_LO,
     Q_MAX_NEG,
@@ -32,6 +33,7 @@ from numerics.kernels.core import (
     Q_SHIFT,
     Q_SIZE,
     Q_SPECIAL,
+    Q_SPLIT,
     Q_TWOS,
     QNAN,
 )
@@ -95,6 +97,7 @@ def float_params(fmt: Grid, saturate: bool, device: torch.device) -> torch.Tenso
         saturate = True
     q = [0.0] * Q_SIZE
     q[Q_LO], q[Q_HI], q[Q_SHIFT] = 2.0**emin, 2.0 ** (emax + 1), 2.0 ** (23 - m)
+    q[Q_SPLIT], q[Q_C] = 2.0 ** (23 - m) + 1.0, 2.0 ** (emin + 23 - m)
     q[Q_MAX_POS], q[Q_MAX_NEG], q[Q_SPECIAL] = maxpos, maxneg, special
     q[Q_SAT], q[Q_MINNORM], q[Q_TWOS] = float(saturate), minnorm, twos
     return torch.tensor(q, dtype=torch.float32, device=device)
