@@ -1,0 +1,471 @@
+"""The numerics policy: which format and rounding each tensor role of each layer uses.
+
+A training step touches seven kinds of tensors ("roles"); a policy names a format and a
+rounding for each:
+
+===================  ==================================================================
+role                 what is quantized
+===================  ==================================================================
+weights              the forward copy of a layer's weight (matmul / conv operand)
+activations          the input operand of a matmul / conv (and both operands of the
+                     attention matmuls)
+errors               the gradient w.r.t. a layer's output, in backward, before it
+                     enters the two backward matmuls
+grads                the weight gradient a layer produces, before the optimizer
+optimizer_state      momentum and Adam moments, after every update
+master_weights       ``true``: an fp32 copy is updated and the weights role casts it in
+                     forward; ``false``: the weights themselves live in the weights format
+                     and every update is rounded (``update_rounding``, or Kahan)
+communication        gradient buckets before the data-parallel all-reduce
+===================  ==================================================================
+
+``format`` is the default for every role; a role key overrides it with a format name or a
+``{format, rounding, saturate}`` mapping; ``overrides`` re-assign roles for layers whose
+qualified module name matches a glob pattern (first match wins). Block formats block along the
+reduction dimension of the product they feed, which the modules work out per cast (see
+``numerics.modules``). A policy is inert data, built from a dict (a recipe's ``numerics``
+section) or a named preset, and validated on construction: an unknown key, format or rounding
+raises ``PolicyError`` naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from numerics import formats
+from numerics.formats import FixedFormat, FloatFormat, Format, IntFormat
+from numerics.formats.registry import UnknownFormatError
+from numerics.rounding import Rounding
+from numerics.rounding import names as rounding_names
+from numerics.rounding import parse as parse_rounding
+
+#: Roles a layer's casts use (weights, activations, errors, grads) and the optimizer's.
+LAYER_ROLES = ("weights", "activations", "errors", "grads")
+ROLES = (*LAYER_ROLES, "optimizer_state", "communication")
+UPDATE_METHODS = ("round", "kahan")
+
+
+class PolicyError(ValueError):
+    """A numerics policy that cannot be built: names the key, the value and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Cast:
+    """One role's numerics: a registered format name, a rounding mode, saturation.
+
+    ``saturate=None`` keeps the format's own overflow rule (see ``numerics.quantize``).
+    """
+
+    format: str = "fp32"
+    rounding: Rounding = Rounding.NEAREST_EVEN
+    saturate: bool | None = None
+
+    @property
+    def fmt(self) -> Format:
+        return formats.get(self.format)
+
+    @property
+    def is_identity(self) -> bool:
+        fmt = self.fmt
+        return isinstance(fmt, FloatFormat) and fmt.is_identity and not self.saturate
+
+    @property
+    def axis_dependent(self) -> bool:
+        """Whether the result depends on the axis (block and per-channel integer formats)."""
+        fmt = self.fmt
+        if isinstance(fmt, FloatFormat | FixedFormat):
+            return False
+        if isinstance(fmt, IntFormat):
+            return fmt.per_channel
+        return True
+
+    def label(self) -> str:
+        tag = self.format
+        if self.rounding is Rounding.STOCHASTIC:
+            tag += "-sr"
+        elif self.rounding is not Rounding.NEAREST_EVEN:
+            tag += f"-{self.rounding.value}"
+        if self.saturate:
+            tag += "-sat"
+        return tag
+
+
+@dataclass(frozen=True)
+class LayerNumerics:
+    """The four casts one layer makes: weights, activations, errors, weight gradients."""
+
+    weights: Cast = field(default_factory=Cast)
+    activations: Cast = field(default_factory=Cast)
+    errors: Cast = field(default_factory=Cast)
+    grads: Cast = field(default_factory=Cast)
+
+    @property
+    def is_identity(self) -> bool:
+        return all(getattr(self, r).is_identity for r in LAYER_ROLES)
+
+
+@dataclass(frozen=True)
+class LossScale:
+    """Loss scaling: ``none``, ``static`` (a fixed factor) or ``dynamic``.
+
+    Dynamic: start at ``init``; a step whose gradients hold inf/NaN is skipped and the scale
+    multiplied by ``backoff``; after ``growth_interval`` clean steps in a row it is multiplied
+    by ``growth`` (the scheme of Micikevicius et al., arXiv 1710.03740).
+    """
+
+    kind: str = "none"
+    init: float = 2.0**16
+    growth: float = 2.0
+    backoff: float = 0.5
+    growth_interval: int = 2000
+
+    KINDS = ("none", "static", "dynamic")
+
+
+@dataclass(frozen=True)
+class Override:
+    """Roles re-assigned for the layers whose qualified name matches one of ``match``."""
+
+    match: tuple[str, ...]
+    layer: LayerNumerics
+
+    def matches(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, pat) for pat in self.match)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A validated numerics policy (see the module docstring). Build with ``from_dict``."""
+
+    format: str = "fp32"
+    rounding: Rounding = Rounding.NEAREST_EVEN
+    weights: Cast = field(default_factory=Cast)
+    activations: Cast = field(default_factory=Cast)
+    errors: Cast = field(default_factory=Cast)
+    grads: Cast = field(default_factory=Cast)
+    optimizer_state: Cast = field(default_factory=Cast)
+    communication: Cast = field(default_factory=Cast)
+    master_weights: bool = True
+    update_rounding: Rounding = Rounding.NEAREST_EVEN
+    update_method: str = "round"
+    loss_scale: LossScale = field(default_factory=LossScale)
+    overrides: tuple[Override, ...] = ()
+    seed: int = 0
+    name: str | None = None
+
+    @property
+    def default_layer(self) -> LayerNumerics:
+        return LayerNumerics(self.weights, self.activations, self.errors, self.grads)
+
+    def for_layer(self, qualified_name: str) -> LayerNumerics:
+        """The casts of the layer called ``qualified_name`` (first matching override wins)."""
+        for ov in self.overrides:
+            if ov.matches(qualified_name):
+                return ov.layer
+        return self.default_layer
+
+    @property
+    def is_identity(self) -> bool:
+        return (
+            self.default_layer.is_identity
+            and all(ov.layer.is_identity for ov in self.overrides)
+            and self.optimizer_state.is_identity
+            and self.communication.is_identity
+            and self.loss_scale.kind == "none"
+        )
+
+    def label(self) -> str:
+        """A short tag for run names and tables, e.g. ``mxfp8_e4m3``, ``bf16-nomaster-sr``."""
+        if self.name:
+            return self.name
+        base = self.format
+        if self.rounding is not Rounding.NEAREST_EVEN:
+            base += "-sr" if self.rounding is Rounding.STOCHASTIC else f"-{self.rounding.value}"
+        default = Cast(self.format, self.rounding)
+        parts = [base]
+        short = {
+            "weights": "w",
+            "activations": "a",
+            "errors": "e",
+            "grads": "g",
+            "optimizer_state": "opt",
+            "communication": "comm",
+        }
+        for role in ROLES:
+            cast = getattr(self, role)
+            if cast != default:
+                parts.append(f"{short[role]}:{cast.label()}")
+        if not self.master_weights:
+            parts.append("nomaster")
+            if self.update_method == "kahan":
+                parts.append("kahan")
+            elif self.update_rounding is Rounding.STOCHASTIC:
+                parts.append("sr")
+            elif self.update_rounding is not Rounding.NEAREST_EVEN:
+                parts.append(self.update_rounding.value)
+        if self.loss_scale.kind != "none":
+            parts.append(f"ls-{self.loss_scale.kind}")
+        if self.overrides:
+            parts.append(f"{len(self.overrides)}ovr")
+        return "-".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict that ``from_dict`` turns back into this policy (for config.yaml)."""
+
+        def cast(c: Cast) -> dict[str, Any]:
+            return {"format": c.format, "rounding": c.rounding.value, "saturate": c.saturate}
+
+        d: dict[str, Any] = {"format": self.format, "rounding": self.rounding.value}
+        for role in ROLES:
+            d[role] = cast(getattr(self, role))
+        d["master_weights"] = self.master_weights
+        d["update_rounding"] = self.update_rounding.value
+        d["update_method"] = self.update_method
+        d["loss_scale"] = dataclasses.asdict(self.loss_scale)
+        d["overrides"] = [
+            {"match": list(ov.match), **{r: cast(getattr(ov.layer, r)) for r in LAYER_ROLES}}
+            for ov in self.overrides
+        ]
+        d["seed"] = self.seed
+        if self.name:
+            d["name"] = self.name
+        return d
+
+
+# ---------------------------------------------------------------------------------------------
+# Building and validating
+
+
+def _where(ctx: str, key: str) -> str:
+    return f"{ctx}.{key}" if ctx else key
+
+
+def _format_name(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise PolicyError(f"{where}: a format name (string) is required, got {value!r}")
+    try:
+        return formats.get(value).name
+    except UnknownFormatError as exc:
+        raise PolicyError(f"{where}: {exc}") from None
+
+
+def _rounding(value: object, where: str) -> Rounding:
+    try:
+        return parse_rounding(value)  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        raise PolicyError(
+            f"{where}: unknown rounding {value!r}; allowed: {', '.join(rounding_names())}"
+        ) from None
+
+
+def _bool(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise PolicyError(f"{where}: true or false is required, got {value!r}")
+    return value
+
+
+def _cast(value: object, default: Cast, where: str) -> Cast:
+    if value is None:
+        return default
+    if isinstance(value, str):
+        return Cast(_format_name(value, where), default.rounding)
+    if not isinstance(value, Mapping):
+        raise PolicyError(
+            f"{where}: a format name or a mapping with keys format, rounding, saturate is "
+            f"required, got {value!r}"
+        )
+    _check_keys(value, ("format", "rounding", "saturate"), where)
+    fmt = _format_name(value["format"], f"{where}.format") if "format" in value else None
+    rounding = (
+        _rounding(value["rounding"], f"{where}.rounding")
+        if "rounding" in value
+        else default.rounding
+    )
+    saturate = value.get("saturate", default.saturate)
+    if saturate is not None:
+        _bool(saturate, f"{where}.saturate")
+    return Cast(fmt or default.format, rounding, saturate)
+
+
+def _check_keys(d: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    for key in d:
+        if key not in allowed:
+            raise PolicyError(
+                f"{_where(where, str(key))}: unknown key; allowed: {', '.join(allowed)}"
+            )
+
+
+def _loss_scale(value: object, where: str) -> LossScale:
+    if value is None or value == "none":
+        return LossScale()
+    if value == "dynamic":
+        return LossScale(kind="dynamic")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not value > 0:
+            raise PolicyError(f"{where}: a static loss scale must be > 0, got {value!r}")
+        return LossScale(kind="static", init=float(value))
+    if isinstance(value, Mapping):
+        names = tuple(f.name for f in dataclasses.fields(LossScale))
+        _check_keys(value, names, where)
+        ls = LossScale(**dict(value))
+        if ls.kind not in LossScale.KINDS:
+            raise PolicyError(f"{where}.kind: {ls.kind!r}; allowed: {', '.join(LossScale.KINDS)}")
+        if not (ls.init > 0 and ls.growth >= 1 and 0 < ls.backoff < 1):
+            raise PolicyError(f"{where}: need init > 0, growth >= 1 and 0 < backoff < 1")
+        if not (isinstance(ls.growth_interval, int) and ls.growth_interval >= 1):
+            raise PolicyError(f"{where}.growth_interval: a positive integer is required")
+        return ls
+    raise PolicyError(
+        f"{where}: {value!r}; allowed: none, dynamic, a number (static scale) or a mapping "
+        f"with keys {', '.join(f.name for f in dataclasses.fields(LossScale))}"
+    )
+
+
+POLICY_KEYS = (
+    "preset",
+    "format",
+    "rounding",
+    *ROLES,
+    "master_weights",
+    "update_rounding",
+    "update_method",
+    "loss_scale",
+    "overrides",
+    "seed",
+    "name",
+)
+
+
+def from_dict(d: Mapping[str, Any] | None, where: str = "numerics") -> Policy:
+    """Build and validate a policy from a recipe's ``numerics`` section.
+
+    ``preset: NAME`` starts from a named preset (see ``PRESETS``); the other keys override it.
+    ``where`` prefixes every error message (e.g. ``recipe.yaml: numerics``).
+    """
+    d = dict(d or {})
+    _check_keys(d, POLICY_KEYS, where)
+    if "preset" in d:
+        name = d.pop("preset")
+        if name not in PRESETS:
+            raise PolicyError(
+                f"{where}.preset: unknown preset {name!r}; allowed: {', '.join(PRESETS)}"
+            )
+        base = dict(PRESETS[name])
+        base.update(d)
+        base.setdefault("name", None if len(d) else name)
+        d = base
+    fmt = _format_name(d.get("format", "fp32"), _where(where, "format"))
+    rounding = _rounding(d.get("rounding", "nearest_even"), _where(where, "rounding"))
+    default = Cast(fmt, rounding)
+    casts = {role: _cast(d.get(role), default, _where(where, role)) for role in ROLES}
+    master = _bool(d.get("master_weights", True), _where(where, "master_weights"))
+    update_rounding = _rounding(
+        d.get("update_rounding", "nearest_even"), _where(where, "update_rounding")
+    )
+    method = d.get("update_method", "round")
+    if method not in UPDATE_METHODS:
+        raise PolicyError(
+            f"{_where(where, 'update_method')}: {method!r}; allowed: {', '.join(UPDATE_METHODS)}"
+        )
+    overrides = []
+    raw = d.get("overrides") or []
+    if not isinstance(raw, list):
+        raise PolicyError(f"{_where(where, 'overrides')}: a list of mappings is required")
+    for i, ov in enumerate(raw):
+        w = f"{_where(where, 'overrides')}[{i}]"
+        if not isinstance(ov, Mapping) or "match" not in ov:
+            raise PolicyError(f"{w}: a mapping with a 'match' glob (or list of globs) is required")
+        _check_keys(ov, ("match", "format", "rounding", *LAYER_ROLES), w)
+        match = ov["match"]
+        pats = (match,) if isinstance(match, str) else tuple(match)
+        if not pats or not all(isinstance(p, str) for p in pats):
+            raise PolicyError(f"{w}.match: a glob string or a list of them is required")
+        ov_fmt = _format_name(ov["format"], f"{w}.format") if "format" in ov else None
+        ov_round = _rounding(ov["rounding"], f"{w}.rounding") if "rounding" in ov else None
+        layer = {}
+        for role in LAYER_ROLES:
+            base_cast = casts[role]
+            if ov_fmt is not None or ov_round is not None:
+                base_cast = Cast(ov_fmt or base_cast.format, ov_round or base_cast.rounding)
+            layer[role] = _cast(ov.get(role), base_cast, f"{w}.{role}")
+        overrides.append(Override(pats, LayerNumerics(**layer)))
+    seed = d.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise PolicyError(f"{_where(where, 'seed')}: an integer is required, got {seed!r}")
+    name = d.get("name")
+    if name is not None and not isinstance(name, str):
+        raise PolicyError(f"{_where(where, 'name')}: a string is required, got {name!r}")
+    return Policy(
+        format=fmt,
+        rounding=rounding,
+        master_weights=master,
+        update_rounding=update_rounding,
+        update_method=method,
+        loss_scale=_loss_scale(d.get("loss_scale"), _where(where, "loss_scale")),
+        overrides=tuple(overrides),
+        seed=seed,
+        name=name,
+        **casts,
+    )
+
+
+#: Named schemes. Each is a ``from_dict`` section; a recipe may name one with ``preset:``.
+PRESETS: dict[str, dict[str, Any]] = {
+    # Plain fp32 training: every cast is the identity.
+    "fp32": {"format": "fp32"},
+    # Kalamkar et al., arXiv 1905.12322: bf16 for the operands of every matmul/conv, forward
+    # and backward (weights, activations, errors) and for the weight gradients; fp32 master
+    # weights and optimizer state, round to nearest even.
+    "bf16": {"format": "bf16", "optimizer_state": "fp32", "communication": "fp32"},
+    # Zamirai et al., arXiv 2010.06192: pure bf16 (weights live in bf16, bf16 optimizer
+    # state) with stochastic-rounded weight updates; "bf16_kahan" uses Kahan summation.
+    "bf16_nomaster_sr": {
+        "format": "bf16",
+        "master_weights": False,
+        "update_rounding": "stochastic",
+    },
+    "bf16_nomaster_kahan": {"format": "bf16", "master_weights": False, "update_method": "kahan"},
+    # Micikevicius et al., arXiv 1710.03740: fp16 operands and weight gradients, fp32 master
+    # weights and optimizer state, dynamic loss scaling.
+    "fp16_loss_scale": {
+        "format": "fp16",
+        "optimizer_state": "fp32",
+        "communication": "fp32",
+        "loss_scale": "dynamic",
+    },
+    # Rouhani et al., arXiv 2310.10537 (section 6, training): every matmul operand, forward
+    # and backward, in an MX format (MXFP6_E3M2 there, the accuracy-neutral case; MXFP8 the
+    # conservative one), fp32 master weights, optimizer state and weight gradients.
+    "mxfp6_training": {
+        "format": "fp32",
+        "weights": "mxfp6_e3m2",
+        "activations": "mxfp6_e3m2",
+        "errors": "mxfp6_e3m2",
+    },
+    "mxfp8_training": {
+        "format": "fp32",
+        "weights": "mxfp8_e4m3",
+        "activations": "mxfp8_e4m3",
+        "errors": "mxfp8_e5m2",
+    },
+}
+
+
+def preset(name: str) -> Policy:
+    """A named preset (see ``PRESETS``)."""
+    return from_dict({"preset": name})
+
+
+def coerce(policy: Policy | Mapping[str, Any] | str | None) -> Policy:
+    """A policy from a Policy, a dict section, a preset name or a bare format name."""
+    if isinstance(policy, Policy):
+        return policy
+    if policy is None:
+        return Policy()
+    if isinstance(policy, str):
+        return preset(policy) if policy in PRESETS else from_dict({"format": policy})
+    return from_dict(policy)
