@@ -39,6 +39,7 @@ from typing import Any
 from numerics import formats
 from numerics.formats import FixedFormat, FloatFormat, Format, IntFormat
 from numerics.formats.registry import UnknownFormatError
+from numerics.periodic import PeriodicSpec, parse_periodic
 from numerics.rounding import Rounding
 from numerics.rounding import names as rounding_names
 from numerics.rounding import parse as parse_rounding
@@ -156,6 +157,7 @@ class Policy:
     overrides: tuple[Override, ...] = ()
     seed: int = 0
     name: str | None = None
+    periodic: PeriodicSpec | None = None
 
     @property
     def default_layer(self) -> LayerNumerics:
@@ -171,7 +173,8 @@ class Policy:
     @property
     def is_identity(self) -> bool:
         return (
-            self.default_layer.is_identity
+            self.periodic is None
+            and self.default_layer.is_identity
             and all(ov.layer.is_identity for ov in self.overrides)
             and self.optimizer_state.is_identity
             and self.communication.is_identity
@@ -182,7 +185,7 @@ class Policy:
         """A short tag for run names and tables, e.g. ``mxfp8_e4m3``, ``bf16-nomaster-sr``."""
         if self.name:
             return self.name
-        base = self.format
+        base = self.periodic.name if self.periodic else self.format
         if self.rounding is not Rounding.NEAREST_EVEN:
             base += "-sr" if self.rounding is Rounding.STOCHASTIC else f"-{self.rounding.value}"
         default = Cast(self.format, self.rounding)
@@ -219,7 +222,8 @@ class Policy:
         def cast(c: Cast) -> dict[str, Any]:
             return {"format": c.format, "rounding": c.rounding.value, "saturate": c.saturate}
 
-        d: dict[str, Any] = {"format": self.format, "rounding": self.rounding.value}
+        fmt = self.periodic.name if self.periodic else self.format
+        d: dict[str, Any] = {"format": fmt, "rounding": self.rounding.value}
         for role in ROLES:
             d[role] = cast(getattr(self, role))
         d["master_weights"] = self.master_weights
@@ -348,6 +352,9 @@ def from_dict(d: Mapping[str, Any] | None, where: str = "numerics") -> Policy:
     """
     d = dict(d or {})
     _check_keys(d, POLICY_KEYS, where)
+    periodic = parse_periodic(d["format"]) if isinstance(d.get("format"), str) else None
+    if periodic is not None:  # trains in fp32 with the regularizer, hard-rounds at the end
+        d["format"] = "fp32"
     if "preset" in d:
         name = d.pop("preset")
         if name not in PRESETS:
@@ -409,6 +416,7 @@ def from_dict(d: Mapping[str, Any] | None, where: str = "numerics") -> Policy:
         overrides=tuple(overrides),
         seed=seed,
         name=name,
+        periodic=periodic,
         **casts,
     )
 

@@ -29,6 +29,7 @@ from numerics.formats import (
     IntFormat,
     SharedMicroExpFormat,
 )
+from numerics.formats.element import NanStyle
 from numerics.kernels import compiled as _compiled
 from numerics.kernels.block import block_kernel, smx_kernel
 from numerics.kernels.element import as_float, element_kernel, int_kernel, rne_path
@@ -162,6 +163,22 @@ def quantize(
         return y.reshape(x.shape).to(x.dtype)
 
 
+# Grids whose nearest_even values torch's casts give: (ebits, mbits, NaN style, bias) ->
+# (dtype, the magnitude above which the format overflows to NaN where torch saturates).
+_NATIVE: dict[tuple[int, int, NanStyle, int], tuple[torch.dtype, float | None]] = {
+    (8, 7, NanStyle.IEEE, 127): (torch.bfloat16, None),
+    (5, 10, NanStyle.IEEE, 15): (torch.float16, None),
+    (5, 2, NanStyle.IEEE, 15): (torch.float8_e5m2, None),
+    (4, 3, NanStyle.ONE, 7): (torch.float8_e4m3fn, 464.0),
+}
+
+
+def _native_cast(fmt: Format) -> tuple[torch.dtype, float | None] | None:
+    if not isinstance(fmt, FloatFormat) or not fmt.subnormals:
+        return None
+    return _NATIVE.get((fmt.ebits, fmt.mbits, fmt.nan_style, fmt.bias or 0))
+
+
 def _element_path(fmt: FloatFormat | FixedFormat) -> str:
     if isinstance(fmt, FloatFormat):
         path = rne_path(fmt.emin, fmt.emax, fmt.mbits, ieee=fmt.has_inf and fmt.subnormals)
@@ -182,9 +199,22 @@ def _dispatch(
 ) -> torch.Tensor:
     dev = x32.device
     if isinstance(fmt, FloatFormat | FixedFormat):
+        native = _native_cast(fmt) if mode is Rounding.NEAREST_EVEN and not use_compiled else None
+        if native is not None:
+            # torch's own cast, with Python scalars: on small tensors the fixed cost of the
+            # kernel's parameter-tensor ops would dominate. Saturation clamps first (a value
+            # above the maximum rounds to it or overflows); torch's e4m3fn cast saturates
+            # where the format overflows to NaN, so values past the last rounding
+            # midpoint (464) become NaN explicitly.
+            dtype, nan_above = native
+            v = x32.clamp(-fmt.max, fmt.max) if sat else x32
+            y = v.to(dtype).to(torch.float32)
+            if nan_above is not None and not sat:
+                y = torch.where(x32.abs() > nan_above, float("nan"), y)
+            return y
+        path = _element_path(fmt)
         p, qf = params_for(fmt, sat, keys, sr_bits, dev)
         flat = x32.reshape(-1)
-        path = _element_path(fmt)
         y = _compiled.run(
             f"element_{path}",
             element_kernel,

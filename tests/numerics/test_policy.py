@@ -114,3 +114,13 @@ def test_axis_dependence():
     assert not P.Cast("int8").axis_dependent
     assert not P.Cast("fp8_e4m3").axis_dependent
     assert P.Cast("fp32").is_identity and not P.Cast("fp32", saturate=True).is_identity
+
+
+def test_a_periodic_regularizer_is_named_like_a_format():
+    pol = P.from_dict({"format": "periodic_sin2_b4"})
+    assert pol.periodic is not None and (pol.periodic.kind.value, pol.periodic.bits) == ("sin2", 4)
+    assert pol.weights.is_identity and pol.errors.is_identity and not pol.is_identity
+    assert pol.label() == "periodic_sin2_b4"
+    assert P.from_dict(pol.to_dict()) == pol
+    with pytest.raises(P.PolicyError, match="numerics.format: unknown format 'periodic_sin2_b1'"):
+        P.from_dict({"format": "periodic_sin2_b1"})  # bits 2..16
