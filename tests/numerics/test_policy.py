@@ -122,5 +122,5 @@ def test_a_periodic_regularizer_is_named_like_a_format():
     assert pol.weights.is_identity and pol.errors.is_identity and not pol.is_identity
     assert pol.label() == "periodic_sin2_b4"
     assert P.from_dict(pol.to_dict()) == pol
-    with pytest.raises(P.PolicyError, match="numerics.format: unknown format 'periodic_sin2_b1'"):
+    with pytest.raises(P.PolicyError, match=r"numerics\.format: unknown format 'periodic_sin2_b1'"):
         P.from_dict({"format": "periodic_sin2_b1"})  # bits 2..16
