@@ -68,10 +68,17 @@ def _resolve_saturate(fmt: Format, saturate: bool | None) -> bool:
     return bool(saturate)
 
 
-def _use_compiled(backend: str, numel: int) -> bool:
+# Below this many elements, auto runs torch's own cast eagerly where the format allows it:
+# the cast is one memory-bound pass, while a compiled call has a fixed cost of a few hundred us.
+NATIVE_EAGER_MAX_NUMEL = 1 << 20
+
+
+def _use_compiled(backend: str, numel: int, native: bool = False) -> bool:
     if backend == "compiled":
         return True
     if backend == "eager":
+        return False
+    if native and numel < NATIVE_EAGER_MAX_NUMEL:
         return False
     return _compiled.compile_enabled() and numel >= _compiled.min_numel()
 
@@ -158,7 +165,8 @@ def quantize(
         x32 = x.detach().float()
         if x32.dim() == 0:
             x32 = x32.reshape(1)
-        use = _use_compiled(backend, x32.numel())
+        native = mode is Rounding.NEAREST_EVEN and _native_cast(fmt) is not None
+        use = _use_compiled(backend, x32.numel(), native)
         y = _dispatch(x32, fmt, mode, keys, axis, sat, sr_bits, use)
         return y.reshape(x.shape).to(x.dtype)
 
