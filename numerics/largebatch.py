@@ -59,6 +59,8 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 from torch.optim.optimizer import Optimizer, ParamsT
 
+from numerics.enums import parse_enum
+
 COWCLIP_R = 1.0  # README: --clip 1
 COWCLIP_ZETA_CRITEO = 1e-5  # README: Criteo table, every batch size
 COWCLIP_ZETA_AVAZU = 1e-4  # README: Avazu table, batch sizes 4K..128K
@@ -76,19 +78,9 @@ class Decay(enum.Enum):
     STEP = "step"
 
 
-def _parse(cls: type[enum.Enum], value: object, arg: str) -> enum.Enum:
-    if isinstance(value, cls):
-        return value
-    try:
-        return cls(str(value).strip().lower())
-    except ValueError:
-        allowed = ", ".join(str(m.value) for m in cls)
-        raise ValueError(f"{arg}={value!r}; allowed: {allowed}") from None
-
-
 def parse_rule(rule: ScalingRule | str) -> ScalingRule:
     """A ``ScalingRule`` from its name; the error names ``rule`` and the allowed values."""
-    out = _parse(ScalingRule, rule, "rule")
+    out = parse_enum(ScalingRule, rule, "rule")
     assert isinstance(out, ScalingRule)
     return out
 
@@ -177,7 +169,7 @@ def warmup_schedule(
     Call ``scheduler.step()`` once per optimizer step. Goyal et al. start from the unscaled lr:
     ``start_factor = 1 / lr_scale_factor(batch_size, base_batch_size, rule)``.
     """
-    d = _parse(Decay, decay, "decay")
+    d = parse_enum(Decay, decay, "decay")
     assert isinstance(d, Decay)
     factor = WarmupFactor(
         warmup_steps, total_steps, start_factor, d, tuple(milestones), gamma, final_factor

@@ -47,10 +47,11 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import torch
 from torch import nn
+
+from numerics.enums import parse_enum
 
 MIN_BITS, MAX_BITS = 2, 16
 
@@ -63,19 +64,6 @@ class Kind(enum.Enum):
 class Ramp(enum.Enum):
     LINEAR = "linear"
     EXPONENTIAL = "exponential"
-
-
-E = TypeVar("E", bound=enum.Enum)
-
-
-def _enum(cls: type[E], value: object, arg: str) -> E:
-    if isinstance(value, cls):
-        return value
-    try:
-        return cls(str(value).strip().lower())
-    except ValueError:
-        allowed = ", ".join(str(m.value) for m in cls)
-        raise ValueError(f"{arg}={value!r}; allowed: {allowed}") from None
 
 
 def _check_bits(bits: object, arg: str = "bits") -> int:
@@ -92,7 +80,7 @@ class PeriodicSpec:
     bits: int
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "kind", _enum(Kind, self.kind, "kind"))
+        object.__setattr__(self, "kind", parse_enum(Kind, self.kind, "kind"))
         _check_bits(self.bits)
 
     @property
@@ -131,7 +119,7 @@ class AmplitudeSchedule:
     rate: float = 5.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "ramp", _enum(Ramp, self.ramp, "ramp"))
+        object.__setattr__(self, "ramp", parse_enum(Ramp, self.ramp, "ramp"))
         if not (math.isfinite(self.lambda_max) and self.lambda_max >= 0):
             raise ValueError(f"lambda_max={self.lambda_max!r}; must be finite and >= 0")
         if self.start < 0:
@@ -277,7 +265,7 @@ class PeriodicRegularizer:
             raise ValueError(f"model must be a torch.nn.Module, not {type(model).__name__}")
         self.bits = _check_bits(bits)
         self.model = model
-        self.kind = _enum(Kind, kind, "kind")
+        self.kind = parse_enum(Kind, kind, "kind")
         if isinstance(amplitude, AmplitudeSchedule):
             self.amplitude = amplitude
         elif isinstance(amplitude, int | float) and not isinstance(amplitude, bool):

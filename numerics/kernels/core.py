@@ -151,16 +151,15 @@ def _finish(
 # Slots of the float32 parameter vector ``q`` of the float-arithmetic fast path.
 Q_LO = 0  # 2**emin
 Q_HI = 1  # 2**(emax + 1)
-Q_SHIFT = 2  # 2**(23 - m)
-Q_MAX_POS = 3
-Q_MAX_NEG = 4
-Q_SPECIAL = 5  # what overflow becomes when not saturating: inf or NaN
-Q_SAT = 6  # 1.0: saturate
-Q_MINNORM = 7  # flush results below this to zero (0: keep subnormals)
-Q_TWOS = 8  # 1.0: two's-complement grid, zero is +0
-Q_SPLIT = 9  # 2**(23 - m) + 1, Veltkamp's splitting constant
-Q_C = 10  # 2**(emin + 23 - m): the adder constant of the subnormal binade
-Q_SIZE = 11
+Q_MAX_POS = 2
+Q_MAX_NEG = 3
+Q_SPECIAL = 4  # what overflow becomes when not saturating: inf or NaN
+Q_SAT = 5  # 1.0: saturate
+Q_MINNORM = 6  # flush results below this to zero (0: keep subnormals)
+Q_TWOS = 7  # 1.0: two's-complement grid, zero is +0
+Q_SPLIT = 8  # 2**(23 - m) + 1, Veltkamp's splitting constant
+Q_C = 9  # 2**(emin + 23 - m): the adder constant of the subnormal binade
+Q_SIZE = 10
 
 
 def pow2_floor(v: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,6 @@ from numerics.kernels.core import (
     Q_MAX_POS,
     Q_MINNORM,
     Q_SAT,
-    Q_SHIFT,
     Q_SIZE,
     Q_SPECIAL,
     Q_SPLIT,
@@ -96,7 +95,7 @@ def float_params(fmt: Grid, saturate: bool, device: torch.device) -> torch.Tenso
         special, minnorm, twos = math.nan, 0.0, 1.0
         saturate = True
     q = [0.0] * Q_SIZE
-    q[Q_LO], q[Q_HI], q[Q_SHIFT] = 2.0**emin, 2.0 ** (emax + 1), 2.0 ** (23 - m)
+    q[Q_LO], q[Q_HI] = 2.0**emin, 2.0 ** (emax + 1)
     q[Q_SPLIT], q[Q_C] = 2.0 ** (23 - m) + 1.0, 2.0 ** (emin + 23 - m)
     q[Q_MAX_POS], q[Q_MAX_NEG], q[Q_SPECIAL] = maxpos, maxneg, special
     q[Q_SAT], q[Q_MINNORM], q[Q_TWOS] = float(saturate), minnorm, twos
