@@ -3,6 +3,8 @@
 numerics formats [--json] [PATTERN]          the registry with each format's facts
 numerics quantize --format F [...] VALUES    what given numbers become
 numerics bench [...]                         quantizer throughput beside a tensor copy
+numerics train RECIPE [--set K=V ...] [--out DIR] [--resume] [--nproc N]
+                                             train a recipe into a run directory
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import math
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from numerics import formats
 from numerics.rounding import names as rounding_names
@@ -101,6 +104,39 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from numerics import recipe as recipes
+    from numerics.rundir import RunDir
+
+    rec = recipes.load(args.recipe, args.set or [])
+    out = Path(args.out) if args.out else Path("results") / "runs" / recipes.recipe_label(rec)
+    kwargs = {"resume": args.resume, "progress": False if args.no_progress else None}
+    if args.device:
+        kwargs["device"] = args.device
+    try:
+        if args.nproc > 1:
+            from numerics.launch import train_parallel
+
+            summary = train_parallel(rec, out, args.nproc, **kwargs)
+        else:
+            from numerics.trainer import train
+
+            summary = train(rec, out, **kwargs)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        failed = RunDir(out).read_summary()
+        where = f" (traceback in {out / 'summary.json'})" if failed else ""
+        print(f"numerics train: {type(exc).__name__}: {exc}{where}", file=sys.stderr)
+        return 1
+    metrics = ", ".join(f"{k} {_fmt_num(v)}" for k, v in summary.get("metrics", {}).items())
+    print(
+        f"{summary['status']}: {summary.get('label', '')} {metrics} "
+        f"({summary.get('steps')} steps, {summary.get('wall_s')} s) -> {out}"
+    )
+    return {"completed": 0, "diverged": 3}.get(summary["status"], 1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="numerics", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -119,6 +155,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--saturate", action="store_true", help="saturate out-of-range values")
     p.add_argument("values", nargs="+", help="numbers (use -- before negative ones)")
     p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("train", help="train a recipe (YAML) into a run directory")
+    p.add_argument("recipe", help="recipe file, e.g. recipes/image/digits_resnet.yaml")
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE",
+        help="override a recipe key, e.g. --set numerics.format=bf16 (repeatable)",
+    )  # fmt: skip
+    p.add_argument("--out", help="run directory (default results/runs/<run label>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--nproc", type=int, default=1, help="data-parallel worker processes")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("bench", help="quantizer throughput beside torch.clone", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)

@@ -1,0 +1,245 @@
+"""The trainer through its real loop, on the digits MLP (fast): resume, divergence, failure,
+the run-directory contract, periodic hardening, data parallelism."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from numerics import recipe as recipes
+from numerics.data.base import Sampling
+from numerics.rundir import RunDir
+from numerics.trainer import BatchSampler, RunDirError, train
+
+
+def make(overrides: dict[str, Any] | None = None, **train_keys: Any) -> recipes.Recipe:
+    d: dict[str, Any] = {
+        "task": "image",
+        "model": {"name": "mlp", "hidden": [32], "dropout": 0.1},
+        "data": {"name": "digits"},
+        "train": {"steps": 12, "batch_size": 32, "lr": 0.05, "optimizer": "sgd",
+                  "momentum": 0.9, "eval_batch_size": 512, **train_keys},
+        "logging": {"every": 3, "progress": False},
+    }  # fmt: skip
+    d = recipes.merge(d, overrides or {})
+    return recipes.from_dict(d)
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoint.pt", weights_only=False)["model"]  # type: ignore[no-any-return]
+
+
+# --- batches ----------------------------------------------------------------------------------
+def test_shuffle_sampler_visits_every_example_once_per_epoch() -> None:
+    s = BatchSampler(100, 10, seed=3, sampling=Sampling.SHUFFLE)
+    epoch0 = torch.cat([s.indices(i) for i in range(10)])
+    epoch1 = torch.cat([s.indices(i) for i in range(10, 20)])
+    assert sorted(epoch0.tolist()) == list(range(100)) == sorted(epoch1.tolist())
+    assert not torch.equal(epoch0, epoch1)
+    fresh = BatchSampler(100, 10, seed=3, sampling=Sampling.SHUFFLE)
+    assert torch.equal(fresh.indices(13), s.indices(13))  # a pure function of (seed, step)
+    with pytest.raises(ValueError, match="batch_size=200"):
+        BatchSampler(100, 200, seed=0, sampling=Sampling.SHUFFLE)
+
+
+def test_random_sampler_depends_on_seed_and_step_only() -> None:
+    a = BatchSampler(10_000, 16, seed=1, sampling=Sampling.RANDOM)
+    b = BatchSampler(10_000, 16, seed=1, sampling=Sampling.RANDOM)
+    assert torch.equal(a.indices(7), b.indices(7))
+    assert not torch.equal(a.indices(7), a.indices(8))
+    assert int(a.indices(7).max()) < 10_000
+
+
+# --- the run directory ------------------------------------------------------------------------
+def test_run_directory_contract(tmp_path: Path) -> None:
+    r = make({"numerics": {"format": "bf16"}}, eval_every=6)
+    s = train(r, tmp_path / "run")
+    rd = RunDir(tmp_path / "run")
+    on_disk = json.loads(rd.summary.read_text())
+    assert on_disk == json.loads(json.dumps(s))
+    for key in ("status", "task", "recipe", "format", "numerics", "seed", "metrics", "steps",
+                "wall_s", "peak_memory_mb"):  # fmt: skip
+        assert key in on_disk, key
+    assert on_disk["status"] == "completed" and on_disk["format"] == "bf16"
+    assert on_disk["steps"] == 12 and 0 <= on_disk["metrics"]["accuracy"] <= 1
+    # config.yaml is the resolved recipe, and re-runnable as one
+    assert recipes.load(rd.config) == r
+    recs = rd.read_metrics()
+    assert all(set(x) == {"step", "split", "name", "value"} for x in recs)
+    assert [x["step"] for x in recs if x["name"] == "loss" and x["split"] == "train"] == [
+        3,
+        6,
+        9,
+        12,
+    ]
+    evals = [x for x in recs if x["split"] == "eval" and x["name"] == "accuracy"]
+    assert [x["step"] for x in evals] == [6, 12]
+    assert evals[-1]["value"] == on_disk["metrics"]["accuracy"]
+
+
+def test_final_accuracy_is_the_model_s_accuracy_on_the_test_split(tmp_path: Path) -> None:
+    """An independent evaluation: rebuild the model from the checkpoint and count."""
+    from numerics.data.base import DATASETS
+    from numerics.models.base import MODELS
+
+    r = make()
+    s = train(r, tmp_path)
+    data = DATASETS.get("digits")(seed=0)
+    model = MODELS.get("mlp")(data.info, hidden=[32], dropout=0.1)
+    model.load_state_dict(weights(tmp_path))
+    model.eval()
+    with torch.no_grad():
+        pred = model(data.test.tensors["x"]).argmax(-1)
+    expect = int((pred == data.test.tensors["y"]).sum()) / len(pred)
+    assert s["metrics"]["accuracy"] == pytest.approx(expect, abs=1e-9)
+
+
+def test_a_folder_holding_a_run_is_refused_and_a_changed_config_cannot_resume(
+    tmp_path: Path,
+) -> None:
+    train(make(), tmp_path)
+    before = (tmp_path / "summary.json").read_text()
+    with pytest.raises(RunDirError, match="pass --resume"):
+        train(make(), tmp_path)
+    with pytest.raises(RunDirError, match=r"train\.lr"):
+        train(make(lr=0.1), tmp_path, resume=True)
+    assert (tmp_path / "summary.json").read_text() == before  # nothing lost
+    # resuming a finished run returns its summary
+    assert train(make(), tmp_path, resume=True) == json.loads(before)
+
+
+# --- resume -----------------------------------------------------------------------------------
+def _interrupt_at(n: int) -> Any:
+    def hook(step: int) -> None:
+        if step == n:
+            raise KeyboardInterrupt
+
+    return hook
+
+
+@pytest.mark.parametrize(
+    "numerics",
+    [
+        {"format": "fp32"},
+        # SR streams, weights in the format with no master copy, bf16 optimizer state
+        {
+            "format": "bf16",
+            "rounding": "stochastic",
+            "master_weights": False,
+            "update_rounding": "stochastic",
+        },
+    ],
+    ids=["fp32", "bf16-sr-nomaster"],
+)
+def test_resume_equals_an_uninterrupted_run(tmp_path: Path, numerics: dict[str, Any]) -> None:
+    r = make({"numerics": numerics}, checkpoint_every=4, optimizer="adam", lr=0.01)
+    full = train(r, tmp_path / "full")
+    with pytest.raises(KeyboardInterrupt):
+        train(r, tmp_path / "cut", hooks=[_interrupt_at(6)])
+    rd = RunDir(tmp_path / "cut")
+    assert rd.read_summary() is None  # no summary for an unfinished run
+    assert torch.load(rd.checkpoint, weights_only=False)["next_step"] == 7
+    resumed = train(r, tmp_path / "cut", resume=True)
+    assert resumed["metrics"] == full["metrics"]
+    assert resumed["resumes"] == 1
+    wf, wc = weights(tmp_path / "full"), weights(tmp_path / "cut")
+    assert all(torch.equal(wf[k], wc[k]) for k in wf)  # bit for bit
+
+    # the metrics log holds each step once, as the uninterrupted run's does
+    def train_steps(run: Path) -> list[int]:
+        return [x["step"] for x in RunDir(run).read_metrics() if x["name"] == "loss"]
+
+    assert train_steps(tmp_path / "cut") == train_steps(tmp_path / "full")
+
+
+# --- divergence and failure -------------------------------------------------------------------
+def test_a_diverging_run_is_reported_as_diverged(tmp_path: Path) -> None:
+    r = make(lr=1e6, momentum=0.0)
+    s = train(r, tmp_path)
+    assert s["status"] == "diverged"
+    assert s["steps"] < 12 and "reason" in s
+    assert RunDir(tmp_path).read_summary()["status"] == "diverged"  # type: ignore[index]
+
+
+def test_a_failing_run_writes_a_failed_summary_with_its_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from numerics import tasks
+
+    def broken(model: Any, batch: Any) -> torch.Tensor:
+        raise RuntimeError("planted failure")
+
+    task = tasks.TASKS[tasks.TaskName.IMAGE]
+    monkeypatch.setitem(
+        tasks.TASKS, tasks.TaskName.IMAGE, tasks.Task(
+            task.name, broken, task.evaluate, task.primary, task.higher_is_better, task.unit
+        ),
+    )  # fmt: skip
+    with pytest.raises(RuntimeError, match="planted failure"):
+        train(make(), tmp_path)
+    s = RunDir(tmp_path).read_summary()
+    assert s is not None and s["status"] == "failed"
+    assert "planted failure" in s["error"] and "Traceback" in s["traceback"]
+
+
+# --- numerics features through the loop -------------------------------------------------------
+def test_periodic_format_hardens_weights_onto_the_grid(tmp_path: Path) -> None:
+    r = make(
+        {"numerics": {"format": "periodic_sin2_b3"}, "model": {"dropout": 0.0},
+         "periodic": {"lambda_max": 1e-3, "start_fraction": 0.5}}
+    )  # fmt: skip
+    s = train(r, tmp_path)
+    assert s["status"] == "completed" and "metrics_before_hardening" in s
+    w = weights(tmp_path)
+    for name in ("net.0.weight", "net.2.weight") if "net.0.weight" in w else []:
+        assert torch.unique(w[name]).numel() <= 7  # 2**3 - 1 levels
+    linear = [k for k, v in w.items() if k.endswith("weight") and v.dim() == 2]
+    assert linear
+    for k in linear:
+        assert torch.unique(w[k]).numel() <= 7, k  # 3 bits: levels -3..3 times delta
+
+
+def test_dynamic_loss_scaling_is_logged(tmp_path: Path) -> None:
+    r = make({"numerics": {"format": "fp16", "loss_scale": "dynamic"}})
+    s = train(r, tmp_path)
+    assert s["status"] == "completed"
+    scales = [x["value"] for x in RunDir(tmp_path).read_metrics() if x["name"] == "loss_scale"]
+    assert scales and scales[0] == 65536.0
+
+
+def test_telemetry_is_logged_every_n_steps(tmp_path: Path) -> None:
+    r = make({"numerics": {"format": "fp8_e4m3"}, "logging": {"telemetry_every": 5}})
+    train(r, tmp_path)
+    tel = [x for x in RunDir(tmp_path).read_metrics() if x["split"] == "telemetry"]
+    assert sorted({x["step"] for x in tel}) == [1, 6, 11]  # steps 0, 5, 10 done
+    assert any(x["name"].endswith("/activations/sqnr_db") for x in tel)
+
+
+def test_config_yaml_records_resolved_overrides(tmp_path: Path) -> None:
+    src = tmp_path / "r.yaml"
+    src.write_text(yaml.safe_dump(make().to_dict()))
+    r = recipes.load(src, ["numerics.format=mxfp8_e4m3", "train.seed=2"])
+    s = train(r, tmp_path / "run")
+    assert s["format"].startswith("mxfp8_e4m3") and s["seed"] == 2
+    cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert cfg["numerics"]["format"] == "mxfp8_e4m3" and cfg["train"]["seed"] == 2
+
+
+def test_two_processes_train_like_one_with_the_whole_batch(tmp_path: Path) -> None:
+    """Data parallel: each rank takes half the global batch; DDP averages gradients; with no
+    batch norm and no dropout the result matches one process (up to fp32 summation order)."""
+    from numerics.launch import train_parallel
+
+    r = make({"model": {"dropout": 0.0}}, steps=6)
+    one = train(r, tmp_path / "one")
+    two = train_parallel(r, tmp_path / "two", nproc=2, progress=False)
+    assert two["status"] == "completed" and two["nproc"] == 2
+    w1, w2 = weights(tmp_path / "one"), weights(tmp_path / "two")
+    for k in w1:
+        torch.testing.assert_close(w1[k], w2[k], rtol=1e-5, atol=1e-6)
+    assert two["metrics"]["accuracy"] == pytest.approx(one["metrics"]["accuracy"], abs=0.01)
