@@ -1,0 +1,544 @@
+"""Compare runs: one table of final metrics, recipes down and formats (or any recipe key) across.
+
+A results folder holds run directories (``numerics.rundir``), one or two levels down (a sweep
+writes ``results/<sweep>/<run-id>/``); a folder with ``config.yaml`` or ``summary.json`` is a run.
+Each run falls in one cell of the table:
+
+- the row is its recipe, ``task/model/data`` (``image/resnet20/digits``), from config.yaml;
+- the column is its format label (summary.json's ``format``: ``bf16``, ``mxfp8_e4m3``,
+  ``bf16-nomaster-sr``), or with ``--by KEY`` the value of a dotted recipe key
+  (``train.batch_size``, ``large_batch.rule``, ``numerics.update_method``).
+
+A cell shows the metric's mean over the cell's runs (its seeds) with the sample standard
+deviation (ddof=1; none for one run), ``n`` the runs averaged, and the difference to the
+baseline column of the same row (``Δ``; ``--baseline``, default ``fp32``). The metric is the
+row's ``primary_metric`` (accuracy for image, bits_per_byte for language, auc for recsys) unless
+``--metric`` names another, which is looked up in the summary's ``metrics`` and then among its
+top-level numbers (``wall_s``, ``peak_memory_mb``). Only completed runs with a finite value
+enter the mean; every other run is counted in its cell, never dropped: ``diverged``, ``failed``,
+``unfinished`` (no summary.json yet: running, or killed), ``non-finite`` (completed with a NaN
+metric). The best mean of a row (higher is better for accuracy/auc, lower for the losses) is
+marked ``*`` when the row has two means or more to compare.
+
+Cells pool runs that share the column value; if those runs differ in some other recipe key
+(``model.width``, ``train.lr``; seeds aside) the table says so, since their mean then mixes two
+experiments (``--by`` that key splits them).
+
+A malformed config.yaml or summary.json is skipped with a ``RunWarning`` naming the file (a
+run whose summary cannot be read is skipped whole: its status is unknown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from numerics.rundir import CONFIG, METRICS, STATUSES, SUMMARY, read_metrics
+
+SWEEP_INDEX = "sweep.yaml"
+UNFINISHED = "unfinished"
+NON_FINITE = "non-finite"
+NO_METRIC = "no metric"
+# the order in which a cell lists the runs that are not in its mean
+EXCLUDED = ("diverged", "failed", UNFINISHED, NON_FINITE, NO_METRIC)
+
+# metric -> higher is better; names not listed have no direction (no best is marked)
+DIRECTION: dict[str, bool] = {
+    "accuracy": True,
+    "auc": True,
+    "loss": False,
+    "val_loss": False,
+    "bits_per_byte": False,
+    "logloss": False,
+    "wall_s": False,
+    "peak_memory_mb": False,
+}
+TASK_PRIMARY = {"image": "accuracy", "language": "bits_per_byte", "recsys": "auc"}
+# recipe keys a summary also holds (for runs whose config.yaml is unreadable)
+_SUMMARY_ALIASES = {"train.batch_size": "batch_size", "train.seed": "seed"}
+_MISSING = object()
+
+
+class RunWarning(UserWarning):
+    """A run directory (or one of its files) that could not be read."""
+
+
+def _warn(msg: str) -> None:
+    warnings.warn(msg, RunWarning, stacklevel=3)
+
+
+def _dig(d: Any, key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return _MISSING
+        d = d[part]
+    return d
+
+
+def _number(v: Any) -> float | None:
+    """A stored metric as a float ("nan"/"inf" strings included); None if it is not one."""
+    if isinstance(v, bool) or not isinstance(v, int | float | str):
+        return None
+    try:
+        return float(v)
+    except ValueError:
+        return None
+
+
+@dataclass
+class Run:
+    """One run directory: its resolved recipe, its summary (None while unfinished), its status
+    (completed | diverged | failed | unfinished)."""
+
+    path: Path
+    config: dict[str, Any]
+    summary: dict[str, Any] | None
+    status: str
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A dotted recipe key from config.yaml (``train.batch_size``), else from the summary;
+        ``format`` is the format label."""
+        if key == "format":
+            return self.format
+        v = _dig(self.config, key)
+        if v is _MISSING and self.summary is not None:
+            v = _dig(self.summary, _SUMMARY_ALIASES.get(key, key))
+        return default if v is _MISSING else v
+
+    def _name(self, section: str) -> str:
+        v = _dig(self.config, f"{section}.name")
+        if v is _MISSING and self.summary is not None:
+            v = self.summary.get(section, _MISSING)
+        return "?" if v is _MISSING else str(v)
+
+    @property
+    def task(self) -> str:
+        return str(self.get("task", "?"))
+
+    @property
+    def recipe(self) -> str:
+        """The row label: ``task/model/data``."""
+        return f"{self.task}/{self._name('model')}/{self._name('data')}"
+
+    @property
+    def format(self) -> str:
+        """The numerics policy's label, from the summary or else rebuilt from config.yaml."""
+        if self.summary is not None and isinstance(self.summary.get("format"), str):
+            return str(self.summary["format"])
+        numerics = self.config.get("numerics")
+        if isinstance(numerics, dict):
+            from numerics.policy import from_dict
+
+            try:
+                return from_dict(numerics).label()
+            except (ValueError, TypeError, KeyError):
+                return str(numerics.get("format", "?"))
+        return str(numerics) if isinstance(numerics, str) else "?"
+
+    @property
+    def seed(self) -> Any:
+        return self.get("train.seed")
+
+    @property
+    def primary_metric(self) -> str | None:
+        p = self.summary.get("primary_metric") if self.summary else None
+        return str(p) if p else TASK_PRIMARY.get(self.task)
+
+    def metric(self, name: str) -> float | None:
+        """The final value of ``name`` (summary ``metrics``, then a top-level number)."""
+        if self.summary is None:
+            return None
+        metrics = self.summary.get("metrics")
+        if isinstance(metrics, dict) and name in metrics:
+            return _number(metrics[name])
+        return _number(self.summary.get(name))
+
+    @property
+    def error(self) -> str | None:
+        """Why the run is not in the means: a failed run's error line, a diverged run's reason."""
+        if self.summary is None:
+            return None
+        for key in ("error", "reason"):
+            if self.summary.get(key):
+                return str(self.summary[key]).strip().splitlines()[-1]
+        tb = str(self.summary.get("traceback") or "").strip()
+        return tb.splitlines()[-1] if tb else None
+
+    def curve(self, name: str = "loss", split: str = "train") -> list[tuple[int, float]]:
+        """(step, value) of ``name`` under ``split`` in metrics.jsonl; torn lines skipped."""
+        out: list[tuple[int, float]] = []
+        try:
+            for r in read_metrics(self.path / METRICS):
+                v = _number(r["value"])
+                if r["split"] == split and r["name"] == name and v is not None:
+                    out.append((int(r["step"]), v))
+        except (OSError, UnicodeDecodeError, TypeError, ValueError) as exc:
+            _warn(f"{self.path / METRICS}: unreadable ({exc}); no training curve")
+        return out
+
+
+# --- loading ----------------------------------------------------------------------------------
+def _is_run(d: Path) -> bool:
+    return (d / CONFIG).is_file() or (d / SUMMARY).is_file()
+
+
+def _run_dirs(root: Path, depth: int) -> list[Path]:
+    if _is_run(root):
+        return [root]
+    if depth == 0:
+        return []
+    out: list[Path] = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        out += _run_dirs(d, depth - 1)
+    return out
+
+
+def _read_mapping(path: Path, parse: Any) -> dict[str, Any] | None:
+    """The file's mapping; None (with a warning naming the file) if it is not one."""
+    try:
+        data = parse(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        _warn(f"{path}: malformed ({first})")
+        return None
+    if not isinstance(data, dict):
+        _warn(f"{path}: malformed (expected a mapping, got {type(data).__name__})")
+        return None
+    return data
+
+
+def load_run(d: Path) -> Run | None:
+    """The run in folder ``d``; None (with a RunWarning) when its summary is unreadable."""
+    import json
+
+    from numerics.recipe import YamlLoader
+
+    config = _read_mapping(d / CONFIG, lambda s: yaml.load(s, Loader=YamlLoader)) or {}
+    if not (d / SUMMARY).exists():
+        return Run(d, config, None, UNFINISHED)
+    summary = _read_mapping(d / SUMMARY, json.loads)
+    if summary is None:
+        _warn(f"{d}: run skipped (its {SUMMARY} is unreadable)")
+        return None
+    status = summary.get("status")
+    if status not in STATUSES:
+        _warn(f"{d / SUMMARY}: malformed (status {status!r}; allowed: {STATUSES}); run skipped")
+        return None
+    return Run(d, config, summary, str(status))
+
+
+def load_runs(path: str | Path) -> list[Run]:
+    """Every run under ``path`` (``path`` itself, or folders one or two levels down)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"results directory {root}: no such folder")
+    runs = [load_run(d) for d in _run_dirs(root, depth=2)]
+    return [r for r in runs if r is not None]
+
+
+def swept_keys(path: str | Path) -> list[str]:
+    """The keys the ``sweep.yaml`` files in ``path`` or one level down list as swept (written
+    by ``numerics sweep``; optional: the table itself needs only the runs)."""
+    root, keys = Path(path), []
+    for f in sorted([root / SWEEP_INDEX, *root.glob(f"*/{SWEEP_INDEX}")]):
+        if not f.is_file():
+            continue
+        d = _read_mapping(f, yaml.safe_load)
+        swept = d.get("swept") if d else None
+        if isinstance(swept, list):
+            keys += [str(k) for k in swept if str(k) not in keys]
+        elif d is not None:
+            _warn(f"{f}: no list of swept keys ('swept'); ignored")
+    return keys
+
+
+# --- aggregation ------------------------------------------------------------------------------
+def _num(v: float) -> str:
+    return f"{v:.4f}" if 0.01 <= abs(v) < 1000 or v == 0 else f"{v:.4g}"
+
+
+def _delta(v: float) -> str:
+    return f"{v:+.4f}" if abs(v) < 1000 else f"{v:+.5g}"
+
+
+def value_label(v: Any) -> str:
+    """A recipe value as a column label (as YAML writes scalars)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "null"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+@dataclass
+class Cell:
+    """One (recipe, column) cell: the runs in it, the mean/std of the metric over the
+    completed ones, and the runs left out of the mean counted by reason (``EXCLUDED``)."""
+
+    runs: list[Run]
+    values: list[float]
+    counts: dict[str, int]
+    mean: float | None = None
+    std: float | None = None
+    delta: float | None = None
+    best: bool = False
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def text(self) -> str:
+        """``0.9100 ± 0.0141 (n=2, 1 diverged) Δ-0.0100 *``, ``diverged (2)``, ``—``."""
+        extra = [f"{self.counts[k]} {k}" for k in EXCLUDED if self.counts.get(k)]
+        if self.mean is None:
+            if self.counts.get(NO_METRIC):  # completed runs that lack the metric
+                rest = [e for e in extra if not e.endswith(NO_METRIC)]
+                return "—" + (f" ({', '.join(rest)})" if rest else "")
+            return ", ".join(f"{k} ({self.counts[k]})" for k in EXCLUDED if self.counts.get(k))
+        s = _num(self.mean) + (f" ± {_num(self.std)}" if self.std is not None else "")
+        s += f" (n={', '.join([str(self.n), *extra])})"
+        if self.delta is not None:
+            s += f" Δ{_delta(self.delta)}"
+        return s + (" *" if self.best else "")
+
+
+def make_cell(runs: list[Run], metric: str | None) -> Cell:
+    values: list[float] = []
+    counts: Counter[str] = Counter()
+    for r in runs:
+        v = r.metric(metric) if metric and r.status == "completed" else None
+        if r.status != "completed":
+            counts[r.status] += 1
+        elif v is None:
+            counts[NO_METRIC] += 1
+        elif not math.isfinite(v):
+            counts[NON_FINITE] += 1
+        else:
+            values.append(v)
+    cell = Cell(runs, values, dict(counts))
+    if values:
+        cell.mean = statistics.fmean(values)
+        cell.std = statistics.stdev(values) if len(values) > 1 else None
+    return cell
+
+
+@dataclass
+class Table:
+    """Rows (recipes) by columns (values of ``by``); ``cells[(row, column)]``; each row's
+    metric and direction; ``baseline`` is None when no column has that value."""
+
+    rows: list[str]
+    columns: list[str]
+    cells: dict[tuple[str, str], Cell]
+    metrics: dict[str, str | None]
+    higher_is_better: dict[str, bool | None]
+    by: str = "format"
+    baseline: str | None = None
+    requested_baseline: str | None = None
+    pooled: list[str] = field(default_factory=list)  # keys that differ inside a cell
+    swept: list[str] = field(default_factory=list)  # keys sweep.yaml files say were swept
+
+    def cell(self, row: str, column: str) -> Cell | None:
+        return self.cells.get((row, column))
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, str]:
+    if isinstance(d, dict):
+        out: dict[str, str] = {}
+        for k, v in d.items():
+            out |= _flat(v, f"{prefix}{k}.")
+        return out
+    return {prefix.rstrip("."): repr(d)}
+
+
+def pooled_keys(runs: list[Run], by: str) -> list[str]:
+    """Recipe keys (seeds and logging aside) whose values differ among ``runs``; the numerics
+    policy counts as the one key ``format`` (its label)."""
+    flats = [_flat(r.config) for r in runs if r.config]
+    keys: set[str] = set()
+    for k in set().union(*flats) if flats else set():
+        if k.endswith("seed") or k.startswith("logging.") or k == by:
+            continue
+        if len({f.get(k) for f in flats}) > 1:
+            keys.add("format" if k.startswith("numerics.") else k)
+    keys.discard(by)
+    return sorted(keys)
+
+
+def _column_order(labels: dict[str, Any], baseline: str | None) -> list[str]:
+    raw = list(labels.values())
+    if raw and all(isinstance(v, int | float) and not isinstance(v, bool) for v in raw):
+        return sorted(labels, key=lambda k: float(labels[k]))
+    rest = sorted(k for k in labels if k != baseline)
+    return ([baseline] if baseline in labels else []) + rest
+
+
+def aggregate(
+    runs: list[Run],
+    metric: str | None = None,
+    by: str | None = None,
+    baseline: str | None = "fp32",
+) -> Table:
+    """The comparison table of ``runs``: rows by recipe, columns by the value of ``by`` (a
+    dotted recipe key; default the format label), cells over seeds; see the module docstring."""
+    key = by or "format"
+    groups: dict[tuple[str, str], list[Run]] = {}
+    labels: dict[str, Any] = {}
+    for r in runs:
+        v = r.get(key, _MISSING)
+        label = "(unset)" if v is _MISSING else value_label(v)
+        labels.setdefault(label, v)
+        groups.setdefault((r.recipe, label), []).append(r)
+    rows = sorted({row for row, _ in groups})
+    base = baseline if baseline is not None and baseline in labels else None
+    table = Table(rows, _column_order(labels, base), {}, {}, {}, key, base, baseline)
+    pooled: set[str] = set()
+    for row in rows:
+        in_row = [r for (rw, _), rs in groups.items() if rw == row for r in rs]
+        m = metric
+        if m is None:  # the primary metric most of the row's runs name
+            names = Counter(p for r in in_row if (p := r.primary_metric))
+            m = names.most_common(1)[0][0] if names else None
+        table.metrics[row] = m
+        table.higher_is_better[row] = DIRECTION.get(m) if m else None
+        for col in table.columns:
+            if (row, col) in groups:
+                table.cells[(row, col)] = make_cell(groups[(row, col)], m)
+                pooled.update(pooled_keys(groups[(row, col)], key))
+        _mark(table, row)
+    table.pooled = sorted(pooled)
+    return table
+
+
+def _mark(table: Table, row: str) -> None:
+    """Deltas to the baseline and the best mean of ``row``."""
+    cells = {c: table.cells[(row, c)] for c in table.columns if (row, c) in table.cells}
+    ref = cells.get(table.baseline) if table.baseline is not None else None
+    for cell in cells.values():
+        if ref is not None and ref.mean is not None and cell.mean is not None and cell is not ref:
+            cell.delta = cell.mean - ref.mean
+    means = [c.mean for c in cells.values() if c.mean is not None]
+    higher = table.higher_is_better[row]
+    if len(means) >= 2 and higher is not None:
+        best = max(means) if higher else min(means)
+        for cell in cells.values():
+            cell.best = cell.mean == best
+
+
+# --- the plain-text table ---------------------------------------------------------------------
+def metric_label(table: Table, row: str) -> str:
+    m = table.metrics[row] or "?"
+    higher = table.higher_is_better[row]
+    return m + ("" if higher is None else " ↑" if higher else " ↓")
+
+
+def table_grid(table: Table) -> list[list[str]]:
+    """The table as rows of strings, the header first (``recipe``, ``metric``, columns)."""
+    grid = [["recipe", "metric", *table.columns]]
+    for row in table.rows:
+        cells = [
+            table.cells[(row, c)].text if (row, c) in table.cells else "" for c in table.columns
+        ]
+        grid.append([row, metric_label(table, row), *cells])
+    return grid
+
+
+def legend(table: Table) -> list[str]:
+    """The lines under the table: what ``*``, the arrows and ``Δ`` mean, and pooling notes."""
+    lines = ["* best mean in its row (↑ higher is better, ↓ lower); std is the sample std"]
+    if table.baseline is not None:
+        lines.append(f"Δ: mean minus the mean of the {table.baseline!r} column of the same row")
+    elif table.requested_baseline is not None:
+        lines.append(f"no {table.requested_baseline!r} column (--baseline): no deltas")
+    if table.swept:
+        lines.append(f"swept (sweep.yaml): {', '.join(table.swept)}")
+    if table.pooled:
+        lines.append(
+            f"note: some cells pool runs that differ in {', '.join(table.pooled)} "
+            "(--by KEY splits them)"
+        )
+    return lines
+
+
+def run_counts(runs: list[Run]) -> str:
+    counts = Counter(r.status for r in runs)
+    order = ("completed", "diverged", "failed", UNFINISHED)
+    parts = [f"{counts[s]} {s}" for s in order if counts.get(s)]
+    return f"{len(runs)} runs: {', '.join(parts)}" if runs else "0 runs"
+
+
+def format_table(table: Table) -> str:
+    """The aligned plain-text table with its legend."""
+    grid = table_grid(table)
+    widths = [max(len(r[i]) for r in grid) for i in range(len(grid[0]))]
+    out = []
+    for i, r in enumerate(grid):
+        out.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        if i == 0:
+            out.append("  ".join("-" * w for w in widths))
+    by = "" if table.by == "format" else f"columns: {table.by}\n"
+    return by + "\n".join(out) + "\n\n" + "\n".join(legend(table))
+
+
+# --- the command ------------------------------------------------------------------------------
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Add ``compare`` to an argparse subparsers object."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        "compare",
+        help="tabulate and plot the runs of a results folder",
+        description="One table of final metrics (recipes by formats, mean ± std over seeds, "
+        "delta to a baseline), written with plots to report.md / report.html.",
+    )
+    p.add_argument("results", help="a results folder (runs one or two levels down) or a run")
+    p.add_argument("--metric", help="metric to compare (default: each recipe's primary metric)")
+    p.add_argument("--baseline", default="fp32", help="column the deltas are taken to (fp32)")
+    p.add_argument("--by", help="columns by this dotted recipe key, e.g. train.batch_size "
+                   "(default: the format label)")  # fmt: skip
+    p.add_argument("--out", help="folder for report.md, report.html and plots (default RESULTS)")
+    p.set_defaults(func=cmd_compare)
+    return p
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from numerics.report import write_report
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RunWarning)
+        try:
+            runs = load_runs(args.results)
+        except FileNotFoundError as exc:
+            print(f"numerics compare: {exc}", file=sys.stderr)
+            return 2
+        table = aggregate(runs, metric=args.metric, by=args.by, baseline=args.baseline)
+        table.swept = swept_keys(args.results)
+    for w in caught:
+        print(f"numerics compare: warning: {w.message}", file=sys.stderr)
+    if not runs:
+        print(
+            f"numerics compare: no runs (folders with {CONFIG} or {SUMMARY}) in {args.results} "
+            "or one or two levels below it",
+            file=sys.stderr,
+        )
+        return 1
+    print(format_table(table))
+    print(run_counts(runs))
+    for r in runs:
+        if r.status in ("failed", "diverged"):
+            print(f"  {r.status}: {r.path}: {r.error or '(no error recorded)'}")
+    written = write_report(table, runs, Path(args.out) if args.out else Path(args.results))
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
