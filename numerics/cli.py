@@ -5,6 +5,8 @@ numerics quantize --format F [...] VALUES    what given numbers become
 numerics bench [...]                         quantizer throughput beside a tensor copy
 numerics train RECIPE [--set K=V ...] [--out DIR] [--resume] [--nproc N]
                                              train a recipe into a run directory
+numerics sweep SWEEP [--jobs N] [--executor local|ray|slurm] [--resume] [--dry-run]
+numerics compare RESULTS_DIR [--metric M] [--baseline fp32] [--by KEY]
 """
 
 from __future__ import annotations
@@ -130,6 +132,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"numerics train: {type(exc).__name__}: {exc}{where}", file=sys.stderr)
         return 1
     metrics = ", ".join(f"{k} {_fmt_num(v)}" for k, v in summary.get("metrics", {}).items())
+    # the reference each task's number is read against: the corpus's unigram entropy, the
+    # planted model's optimum
+    refs = {
+        k: v
+        for k, v in summary.get("data_info", {}).items()
+        if k.startswith(("planted_", "unigram_")) and isinstance(v, int | float)
+    }
+    if refs:
+        metrics += " [reference: " + ", ".join(f"{k} {_fmt_num(v)}" for k, v in refs.items())
+        metrics += "]"
     print(
         f"{summary['status']}: {summary.get('label', '')} {metrics} "
         f"({summary.get('steps')} steps, {summary.get('wall_s')} s) -> {out}"
@@ -168,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
+
+    from numerics.compare import add_parser as add_compare
+
+    add_compare(sub)
 
     p = sub.add_parser("bench", help="quantizer throughput beside torch.clone", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)

@@ -52,6 +52,7 @@ from numerics import tasks
 from numerics.data.base import DATASETS, Dataset, Sampling, WindowSplit
 from numerics.largebatch import LARS, WarmupFactor, cowclip_, cowclip_scaling, id_counts
 from numerics.largebatch import lr_scale_factor as _lr_scale_factor
+from numerics.logger import Logger, NullLogger, flatten, make_logger
 from numerics.loss_scale import LossScaler
 from numerics.models.base import MODELS
 from numerics.modules import quantize_model
@@ -415,7 +416,7 @@ def _train(
             },
         )
 
-    writer = MetricsWriter(rd.metrics) if main else None
+    sink = _Sink(rd, recipe, main)
     show = (log.progress if progress is None else progress) and main
     bar = tqdm(
         total=steps, initial=start, disable=not show, unit="step", dynamic_ncols=True,
@@ -468,15 +469,13 @@ def _train(
                 opt.step()
             scaler.update(finite)
             if telemetry is not None and telemetry.active:
-                tel = telemetry.flush()
-                if writer is not None:
-                    writer.write(step + 1, "telemetry", tel)
+                sink.emit(step + 1, "telemetry", telemetry.flush())
             acc["loss"] += loss_v
             acc["n"] += 1
             acc["units"] += task.units(batch) * world
             in_step = False
             last = step == steps - 1
-            if writer is not None and ((step + 1) % log.every == 0 or last):
+            if main and ((step + 1) % log.every == 0 or last):
                 now = time.perf_counter()
                 rec = {
                     "loss": acc["loss"] / acc["n"],
@@ -485,15 +484,14 @@ def _train(
                 }
                 if scaler.enabled:
                     rec["loss_scale"] = scaler.scale_value
-                writer.write(step + 1, "train", rec)
+                sink.emit(step + 1, "train", rec)
                 bar.set_postfix(
                     {"loss": f"{rec['loss']:.4f}", f"{task.unit}/s": f"{rec[rate]:.0f}"}
                 )
                 acc.update(loss=0.0, n=0, units=0)
                 t_log = now
             if t.eval_every and (step + 1) % t.eval_every == 0 and not last and main:
-                assert writer is not None
-                writer.write(step + 1, "eval", _evaluate(task, model, data, recipe, device))
+                sink.emit(step + 1, "eval", _evaluate(task, model, data, recipe, device))
             if t.checkpoint_every and (step + 1) % t.checkpoint_every == 0 and not last:
                 save_checkpoint(step + 1)
             bar.update(1)
@@ -512,6 +510,10 @@ def _train(
                     f"{rd.path}; continue with --resume",
                     file=sys.stderr,
                 )
+        sink.finish("interrupted")
+        raise
+    except Exception:
+        sink.finish("failed")
         raise
     finally:
         stop.restore()
@@ -533,9 +535,7 @@ def _train(
             report = reg.harden_()
             extra["hardening"] = {"bits": report.bits, "max_change_steps": report.max_change_steps}
             final = _evaluate(task, model, data, recipe, device)
-        assert writer is not None
-        writer.write(steps_done, "eval", final)
-        writer.close()
+        sink.emit(steps_done, "eval", final)
     save_checkpoint(steps_done if status != "completed" else steps)
     wall = elapsed + time.perf_counter() - wall0
     summary: dict[str, Any] = {
@@ -569,8 +569,47 @@ def _train(
     if reason is not None:
         summary["reason"] = reason
     if main:
+        summary["wandb"] = sink.logger.mode
         rd.write_summary(summary)
+    sink.close(summary)
     return summary
+
+
+class _Sink:
+    """Where metrics go on rank 0: metrics.jsonl, and wandb when the recipe asks for it (a
+    ``NullLogger`` otherwise, and on other ranks). Telemetry keeps its ``numerics/...`` names."""
+
+    def __init__(self, rd: RunDir, recipe: Recipe, main: bool) -> None:
+        self.writer = MetricsWriter(rd.metrics) if main else None
+        log = recipe.logging
+        self.logger: Logger = NullLogger()
+        if main and _v(log.wandb) != "off":
+            self.logger = make_logger(
+                log.wandb,
+                project=log.project,
+                run_dir=rd.path,
+                config=recipe.to_dict(),
+                name=rd.path.name,
+                group=rd.path.parent.name,  # the sweep's folder
+                tags=(recipe.numerics.label(), recipe.task, str(recipe.model["name"])),
+                job_type="train",
+            )
+
+    def emit(self, step: int, split: str, values: dict[str, float]) -> None:
+        if self.writer is None:
+            return
+        self.writer.write(step, split, values)
+        self.logger.log(values if split == "telemetry" else flatten(split, values), step)
+
+    def finish(self, status: str) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.logger.finish(status)
+
+    def close(self, summary: dict[str, Any]) -> None:
+        if self.writer is not None:
+            self.logger.summary(summary)
+        self.finish(summary["status"])
 
 
 def _cowclip(

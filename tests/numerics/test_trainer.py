@@ -243,3 +243,31 @@ def test_two_processes_train_like_one_with_the_whole_batch(tmp_path: Path) -> No
     for k in w1:
         torch.testing.assert_close(w1[k], w2[k], rtol=1e-5, atol=1e-6)
     assert two["metrics"]["accuracy"] == pytest.approx(one["metrics"]["accuracy"], abs=0.01)
+
+
+def test_wandb_offline_run_holds_the_run_s_metrics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real wandb, offline (no credentials): the run files exist and, read back with wandb's
+    own reader, hold the final metrics the summary reports."""
+    import json as _json
+    import shutil
+    import subprocess
+    import sys
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    s = train(make({"logging": {"wandb": "online"}}, steps=6), tmp_path / "sweep" / "run")
+    assert s["wandb"] == "offline"  # no credentials: downgraded, not stuck at a prompt
+    runs = list((tmp_path / "sweep" / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    exe = shutil.which("wandb", path=str(Path(sys.executable).parent))
+    assert exe is not None
+    out = subprocess.run(
+        [exe, "leet", "inspect", "--summary", "--json", str(runs[0])],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    back = _json.loads(out.stdout)
+    summary = back.get("summary", back)
+    assert summary["eval/accuracy"] == pytest.approx(s["metrics"]["accuracy"])
+    assert summary["status"] == "completed"
