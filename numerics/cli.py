@@ -111,7 +111,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from numerics.rundir import RunDir
 
     rec = recipes.load(args.recipe, args.set or [])
-    out = Path(args.out) if args.out else Path("results") / "runs" / recipes.recipe_label(rec)
+    from numerics.sweep import run_id
+
+    out = Path(args.out) if args.out else Path("results") / "runs" / run_id(rec)
     kwargs = {"resume": args.resume, "progress": False if args.no_progress else None}
     if args.device:
         kwargs["device"] = args.device
@@ -182,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     from numerics.compare import add_parser as add_compare
+    from numerics.sweep import add_parser as add_sweep
 
+    add_sweep(sub)
     add_compare(sub)
 
     p = sub.add_parser("bench", help="quantizer throughput beside torch.clone", add_help=False)
