@@ -29,8 +29,8 @@ test: lint
 	$(PY) -m pytest
 
 demo: venv
-	$(VENV)/bin/numerics formats
-	$(VENV)/bin/numerics quantize --format fp8_e4m3 --format mxfp4_e2m1 --format bf16 -- 0.1 1 3.14159 300 500 -1e-3
+	$(VENV)/bin/numerics sweep sweeps/demo.yaml --resume
+	$(VENV)/bin/numerics compare results/demo
 
 bench: venv
 	$(VENV)/bin/numerics bench

@@ -56,6 +56,7 @@ def small_overrides(recipe_path: Path, tmp: Path) -> list[str]:
     data = raw.data["name"]
     sets = [
         "train.steps=2",
+        "train.epochs=null",
         "train.max_eval_batches=2",
         "train.eval_batch_size=64",
         "train.warmup=0",
