@@ -69,7 +69,7 @@ def small_overrides(recipe_path: Path, tmp: Path) -> list[str]:
     if data == "cifar10":
         sets.append(f"data.path={_cifar(tmp / 'cifar-10-batches-py')}")
     elif data == "criteo_tsv":
-        sets.append(f"data.path={_criteo_tsv(tmp / 'train.txt')}")
+        sets += [f"data.path={_criteo_tsv(tmp / 'train.txt')}", "data.hash_size=1000"]
     elif data == "textfile":
         sets.append(f"data.path={_text(tmp / 'corpus.txt')}")
     elif data == "stdlib":
