@@ -29,8 +29,13 @@ field embeddings between the FM and the deep part.
   sum_i v_ik^2)``, computed in O(27 dim);
 - deep: an MLP (ReLU, optional dropout) over the 26 embeddings concatenated with the 13 raw
   dense features, ending in one output.
-Embeddings start at ``N(0, 0.01^2)``, first-order weights at 0, Linear layers at torch's
-defaults.
+Embeddings start at ``N(0, 0.01^2)``, first-order weights at 0, the dense projection at
+``U(-0.01/sqrt(13), 0.01/sqrt(13))`` (torch's default, 100x larger, lets the dense field's
+cross terms swamp the others early on: up to 0.01 AUC worse on the synthetic data), the other
+Linear layers at torch's defaults. The FM sums every pair of fields with equal weight, so it can
+represent a planted set of ``P`` rank-``r`` field interactions exactly only with
+``embedding_dim >= P r`` (one subspace per pair); DLRM's top MLP weighs each dot product and
+needs only ``r``.
 """
 
 from __future__ import annotations
@@ -49,8 +54,9 @@ from numerics.modules import Matmul
 def _recsys_info(info: dict[str, Any]) -> tuple[int, list[int]]:
     for key in ("num_dense", "cardinalities"):
         if key not in info:
-            raise ValueError(f"info: missing {key!r}; a recsys model needs num_dense and "
-                             "cardinalities from the dataset")  # fmt: skip
+            raise ValueError(
+                f"info: missing {key!r}; a recsys model needs num_dense and cardinalities"
+            )
     cards = [int(c) for c in info["cardinalities"]]
     if not cards or min(cards) < 1:
         raise ValueError(f"info.cardinalities: {cards}; need a non-empty list of ints >= 1")
@@ -149,6 +155,8 @@ class DeepFM(nn.Module):
         self.linear_embeddings = nn.ModuleList(weights)
         self.dense_linear = nn.Linear(num_dense, 1)  # first order of dense + global bias
         self.dense_embedding = nn.Linear(num_dense, embedding_dim, bias=False)  # FM field
+        bound = 0.01 / math.sqrt(num_dense)  # about an embedding's scale for log1p counts
+        nn.init.uniform_(self.dense_embedding.weight, -bound, bound)
         layers: list[nn.Module] = []
         width = len(cardinalities) * embedding_dim + num_dense
         for h in hidden:

@@ -725,8 +725,15 @@ def test_to_dict_round_trip(tmp_path: Path, numerics: Any) -> None:
     r = from_dict(d)
     out = r.to_dict()
     assert list(out) == [
-            "task", "model", "data", "train", "numerics", "large_batch", "logging", "periodic"
-        ]
+        "task",
+        "model",
+        "data",
+        "train",
+        "numerics",
+        "large_batch",
+        "logging",
+        "periodic",
+    ]
     assert list(out["train"]) == TRAIN_KEYS and list(out["large_batch"]) == LARGE_BATCH_KEYS
     assert list(out["logging"]) == LOGGING_KEYS
     assert out["train"]["decay"] == "step" and out["train"]["milestones"] == [100, 200]
