@@ -9,6 +9,7 @@ import pytest
 
 from numerics import sweep as sweeps
 from numerics.compare import aggregate, load_runs
+from tests.smallrun import small_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
 SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))
@@ -54,5 +55,25 @@ def test_demo_sweep_runs_reduced_and_compares(tmp_path: Path) -> None:
     assert tally.total == 9 and tally.completed == 9
     runs = load_runs(tmp_path / "demo")
     table = aggregate(runs)
-    assert set(table.columns) == {"fp32", "bf16", "mxfp4_e2m1"}
+    assert set(table.columns) == {"fp32", "bf16-opt:fp32", "mxfp4_e2m1-opt:fp32"}
     assert len(table.rows) == 3
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
+def test_shipped_sweep_runs_reduced_and_compares(path: Path, tmp_path: Path) -> None:
+    """The first and the last run of every shipped sweep, shrunk to two steps on small data,
+    run through the executor's run function and come out in the comparison."""
+    from numerics import recipe as recipes
+    from numerics.executors.base import RunSpec, run_one
+
+    ex = sweeps.expand(sweeps.load_sweep(path), tmp_path / "results")
+    picked = [ex.runs[0], ex.runs[-1]]
+    for spec in picked:
+        config = recipes.apply_overrides(
+            spec.config, small_overrides(spec.config["data"]["name"], tmp_path)
+        )
+        small = RunSpec(spec.run_id, spec.out, recipes.from_dict(config).to_dict(), spec.source)
+        summary = run_one(small, threads=1)
+        assert summary["status"] in ("completed", "diverged"), summary.get("error")
+    table = aggregate(load_runs(tmp_path / "results"))
+    assert table.rows and sum(len(c.runs) for c in table.cells.values()) == 2
