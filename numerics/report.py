@@ -28,7 +28,6 @@ import io
 import math
 import os
 import statistics
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -44,7 +43,7 @@ from numerics.compare import (
     table_grid,
     value_label,
 )
-from numerics.rundir import atomic_write_text
+from numerics.rundir import atomic_write_bytes, atomic_write_text
 
 MARKDOWN, HTML = "report.md", "report.html"
 METRIC_PNG, CURVES_PNG, BATCH_PNG = "metric.png", "curves.png", "batch_size.png"
@@ -375,20 +374,6 @@ def to_html(table: Table, runs: list[Run], out: Path, pngs: dict[str, bytes]) ->
     parts.append(f"<details><summary>All runs ({len(runs)})</summary>")
     parts += [_html_table(_run_rows(table, runs, out), {}), "</details></body></html>"]
     return "\n".join(parts) + "\n"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """``data`` into ``path`` through a temporary file in the same folder and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_report(table: Table, runs: list[Run], out_dir: str | Path) -> list[Path]:

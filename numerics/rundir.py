@@ -54,6 +54,10 @@ def atomic_write_text(path: Path, text: str) -> None:
     _atomic_write(path, lambda f: f.write(text))
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    _atomic_write(path, lambda f: f.write(data), binary=True)
+
+
 def jsonable(value: Any) -> Any:
     """``value`` with non-finite floats as strings and tuples as lists, for strict JSON."""
     if isinstance(value, float) and not math.isfinite(value):
