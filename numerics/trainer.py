@@ -50,6 +50,7 @@ from tqdm import tqdm
 
 from numerics import tasks
 from numerics.data.base import DATASETS, Dataset, Sampling, WindowSplit
+from numerics.embedding_cache import CachedEmbedding
 from numerics.largebatch import LARS, WarmupFactor, cowclip_, cowclip_scaling, id_counts
 from numerics.largebatch import lr_scale_factor as _lr_scale_factor
 from numerics.logger import Logger, NullLogger, flatten, make_logger
@@ -171,6 +172,11 @@ def _optimizer(
     tables: list[nn.Embedding] = []
     if rule == "cowclip":
         tables = list(getattr(model, "embeddings", []))
+        if not all(isinstance(m, nn.Embedding) for m in tables):
+            raise ValueError(
+                "large_batch.rule=cowclip clips nn.Embedding rows; the model's tables are "
+                "cached int8/int4 tables (model.embedding_cache); use one or the other"
+            )
         if not tables:
             raise ValueError(
                 f"large_batch.rule=cowclip: model {recipe.model['name']!r} has no `embeddings` "
@@ -375,6 +381,7 @@ def _train(
         t.final_factor,
     )
     scaler = LossScaler(policy.loss_scale)
+    cached = [m for m in model.modules() if isinstance(m, CachedEmbedding)]
     lb = recipe.large_batch
     emb_l2 = 0.0
     if tables:
@@ -390,6 +397,9 @@ def _train(
         scaler.load_state_dict(ck["loss_scale"])
         model.numerics_caster.load_state_dict(ck["caster"])  # type: ignore[union-attr]
         torch.set_rng_state(ck["torch_rng"])
+        for m, (gen, n) in zip(cached, ck.get("cached", []), strict=True):
+            m.generator.set_state(gen)
+            m.num_steps = n
         if reg is not None and ck.get("periodic") is not None:
             reg._deltas, reg._grid_step = ck["periodic"]
         start, acc, elapsed = ck["next_step"], ck["acc"], ck["elapsed"]
@@ -409,6 +419,7 @@ def _train(
                 "caster": model.numerics_caster.state_dict(),  # type: ignore[union-attr]
                 "torch_rng": torch.get_rng_state(),
                 "periodic": (reg._deltas, reg._grid_step) if reg is not None else None,
+                "cached": [(m.generator.get_state(), m.num_steps) for m in cached],
                 "next_step": next_step,
                 "acc": dict(acc),
                 "elapsed": elapsed + time.perf_counter() - wall0,
@@ -467,6 +478,8 @@ def _train(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
             if finite:
                 opt.step()
+                for m in cached:  # int8/int4 rows outside the fp32 cache: SGD, SR write-back
+                    m.step(opt.param_groups[0]["lr"])
             scaler.update(finite)
             if telemetry is not None and telemetry.active:
                 sink.emit(step + 1, "telemetry", telemetry.flush())
@@ -561,6 +574,7 @@ def _train(
         "nproc": world,
         "resumes": resumes,
         "skipped_steps": scaler.skipped,
+        "embedding_bytes": _embedding_bytes(model),
         "data_info": {k: v for k, v in data.info.items() if not isinstance(v, list | dict)},
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -610,6 +624,17 @@ class _Sink:
         if self.writer is not None:
             self.logger.summary(summary)
         self.finish(summary["status"])
+
+
+def _embedding_bytes(model: nn.Module) -> int:
+    """Bytes the model's embedding tables hold (codes, scales and cache for cached tables)."""
+    total = 0
+    for m in model.modules():
+        if isinstance(m, CachedEmbedding):
+            total += m.bytes_used().total
+        elif isinstance(m, nn.Embedding | nn.EmbeddingBag):
+            total += m.weight.numel() * m.weight.element_size()
+    return total
 
 
 def _cowclip(

@@ -47,6 +47,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from numerics.embedding_cache import CachedEmbedding
 from numerics.models.base import MODELS
 from numerics.modules import Matmul
 
@@ -88,8 +89,15 @@ class DLRM(nn.Module):
         bottom_mlp: list[int],
         top_mlp: list[int],
         interaction: str,
+        embedding_cache: str = "none",
+        cache_fraction: float = 0.1,
+        cache_refresh_every: int = 100,
     ) -> None:
         super().__init__()
+        if embedding_cache not in ("none", "int8", "int4"):
+            raise ValueError(
+                f"model.embedding_cache: {embedding_cache!r}; allowed: 'none', 'int8', 'int4'"
+            )
         if interaction not in ("dot", "cat"):
             raise ValueError(f"model.interaction: {interaction!r}; allowed: 'dot', 'cat'")
         if not bottom_mlp or bottom_mlp[-1] != embedding_dim:
@@ -103,7 +111,21 @@ class DLRM(nn.Module):
         tables = [nn.Embedding(n, embedding_dim) for n in cardinalities]
         for emb, n in zip(tables, cardinalities, strict=True):
             nn.init.uniform_(emb.weight, -math.sqrt(1.0 / n), math.sqrt(1.0 / n))
-        self.embeddings = nn.ModuleList(tables)
+        modules: list[nn.Module] = list(tables)
+        if embedding_cache != "none":  # int8/int4 tables with an fp32 cache (2010.11305)
+            modules = [
+                CachedEmbedding(
+                    t.num_embeddings,
+                    embedding_dim,
+                    storage=embedding_cache,
+                    cache_fraction=cache_fraction,
+                    refresh_every=cache_refresh_every,
+                    seed=int(torch.randint(2**31, ())),
+                    weight=t.weight.detach(),
+                )
+                for t in tables
+            ]
+        self.embeddings = nn.ModuleList(modules)
         self.bottom = _dlrm_mlp([num_dense, *bottom_mlp], last_relu=True)
         num_vectors = 1 + len(cardinalities)
         if interaction == "dot":
@@ -186,9 +208,15 @@ def dlrm(
     bottom_mlp: list[int] = [64, 16],  # noqa: B006 (copied, never mutated)
     top_mlp: list[int] = [64, 32],  # noqa: B006
     interaction: str = "dot",
+    embedding_cache: str = "none",
+    cache_fraction: float = 0.1,
+    cache_refresh_every: int = 100,
 ) -> DLRM:
     """DLRM; the last ``bottom_mlp`` width must equal ``embedding_dim``; a final Linear to one
-    output follows ``top_mlp``; ``interaction``: "dot" or "cat"."""
+    output follows ``top_mlp``; ``interaction``: "dot" or "cat". ``embedding_cache`` "int8" or
+    "int4" stores every table in that format with ``cache_fraction`` of its rows (the most
+    used, refreshed every ``cache_refresh_every`` steps) in fp32
+    (``numerics.embedding_cache.CachedEmbedding``; the trainer steps the stored rows)."""
     num_dense, cards = _recsys_info(info)
     return DLRM(
         num_dense,
@@ -197,6 +225,9 @@ def dlrm(
         list(bottom_mlp),
         list(top_mlp),
         interaction,
+        embedding_cache,
+        cache_fraction,
+        cache_refresh_every,
     )
 
 

@@ -271,3 +271,30 @@ def test_wandb_offline_run_holds_the_run_s_metrics(
     summary = back.get("summary", back)
     assert summary["eval/accuracy"] == pytest.approx(s["metrics"]["accuracy"])
     assert summary["status"] == "completed"
+
+
+def test_resume_with_an_int4_embedding_cache_is_exact(tmp_path: Path) -> None:
+    """Cached int4 tables (codes, scales, counts, cache index, SR generators) resume exactly;
+    the summary counts the tables' bytes (int4 codes + fp32 row scales + the fp32 cache)."""
+    d = {
+        "task": "recsys",
+        "model": {"name": "dlrm", "embedding_cache": "int4", "cache_fraction": 0.1,
+                  "cache_refresh_every": 2},
+        "data": {"name": "synthetic_criteo", "train_size": 2000, "test_size": 500,
+                 "cardinality": 50},
+        "train": {"steps": 8, "batch_size": 64, "lr": 0.05, "optimizer": "sgd",
+                  "checkpoint_every": 3},
+        "logging": {"progress": False},
+    }  # fmt: skip
+    r = recipes.from_dict(d)
+    full = train(r, tmp_path / "full")
+    with pytest.raises(KeyboardInterrupt):
+        train(r, tmp_path / "cut", hooks=[_interrupt_at(4)])
+    resumed = train(r, tmp_path / "cut", resume=True)
+    assert resumed["metrics"] == full["metrics"]
+    wf, wc = weights(tmp_path / "full"), weights(tmp_path / "cut")
+    assert any(k.endswith("codes") for k in wf)
+    assert all(torch.equal(wf[k], wc[k]) for k in wf)
+    # 26 tables of 50 rows x 16: int4 codes (8 bytes a row), a 4-byte scale and an 8-byte use
+    # count per row; 5 cached fp32 rows with their id and slot (two int64)
+    assert full["embedding_bytes"] == 26 * (50 * (8 + 4 + 8) + 5 * (16 * 4 + 2 * 8))

@@ -24,6 +24,7 @@ EXPECTED = {
     "batch_size_deepfm": 7 * 2 * 3,
     "periodic_bits": 3 * 3 * 2,
     "mx_scale_rules": 2 * 8 * 2,
+    "embedding_cache": 3 * 3 * 2,
 }
 
 
