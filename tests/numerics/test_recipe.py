@@ -777,3 +777,33 @@ def test_merge_helper() -> None:
     assert merge(base, over) == {"a": {"x": 1, "y": [3]}, "b": 1, "c": 2, "n": "fp16"}
     assert base == {"a": {"x": 1, "y": [1, 2]}, "b": 1, "n": {"format": "bf16"}}
     assert over == {"a": {"y": [3]}, "c": 2, "n": "fp16"}
+
+
+def test_docs_recipes_md_lists_every_key_with_its_default() -> None:
+    """docs/recipes.md's tables name every schema key of each section with its default."""
+    import dataclasses as dc
+    import re as _re
+    from pathlib import Path as _Path
+
+    from numerics import recipe as r
+
+    doc = (_Path(__file__).resolve().parents[2] / "docs" / "recipes.md").read_text()
+    sections = {
+        "train": r.TrainConfig,
+        "large_batch": r.LargeBatchConfig,
+        "logging": r.LoggingConfig,
+        "periodic": r.PeriodicConfig,
+    }
+    for section, cls in sections.items():
+        body = doc.split(f"### `{section}`", 1)[1].split("\n### ", 1)[0]
+        rows = dict(_re.findall(r"^\| `(\w+)` \| ([^|]+) \|", body, flags=_re.M))
+        assert set(rows) == {f.name for f in dc.fields(cls)}, section
+        for f in dc.fields(cls):
+            if f.default is dc.MISSING:
+                assert rows[f.name].strip() == "required", f.name
+                continue
+            value = f.default.value if hasattr(f.default, "value") else f.default
+            value = list(value) if isinstance(value, tuple) else value
+            cell = rows[f.name].strip()
+            parsed = cell if isinstance(value, str) else yaml.safe_load(cell)  # YAML: off=false
+            assert parsed == value, (section, f.name)
