@@ -30,7 +30,6 @@ import importlib
 import inspect
 import math
 import os
-import re
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -38,19 +37,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from numerics import policy as policy_mod
 from numerics.enums import parse_enum
 from numerics.largebatch import Decay, ScalingRule
 from numerics.policy import Policy
+from numerics.recipe_files import (
+    Override,
+    RecipeError,
+    YamlLoader,
+    _apply,
+    _mark,
+    _read,
+    _record,
+    apply_overrides,
+    merge,
+)
+
+# re-exported: the recipe API is one import (``from numerics import recipe``)
+__all__ = [
+    "Override",
+    "Recipe",
+    "RecipeError",
+    "YamlLoader",
+    "apply_overrides",
+    "from_dict",
+    "load",
+    "merge",
+    "recipe_label",
+]
 
 TASKS = ("image", "language", "recsys")
 KeyPath = tuple[str | int, ...]  # a key path: ("train", "betas", 1)
-
-
-class RecipeError(ValueError):
-    """A recipe that cannot be used: ``<file>: <key.path>: what is wrong; what is allowed``."""
 
 
 class Optimizer(enum.Enum):
@@ -613,148 +630,6 @@ def _numerics(raw: Any, ctx: _Ctx) -> Policy:
     except (ValueError, TypeError) as exc:
         msg = str(exc) if str(exc).startswith(where) else f"{where}: {exc}"
         raise RecipeError(msg + suffix) from None
-
-
-# ---------------------------------------------------------------------------------------------
-# YAML, base chains and overrides
-
-
-class YamlLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that also reads ``1e-3``, ``1.0e3`` and ``-2E+5`` as floats."""
-
-
-YamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-def _numerics_mapping(value: str) -> dict[str, Any]:
-    return {"preset": value} if value in policy_mod.PRESETS else {"format": value}
-
-
-def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    """Deep merge: mappings merge key by key, anything else (lists included) replaces."""
-    out = copy.deepcopy(dict(base))
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-Override = str | tuple[str, Any]
-
-
-def _parse_override(item: Override, source: str) -> tuple[tuple[str, ...], Any, str]:
-    if isinstance(item, tuple):
-        key, value, text = str(item[0]), item[1], f"--set {item[0]}={item[1]!r}"
-    else:
-        text = f"--set {item}"
-        if not isinstance(item, str) or "=" not in item:
-            raise RecipeError(
-                f"{source}: {text!r}: malformed override; expected KEY.PATH=VALUE "
-                "(e.g. train.seed=2)"
-            )
-        key, raw = item.split("=", 1)
-        try:
-            value = yaml.load(raw, Loader=YamlLoader)  # a SafeLoader
-        except yaml.YAMLError as exc:
-            problem = getattr(exc, "problem", None) or "cannot parse"
-            raise RecipeError(
-                f"{source}: {text!r}: the value is not valid YAML ({problem})"
-            ) from None
-    path = tuple(k.strip() for k in key.split("."))
-    if not all(path):
-        raise RecipeError(
-            f"{source}: {text!r}: empty key; expected KEY.PATH=VALUE (e.g. train.seed=2)"
-        )
-    return path, value, text
-
-
-def _apply(
-    d: Mapping[str, Any], overrides: Sequence[Override], source: str
-) -> tuple[dict[str, Any], list[tuple[tuple[str, ...], str]]]:
-    out = copy.deepcopy(dict(d))
-    done = []
-    for item in [overrides] if isinstance(overrides, str) else overrides:
-        path, value, text = _parse_override(item, source)
-        node: dict[str, Any] = out
-        for i, key in enumerate(path[:-1]):
-            child = node.get(key)
-            if child is None:
-                child = node[key] = {}
-            elif isinstance(child, str) and i == 0 and key in ("numerics", "model", "data"):
-                child = node[key] = (
-                    _numerics_mapping(child) if key == "numerics" else {"name": child}
-                )
-            elif not isinstance(child, dict):
-                raise RecipeError(
-                    f"{source}: {text!r}: {'.'.join(path[: i + 1])} is {child!r}, not a mapping"
-                )
-            node = child
-        node[path[-1]] = value
-        done.append((path, text))
-    return out, done
-
-
-def apply_overrides(
-    d: Mapping[str, Any], overrides: Sequence[Override], source: str | None = None
-) -> dict[str, Any]:
-    """``d`` with ``KEY.PATH=VALUE`` overrides applied in order (a new dict; ``d`` is kept).
-
-    The value is parsed as YAML (``1e-3`` is a float); a ``(key, value)`` pair sets an already
-    parsed value. Missing mappings on the way are created; a ``numerics`` string is first
-    turned into its mapping (``{preset: NAME}`` or ``{format: NAME}``), a ``model``/``data``
-    string into ``{name: NAME}``.
-    """
-    return _apply(d, overrides, source or "<recipe>")[0]
-
-
-def _read(path: str, referrer: str | None) -> dict[str, Any]:
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        if referrer is None:
-            raise FileNotFoundError(f"recipe file not found: {path}") from None
-        raise RecipeError(f"{referrer}: base: file not found: {path}") from None
-    try:
-        data = yaml.load(text, Loader=YamlLoader)  # a SafeLoader
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise RecipeError(f"{path}: {at}YAML syntax error: {problem}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise RecipeError(
-            f"{path}: a recipe must be a mapping with keys {', '.join(TOP_KEYS)} "
-            f"(and base), got {type(data).__name__}"
-        )
-    return data
-
-
-def _mark(files: dict[tuple[Any, ...], str], path: tuple[Any, ...], name: str) -> None:
-    """Record that ``name`` set the key at ``path`` (replacing whatever was below it)."""
-    for stale in [p for p in files if p[: len(path)] == path]:
-        del files[stale]
-    files[path] = name
-
-
-def _record(
-    files: dict[tuple[Any, ...], str], d: Mapping[str, Any], name: str, prefix: tuple[Any, ...] = ()
-) -> None:
-    """Record the file of every key of ``d`` merged on top (mappings merge, others replace)."""
-    for key, value in d.items():
-        path = (*prefix, key)
-        if isinstance(value, Mapping):
-            files[path] = name
-            _record(files, value, name, path)
-        else:
-            _mark(files, path, name)
 
 
 def load(path: str | Path, overrides: Sequence[Override] = ()) -> Recipe:
