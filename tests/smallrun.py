@@ -67,3 +67,18 @@ def small_overrides(data: str, tmp: Path) -> list[str]:
     elif data == "synthetic_images":
         sets += ["data.train_size=64", "data.test_size=32"]
     return sets
+
+
+def tiny_config() -> dict[str, object]:
+    """A resolved recipe that trains in about a second: a 3-step digits MLP."""
+    from numerics import recipe as recipes
+
+    return recipes.from_dict(
+        {
+            "task": "image",
+            "model": {"name": "mlp", "hidden": [16]},
+            "data": {"name": "digits"},
+            "train": {"steps": 3, "batch_size": 32, "lr": 0.05, "optimizer": "sgd"},
+            "logging": {"progress": False},
+        }
+    ).to_dict()

@@ -32,28 +32,16 @@ from pathlib import Path
 
 import pytest
 
-from numerics import recipe as recipes
 from numerics.executors.base import RunSpec, Summary, run_one
 
 ray = pytest.importorskip("ray")
 
 from numerics.executors.ray_executor import RayExecutor  # noqa: E402
+from tests.smallrun import tiny_config  # noqa: E402
 
 RAY_CLI = str(Path(sys.executable).with_name("ray"))
 HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
 START_TIMEOUT_S = 90
-
-
-def tiny_config() -> dict[str, object]:
-    return recipes.from_dict(
-        {
-            "task": "image",
-            "model": {"name": "mlp", "hidden": [16]},
-            "data": {"name": "digits"},
-            "train": {"steps": 3, "batch_size": 32, "lr": 0.05, "optimizer": "sgd"},
-            "logging": {"progress": False},
-        }
-    ).to_dict()
 
 
 def free_port(host: str) -> int:

@@ -18,24 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from numerics import recipe as recipes
 from numerics.executors.base import RunSpec, Summary
 
 pytest.importorskip("submitit")
 
 from numerics.executors.slurm import SlurmExecutor
-
-
-def tiny_config() -> dict[str, object]:
-    return recipes.from_dict(
-        {
-            "task": "image",
-            "model": {"name": "mlp", "hidden": [16]},
-            "data": {"name": "digits"},
-            "train": {"steps": 3, "batch_size": 32, "lr": 0.05, "optimizer": "sgd"},
-            "logging": {"progress": False},
-        }
-    ).to_dict()
+from tests.smallrun import tiny_config
 
 
 def collect(ex: SlurmExecutor, specs: list[RunSpec]) -> dict[str, Summary]:
