@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from numerics import tasks
-from numerics.data.base import DATASETS, Dataset, Sampling, WindowSplit
+from numerics.data.base import DATASETS, ArraySplit, Dataset, Sampling, WindowSplit
 from numerics.embedding_cache import CachedEmbedding
 from numerics.largebatch import LARS, WarmupFactor, cowclip_, cowclip_scaling, id_counts
 from numerics.largebatch import lr_scale_factor as _lr_scale_factor
@@ -473,7 +473,7 @@ def _train(
                 status, reason = "diverged", f"non-finite gradients at step {step}"
                 break
             if finite and tables:
-                _cowclip(tables, batch, idx, data, lb, emb_l2)
+                _cowclip(tables, idx, data, lb, emb_l2)
             if finite and t.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
             if finite:
@@ -639,7 +639,6 @@ def _embedding_bytes(model: nn.Module) -> int:
 
 def _cowclip(
     tables: list[nn.Embedding],
-    batch: dict[str, Tensor],
     global_idx: Tensor,
     data: Dataset,
     lb: Any,
@@ -648,7 +647,8 @@ def _cowclip(
     """L2 on the tables (scaled with the batch, in the gradient before clipping, as the
     CowClip authors do), then each table's rows clipped by their id counts in the global batch
     (every rank counts the same global batch, so all clip alike)."""
-    sparse = data.train.batch(global_idx)["sparse"]  # (B_global, tables)
+    assert isinstance(data.train, ArraySplit)  # recsys data
+    sparse = data.train.tensors["sparse"][global_idx]  # (B_global, tables): the ids only
     with torch.no_grad():
         for i, m in enumerate(tables):
             g = m.weight.grad

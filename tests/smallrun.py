@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -82,3 +83,16 @@ def tiny_config() -> dict[str, object]:
             "logging": {"progress": False},
         }
     ).to_dict()
+
+
+def collect(executor: Any, specs: list[Any]) -> dict[str, Any]:
+    """Run ``specs`` through ``executor`` and return each run id's summary, checking that
+    ``on_done`` reports every spec exactly once."""
+    done: dict[str, Any] = {}
+
+    def on_done(spec: Any, summary: Any) -> None:
+        assert spec.run_id not in done  # once per spec
+        done[spec.run_id] = summary
+
+    executor.run(specs, on_done)
+    return done

@@ -20,6 +20,7 @@ import pytest
 
 from numerics.executors.base import RunSpec, Summary, default_threads
 from numerics.executors.local import LocalExecutor
+from tests.smallrun import collect
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -55,17 +56,6 @@ def sleeper(spec: RunSpec, threads: int | None) -> Summary:
 
 def specs(tmp_path: Path, params: list[dict[str, Any]]) -> list[RunSpec]:
     return [RunSpec(f"r{i}", str(tmp_path / f"r{i}"), {}, params=p) for i, p in enumerate(params)]
-
-
-def collect(ex: LocalExecutor, runs: list[RunSpec]) -> dict[str, Summary]:
-    done: dict[str, Summary] = {}
-
-    def on_done(spec: RunSpec, summary: Summary) -> None:
-        assert spec.run_id not in done  # once per spec
-        done[spec.run_id] = summary
-
-    ex.run(runs, on_done)
-    return done
 
 
 def test_runs_every_spec_across_worker_processes(tmp_path: Path) -> None:

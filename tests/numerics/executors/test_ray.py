@@ -37,7 +37,7 @@ from numerics.executors.base import RunSpec, Summary, run_one
 ray = pytest.importorskip("ray")
 
 from numerics.executors.ray_executor import RayExecutor  # noqa: E402
-from tests.smallrun import tiny_config  # noqa: E402
+from tests.smallrun import collect, tiny_config  # noqa: E402
 
 RAY_CLI = str(Path(sys.executable).with_name("ray"))
 HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
@@ -122,17 +122,6 @@ def cluster() -> Iterator[str]:
             ray.shutdown()
         _stop(groups)
         shutil.rmtree(temp, ignore_errors=True)
-
-
-def collect(ex: RayExecutor, specs: list[RunSpec]) -> dict[str, Summary]:
-    done: dict[str, Summary] = {}
-
-    def on_done(spec: RunSpec, summary: Summary) -> None:
-        assert spec.run_id not in done  # once per spec
-        done[spec.run_id] = summary
-
-    ex.run(specs, on_done)
-    return done
 
 
 def test_two_runs_train_on_the_cluster(cluster: str, tmp_path: Path) -> None:

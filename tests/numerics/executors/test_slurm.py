@@ -23,18 +23,7 @@ from numerics.executors.base import RunSpec, Summary
 pytest.importorskip("submitit")
 
 from numerics.executors.slurm import SlurmExecutor
-from tests.smallrun import tiny_config
-
-
-def collect(ex: SlurmExecutor, specs: list[RunSpec]) -> dict[str, Summary]:
-    done: dict[str, Summary] = {}
-
-    def on_done(spec: RunSpec, summary: Summary) -> None:
-        assert spec.run_id not in done  # once per spec
-        done[spec.run_id] = summary
-
-    ex.run(specs, on_done)
-    return done
+from tests.smallrun import collect, tiny_config
 
 
 def alive(pid: int) -> bool:
