@@ -15,6 +15,8 @@ straight-through estimators.
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -31,6 +33,7 @@ from numerics.formats import (
 )
 from numerics.formats.element import NanStyle
 from numerics.kernels import compiled as _compiled
+from numerics.kernels import lean as _lean
 from numerics.kernels.block import block_kernel, smx_kernel
 from numerics.kernels.element import as_float, element_kernel, int_kernel, rne_path
 from numerics.kernels.params import params_for
@@ -71,16 +74,22 @@ def _resolve_saturate(fmt: Format, saturate: bool | None) -> bool:
 # Below this many elements, auto runs torch's own cast eagerly where the format allows it:
 # the cast is one memory-bound pass, while a compiled call has a fixed cost of a few hundred us.
 NATIVE_EAGER_MAX_NUMEL = 1 << 20
+# torch's float8_e4m3fn cast is a scalar loop on the CPU (about 6 ns per element here, against
+# 0.15 ns for the bf16 cast), so its eager cast only wins on small tensors.
+SLOW_NATIVE_EAGER_MAX_NUMEL = 8192
+# Block formats below this many elements run the few-pass eager kernels (kernels/lean.py),
+# which beat a compiled call's fixed overhead on small tensors (benchmarks/bench_call_overhead.py).
+LEAN_EAGER_MAX_NUMEL = 32768
 
 
-def _use_compiled(backend: str, numel: int, native: bool = False) -> bool:
+def _use_compiled(backend: str, numel: int, eager_below: int = 0) -> bool:
+    """Whether a call runs the compiled kernel: ``eager_below`` is the plan's own threshold
+    (casts with a fast eager path), else ``NUMERICS_COMPILE_MIN_NUMEL``."""
     if backend == "compiled":
         return True
     if backend == "eager":
         return False
-    if native and numel < NATIVE_EAGER_MAX_NUMEL:
-        return False
-    return _compiled.compile_enabled() and numel >= _compiled.min_numel()
+    return _compiled.compile_enabled() and numel >= (eager_below or _compiled.min_numel())
 
 
 def _rows_along(x32: torch.Tensor, axis: int) -> tuple[torch.Tensor, torch.Size]:
@@ -127,48 +136,102 @@ def quantize(
             float64) or qtorch (the optional qtorch library, where it has the format).
     """
     x = _check_input(x)
-    fmt = _formats.get(fmt)
+    p = plan(fmt, rounding, saturate, sr_bits=sr_bits, backend=backend)
+    ndim = max(x.dim(), 1)
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"quantize: axis={axis} is out of range for a {x.dim()}-d tensor")
+    if x.numel() >= 2**31 and p.mode is Rounding.STOCHASTIC:
+        raise ValueError("quantize: stochastic rounding indexes elements with int32; split x")
+    return p(x, axis, generator)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated cast: ``plan(...)(x, axis, generator)`` is ``quantize(x, ...)`` without
+    re-checking the format, rounding and options on every call (the training modules make
+    thousands of small casts, where those checks cost as much as the cast). ``x`` must be a
+    float32, bfloat16 or float16 tensor and ``axis`` in range."""
+
+    fmt: Format
+    mode: Rounding
+    sat: bool
+    sr_bits: int
+    backend: str
+    identity: bool  # the result is x itself (fp32, not saturating)
+    eager_below: int  # auto runs eagerly below this many elements
+
+    def __call__(
+        self,
+        x: torch.Tensor,
+        axis: int = -1,
+        generator: torch.Generator | int | None = None,
+    ) -> torch.Tensor:
+        mode = self.mode
+        if self.backend == "qtorch":
+            from numerics.backends.qtorch_backend import quantize_qtorch
+
+            return quantize_qtorch(x, self.fmt, mode, generator)
+        keys = draw_keys(generator) if mode is Rounding.STOCHASTIC else None
+        if self.backend == "reference":
+            from numerics.reference import quantize_reference
+
+            key_pair = None if keys is None else (int(keys[0]), int(keys[1]))
+            return quantize_reference(x, self.fmt, mode, key_pair, axis, self.sat, self.sr_bits).to(
+                device=x.device, dtype=x.dtype
+            )
+        if self.identity or x.numel() == 0:
+            return x.clone()
+        with torch.no_grad():
+            x32 = x.detach().float()
+            if x32.dim() == 0:
+                x32 = x32.reshape(1)
+            use = _use_compiled(self.backend, x32.numel(), self.eager_below)
+            y = _dispatch(x32, self.fmt, mode, keys, axis, self.sat, self.sr_bits, use)
+            return y.reshape(x.shape).to(x.dtype)
+
+
+def plan(
+    fmt: str | Format,
+    rounding: str | Rounding = "nearest_even",
+    saturate: bool | None = None,
+    *,
+    sr_bits: int = DEFAULT_SR_BITS,
+    backend: Backend = "auto",
+) -> Plan:
+    """The validated cast ``quantize`` runs; raises what ``quantize`` raises. Cached per
+    resolved format (a name re-registered with ``overwrite=True`` gets a new plan)."""
+    return _plan(_formats.get(fmt), rounding, saturate, sr_bits, backend)
+
+
+@functools.lru_cache(maxsize=4096)
+def _plan(
+    fmt: Format,
+    rounding: str | Rounding,
+    saturate: bool | None,
+    sr_bits: int,
+    backend: str,
+) -> Plan:
     mode = parse(rounding)
     sat = _resolve_saturate(fmt, saturate)
     if backend not in BACKENDS:
         raise ValueError(f"quantize: backend={backend!r}; allowed: {', '.join(BACKENDS)}")
     if not 1 <= sr_bits <= MAX_SR_BITS:
         raise ValueError(f"quantize: sr_bits={sr_bits}; allowed 1..{MAX_SR_BITS}")
-    ndim = max(x.dim(), 1)
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"quantize: axis={axis} is out of range for a {x.dim()}-d tensor")
-    if x.numel() >= 2**31 and mode is Rounding.STOCHASTIC:
-        raise ValueError("quantize: stochastic rounding indexes elements with int32; split x")
-    if backend == "qtorch":
-        from numerics.backends.qtorch_backend import quantize_qtorch
-
-        if saturate is not None or sr_bits != DEFAULT_SR_BITS:
-            raise ValueError(
-                "quantize: backend='qtorch' has no saturate or sr_bits options; leave them "
-                "at their defaults (qtorch's own overflow behaviour applies)"
-            )
-        return quantize_qtorch(x, fmt, mode, generator)
-    keys = draw_keys(generator) if mode is Rounding.STOCHASTIC else None
-    if backend == "reference":
-        from numerics.reference import quantize_reference
-
-        key_pair = None if keys is None else (int(keys[0]), int(keys[1]))
-        return quantize_reference(x, fmt, mode, key_pair, axis, sat, sr_bits).to(
-            device=x.device, dtype=x.dtype
+    if backend == "qtorch" and (saturate is not None or sr_bits != DEFAULT_SR_BITS):
+        raise ValueError(
+            "quantize: backend='qtorch' has no saturate or sr_bits options; leave them "
+            "at their defaults (qtorch's own overflow behaviour applies)"
         )
-    if x.numel() == 0:
-        return x.clone()
-    if isinstance(fmt, FloatFormat) and fmt.is_identity and not sat:
-        return x.clone()
-
-    with torch.no_grad():
-        x32 = x.detach().float()
-        if x32.dim() == 0:
-            x32 = x32.reshape(1)
-        native = mode is Rounding.NEAREST_EVEN and _native_cast(fmt) is not None
-        use = _use_compiled(backend, x32.numel(), native)
-        y = _dispatch(x32, fmt, mode, keys, axis, sat, sr_bits, use)
-        return y.reshape(x.shape).to(x.dtype)
+    identity = isinstance(fmt, FloatFormat) and fmt.is_identity and not sat
+    eager_below = 0
+    if mode is Rounding.NEAREST_EVEN:
+        native = _native_cast(fmt)
+        if native is not None:
+            slow = native[0] == torch.float8_e4m3fn
+            eager_below = SLOW_NATIVE_EAGER_MAX_NUMEL if slow else NATIVE_EAGER_MAX_NUMEL
+        elif isinstance(fmt, BlockFormat | SharedMicroExpFormat) and _lean.supports(fmt):
+            eager_below = LEAN_EAGER_MAX_NUMEL
+    return Plan(fmt, mode, sat, sr_bits, backend, identity, eager_below)
 
 
 # Grids whose nearest_even values torch's casts give: (ebits, mbits, NaN style, bias) ->
@@ -247,6 +310,8 @@ def _dispatch(
             "int", int_kernel, mode, use_compiled, x32.reshape(1, -1), p, qf, float(fmt.qmax)
         )
         return y.reshape(x32.shape)
+    if not use_compiled and mode is Rounding.NEAREST_EVEN and _lean.supports(fmt):
+        return _lean.block_nearest(x32, axis, fmt)
     rows, moved = _rows_along(x32, axis)
     length = rows.shape[-1]
     blocks, pad = _blocks(rows.contiguous(), fmt.block_size)

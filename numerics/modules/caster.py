@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from numerics.policy import ROLES, Cast
-from numerics.quantize import quantize
+from numerics.quantize import Plan, plan
 from numerics.rounding import Rounding
 from numerics.telemetry import Telemetry
 
@@ -18,6 +18,7 @@ from numerics.telemetry import Telemetry
 class Caster:
     def __init__(self, seed: int = 0, telemetry: Telemetry | None = None) -> None:
         self.telemetry = telemetry
+        self._plans: dict[Cast, Plan] = {}
         self.generators = {
             role: torch.Generator().manual_seed(seed * 1_000_003 + 7919 * (i + 1))
             for i, role in enumerate(ROLES)
@@ -27,10 +28,13 @@ class Caster:
         self, x: torch.Tensor, cast: Cast, axis: int, role: str, layer: str
     ) -> torch.Tensor:
         """``x`` cast to ``cast`` blocking along ``axis``; x itself when the cast is exact."""
-        if cast.is_identity:
+        p = self._plans.get(cast)
+        if p is None:  # validated once per cast; a call skips quantize's checks
+            p = self._plans[cast] = plan(cast.format, cast.rounding, cast.saturate)
+        if p.identity:
             return x
-        gen = self.generators[role] if cast.rounding is Rounding.STOCHASTIC else None
-        q = quantize(x, cast.format, cast.rounding, gen, axis, cast.saturate)
+        gen = self.generators[role] if p.mode is Rounding.STOCHASTIC else None
+        q = p(x, axis, gen)
         if self.telemetry is not None and self.telemetry.active:
             self.telemetry.record(layer, role, x, q, cast.fmt)
         return q

@@ -68,3 +68,17 @@ def test_cast_paths_round_when_compiled(name, saturate):
     assert same_bits(fast, ref)
     assert (fast != x).sum() > x.numel() // 2
     assert not compiled._BROKEN
+
+
+@pytest.mark.parametrize("name", ["fp8_e4m3", "int8_pc", "mxfp6_e2m3", "mx6"])
+def test_one_trace_serves_shapes_with_equal_and_unit_dims(name):
+    """Traces are symbolic in every size: dims that happen to be equal must not be unified
+    (duck sizing), and a size-1 dim, which tracing specialises, gets a trace of its own."""
+    for shape in [(37, 37), (37, 100), (100, 37), (1, 100), (100, 1), (3, 1, 5), (64, 64)]:
+        g = torch.Generator().manual_seed(sum(shape))
+        x = torch.randn(*shape, generator=g) * 3.0
+        for axis in (0, -1):
+            fast = numerics.quantize(x, name, axis=axis, backend="compiled")
+            slow = numerics.quantize(x, name, axis=axis, backend="reference")
+            assert same_bits(fast, slow), (name, shape, axis)
+    assert not compiled._BROKEN
