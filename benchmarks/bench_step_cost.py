@@ -119,28 +119,45 @@ def workloads() -> dict[str, tuple[Callable[[], nn.Module], Callable[..., torch.
     }
 
 
-def step_time(
-    factory: Callable[[], nn.Module],
-    loss_fn: Callable[..., torch.Tensor],
-    kind: str,
-    policy: str,
-    steps: int,
-) -> float:
+def make_step(
+    factory: Callable[[], nn.Module], loss_fn: Callable[..., torch.Tensor], kind: str, policy: str
+) -> Callable[[], None]:
+    """One training step (forward, backward, optimizer) of ``factory()`` under ``policy``."""
     torch.manual_seed(0)
     model = quantize_model(copy.deepcopy(factory()), policy)
     opt = QuantizedOptimizer(
         model.parameters(), kind, model=model, lr=1e-3, momentum=0.9 if kind == "sgd" else 0.0
     )
     g = torch.Generator().manual_seed(0)
-    times = []
-    for i in range(steps + 5):
-        start = time.perf_counter()
+
+    def step() -> None:
         opt.zero_grad()
         loss_fn(model, g).backward()
         opt.step()
-        if i >= 5:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+
+    return step
+
+
+def step_times(
+    factory: Callable[[], nn.Module],
+    loss_fn: Callable[..., torch.Tensor],
+    kind: str,
+    policies: list[str],
+    steps: int,
+) -> list[float]:
+    """Median step time per policy. The policies' steps are interleaved (one step of each in
+    turn), so drift in a shared machine's speed affects every policy alike."""
+    runs = [make_step(factory, loss_fn, kind, p) for p in policies]
+    for _ in range(5):  # warm-up: first calls compile kernels and allocate
+        for run in runs:
+            run()
+    times: list[list[float]] = [[] for _ in runs]
+    for _ in range(steps):
+        for run, out in zip(runs, times, strict=True):
+            start = time.perf_counter()
+            run()
+            out.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def main() -> None:
@@ -150,17 +167,13 @@ def main() -> None:
     args = parser.parse_args()
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; median step time "
-        f"over {args.steps} steps after 5 warm-up"
+        f"over {args.steps} steps after 5 warm-up, policies interleaved step by step"
     )
     head = f"{'model':30s}" + "".join(f"{p:>24s}" for p in args.policies)
     print(head)
     for name, (factory, loss_fn, kind) in workloads().items():
-        base = None
-        cells = []
-        for pol in args.policies:
-            t = step_time(factory, loss_fn, kind, pol, args.steps)
-            base = base or t
-            cells.append(f"{t * 1e3:8.2f} ms ({t / base:4.2f}x)")
+        ts = step_times(factory, loss_fn, kind, args.policies, args.steps)
+        cells = [f"{t * 1e3:8.2f} ms ({t / ts[0]:4.2f}x)" for t in ts]
         print(f"{name:30s}" + "".join(f"{c:>24s}" for c in cells))
 
 

@@ -100,7 +100,9 @@ def block_nearest(
         group: tuple[int, ...] = (fmt.block_size // fmt.sub_block, fmt.sub_block)
         ceil = False
     else:
-        group = (fmt.block_size,)
+        # A row shorter than a block is one partial block: padding it with zeros would not
+        # change a result, so it is blocked as it is (no pad: a copy, and a costly op here).
+        group = (min(fmt.block_size, x.shape[axis]),)
         ceil = fmt.scale_rule is ScaleRule.CEIL
     smx = len(group) == 2
     xb, pad = _blocked(x, axis, group)
