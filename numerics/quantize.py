@@ -159,6 +159,7 @@ class Plan:
     backend: str
     identity: bool  # the result is x itself (fp32, not saturating)
     eager_below: int  # auto runs eagerly below this many elements
+    native: tuple[torch.dtype, float | None] | None  # nearest_even by torch's own cast
 
     def __call__(
         self,
@@ -179,13 +180,16 @@ class Plan:
             return quantize_reference(x, self.fmt, mode, key_pair, axis, self.sat, self.sr_bits).to(
                 device=x.device, dtype=x.dtype
             )
-        if self.identity or x.numel() == 0:
+        numel = x.numel()
+        if self.identity or numel == 0:
             return x.clone()
+        use = _use_compiled(self.backend, numel, self.eager_below)
         with torch.no_grad():
             x32 = x.detach().float()
+            if self.native is not None and not use:  # the common small cast: straight to it
+                return _native_round(x32, self.fmt, self.native, self.sat).to(x.dtype)
             if x32.dim() == 0:
                 x32 = x32.reshape(1)
-            use = _use_compiled(self.backend, x32.numel(), self.eager_below)
             y = _dispatch(x32, self.fmt, mode, keys, axis, self.sat, self.sr_bits, use)
             return y.reshape(x.shape).to(x.dtype)
 
@@ -224,14 +228,14 @@ def _plan(
         )
     identity = isinstance(fmt, FloatFormat) and fmt.is_identity and not sat
     eager_below = 0
+    native = _native_cast(fmt) if mode is Rounding.NEAREST_EVEN else None
     if mode is Rounding.NEAREST_EVEN:
-        native = _native_cast(fmt)
         if native is not None:
             slow = native[0] == torch.float8_e4m3fn
             eager_below = SLOW_NATIVE_EAGER_MAX_NUMEL if slow else NATIVE_EAGER_MAX_NUMEL
         elif isinstance(fmt, BlockFormat | SharedMicroExpFormat) and _lean.supports(fmt):
             eager_below = LEAN_EAGER_MAX_NUMEL
-    return Plan(fmt, mode, sat, sr_bits, backend, identity, eager_below)
+    return Plan(fmt, mode, sat, sr_bits, backend, identity, eager_below, native)
 
 
 # Grids whose nearest_even values torch's casts give: (ebits, mbits, NaN style, bias) ->
@@ -248,6 +252,26 @@ def _native_cast(fmt: Format) -> tuple[torch.dtype, float | None] | None:
     if not isinstance(fmt, FloatFormat) or not fmt.subnormals:
         return None
     return _NATIVE.get((fmt.ebits, fmt.mbits, fmt.nan_style, fmt.bias or 0))
+
+
+def _native_round(
+    x32: torch.Tensor,
+    fmt: Format,
+    native: tuple[torch.dtype, float | None],
+    sat: bool,
+) -> torch.Tensor:
+    """nearest_even by torch's own cast, with Python scalars: on small tensors the fixed cost
+    of the kernel's parameter-tensor ops would dominate. Saturation clamps first (a value
+    above the maximum rounds to it or overflows); torch's e4m3fn cast saturates where the
+    format overflows to NaN, so values past the last rounding midpoint (464) become NaN
+    explicitly."""
+    dtype, nan_above = native
+    assert isinstance(fmt, FloatFormat)  # only float grids have a torch dtype
+    v = x32.clamp(-fmt.max, fmt.max) if sat else x32
+    y = v.to(dtype).to(torch.float32)
+    if nan_above is not None and not sat:
+        y = torch.where(x32.abs() > nan_above, float("nan"), y)
+    return y
 
 
 def _element_path(fmt: FloatFormat | FixedFormat) -> str:
@@ -272,17 +296,7 @@ def _dispatch(
     if isinstance(fmt, FloatFormat | FixedFormat):
         native = _native_cast(fmt) if mode is Rounding.NEAREST_EVEN and not use_compiled else None
         if native is not None:
-            # torch's own cast, with Python scalars: on small tensors the fixed cost of the
-            # kernel's parameter-tensor ops would dominate. Saturation clamps first (a value
-            # above the maximum rounds to it or overflows); torch's e4m3fn cast saturates
-            # where the format overflows to NaN, so values past the last rounding
-            # midpoint (464) become NaN explicitly.
-            dtype, nan_above = native
-            v = x32.clamp(-fmt.max, fmt.max) if sat else x32
-            y = v.to(dtype).to(torch.float32)
-            if nan_above is not None and not sat:
-                y = torch.where(x32.abs() > nan_above, float("nan"), y)
-            return y
+            return _native_round(x32, fmt, native, sat)
         path = _element_path(fmt)
         p, qf = params_for(fmt, sat, keys, sr_bits, dev)
         flat = x32.reshape(-1)
