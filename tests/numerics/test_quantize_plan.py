@@ -59,3 +59,25 @@ def test_caster_runs_the_plan_and_returns_identity_casts_untouched():
     assert not torch.equal(a, b)  # the role's generator advances between calls
     fresh = Caster(seed=0)
     assert torch.equal(fresh(x, sr, -1, "grads", "fc"), a)  # and is seeded by the policy
+
+
+def test_small_native_casts_keep_the_formats_overflow_rules():
+    """The plan's direct route to torch's cast (small tensors) against ml_dtypes, whose e4m3fn
+    cast overflows to NaN as the format does, and torch's own saturating cast."""
+    import ml_dtypes
+    import numpy as np
+
+    x = torch.tensor([500.0, -470.0, 440.0, 1e-9, -0.0, float("nan")])
+    want = torch.from_numpy(x.numpy().astype(ml_dtypes.float8_e4m3fn).astype(np.float32))
+    got = plan("fp8_e4m3")(x)
+    assert torch.equal(got.isnan(), want.isnan()) and torch.equal(
+        got[~got.isnan()].view(torch.int32), want[~want.isnan()].view(torch.int32)
+    )
+    assert got.isnan().tolist() == [True, True, False, False, False, True]
+    sat = plan("fp8_e4m3", saturate=True)(x[:5])
+    assert torch.equal(sat, x[:5].to(torch.float8_e4m3fn).float())  # torch's cast saturates
+    scalar = torch.tensor(1.00390625)  # 1 + 2**-8: a tie between bf16 neighbours 1 and 1 + 2**-7
+    y = plan("bf16")(scalar)
+    assert y.shape == () and y.item() == 1.0 == scalar.to(torch.bfloat16).item()
+    half = torch.tensor([70000.0, 1.5], dtype=torch.bfloat16)
+    assert torch.equal(plan("fp16")(half), half.float().to(torch.float16).to(torch.bfloat16))
