@@ -159,7 +159,10 @@ class Plan:
     backend: str
     identity: bool  # the result is x itself (fp32, not saturating)
     eager_below: int  # auto runs eagerly below this many elements
-    native: tuple[torch.dtype, float | None] | None  # nearest_even by torch's own cast
+    # the eager routes of nearest_even (at most one is set): torch's own cast, or the lean
+    # block kernels (kernels/lean.py)
+    native: tuple[torch.dtype, float | None] | None
+    lean: bool
 
     def __call__(
         self,
@@ -190,6 +193,10 @@ class Plan:
                 return _native_round(x32, self.fmt, self.native, self.sat).to(x.dtype)
             if x32.dim() == 0:
                 x32 = x32.reshape(1)
+            if self.lean and not use:
+                assert isinstance(self.fmt, BlockFormat | SharedMicroExpFormat)
+                y = _lean.block_nearest(x32, axis, self.fmt)
+                return y.reshape(x.shape).to(x.dtype)
             y = _dispatch(x32, self.fmt, mode, keys, axis, self.sat, self.sr_bits, use)
             return y.reshape(x.shape).to(x.dtype)
 
@@ -228,14 +235,16 @@ def _plan(
         )
     identity = isinstance(fmt, FloatFormat) and fmt.is_identity and not sat
     eager_below = 0
-    native = _native_cast(fmt) if mode is Rounding.NEAREST_EVEN else None
-    if mode is Rounding.NEAREST_EVEN:
-        if native is not None:
-            slow = native[0] == torch.float8_e4m3fn
-            eager_below = SLOW_NATIVE_EAGER_MAX_NUMEL if slow else NATIVE_EAGER_MAX_NUMEL
-        elif isinstance(fmt, BlockFormat | SharedMicroExpFormat) and _lean.supports(fmt):
-            eager_below = LEAN_EAGER_MAX_NUMEL
-    return Plan(fmt, mode, sat, sr_bits, backend, identity, eager_below, native)
+    nearest = mode is Rounding.NEAREST_EVEN
+    native = _native_cast(fmt) if nearest else None
+    blocks = isinstance(fmt, BlockFormat | SharedMicroExpFormat)
+    lean = nearest and blocks and _lean.supports(fmt)  # type: ignore[arg-type]
+    if native is not None:
+        slow = native[0] == torch.float8_e4m3fn
+        eager_below = SLOW_NATIVE_EAGER_MAX_NUMEL if slow else NATIVE_EAGER_MAX_NUMEL
+    elif lean:
+        eager_below = LEAN_EAGER_MAX_NUMEL
+    return Plan(fmt, mode, sat, sr_bits, backend, identity, eager_below, native, lean)
 
 
 # Grids whose nearest_even values torch's casts give: (ebits, mbits, NaN style, bias) ->
@@ -292,11 +301,9 @@ def _dispatch(
     sr_bits: int,
     use_compiled: bool,
 ) -> torch.Tensor:
+    """The kernel for a cast that takes neither of the plan's eager nearest_even routes."""
     dev = x32.device
     if isinstance(fmt, FloatFormat | FixedFormat):
-        native = _native_cast(fmt) if mode is Rounding.NEAREST_EVEN and not use_compiled else None
-        if native is not None:
-            return _native_round(x32, fmt, native, sat)
         path = _element_path(fmt)
         p, qf = params_for(fmt, sat, keys, sr_bits, dev)
         flat = x32.reshape(-1)
@@ -324,8 +331,6 @@ def _dispatch(
             "int", int_kernel, mode, use_compiled, x32.reshape(1, -1), p, qf, float(fmt.qmax)
         )
         return y.reshape(x32.shape)
-    if not use_compiled and mode is Rounding.NEAREST_EVEN and _lean.supports(fmt):
-        return _lean.block_nearest(x32, axis, fmt)
     rows, moved = _rows_along(x32, axis)
     length = rows.shape[-1]
     blocks, pad = _blocks(rows.contiguous(), fmt.block_size)

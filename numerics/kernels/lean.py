@@ -5,16 +5,17 @@ an eager kernel's cost is its number of torch ops, not its bytes, and a compiled
 its fixed call overhead (about 40-60 us here). These kernels cut both: no parameter tensors
 (the format's constants are Python floats), no transposes (blocks are reduced in place along
 any axis of a ``(pre, L, post)`` view), the block's NaN poisoning folded into its per-block
-scale, and elements rounded with the float adder in four element-wise ops:
+scale, and elements rounded with the float adder ``(x + c) - c`` on the signed, clamped
+element-space value ``x = x_in / X``:
 
-- float element grid with m mantissa bits: for ``v = |x / X|`` clamped to the element
-  maximum, ``p = 2**floor(log2 v)`` (the exponent field of v's bit pattern) raised to at
-  least ``2**emin``, ``c = p * 2**(23 - m)``; then ``(v + c) - c`` is v rounded to a multiple
-  of ``2**(e - m)``, ties to even (v + c lies in c's binade, whose ulp is that step, and c is
-  an even multiple of it); the sign is put back with ``copysign``.
-- fixed-point element grid with step ``2**-fl``: ``(x + c) - c`` with ``c = 1.5 * 2**(23 - fl)``
-  on the signed, clamped value (|x| <= ``2**(22 - fl)`` keeps the sum in c's binade); a
-  rounded-away value gives +0, the two's-complement zero.
+- float element grid with m mantissa bits: ``c = 1.5 * 2**(e + 23 - m)``, with ``2**e`` the
+  exponent field of x's bit pattern raised to at least ``2**emin``; ``|x| < 2**(e + 1)``
+  keeps ``x + c`` inside c's binade, whose ulp is the step ``2**(e - m)``, and c is an even
+  multiple of the step, so ties go to even. A value rounded to zero comes out +0, so x's
+  sign bit is OR-ed back in (-0 stays -0).
+- fixed-point element grid with step ``2**-fl``: ``c = 1.5 * 2**(23 - fl)`` (``|x| <=
+  2**(22 - fl)`` keeps the sum in c's binade); a rounded-away value gives +0, the
+  two's-complement zero.
 
 Shared micro-exponents (MX9/6/4) are the fixed-point case with one scale per pair:
 ``2**(E - tau)`` where tau halves the pair's grid and its maximum, which is the same grid
