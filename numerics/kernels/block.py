@@ -180,12 +180,15 @@ def block_kernel(
     *,
     mode: Rounding,
 ) -> torch.Tensor:
-    """MX / BFP: ``x`` (nblocks, block) float32 and ``b`` its int32 view -> quantised float32.
+    """MX / BFP: ``x`` float32 and ``b`` its int32 view -> quantised float32.
 
+    ``x`` is (nblocks, block), or (nblocks, block, post) with each block running along dim 1
+    (a block along a tensor's non-last axis, read in place: no transpose). Stochastic
+    rounding numbers elements in x's row-major order, so it takes the 2-d layout only.
     ``fixed`` says the element grid is fixed point (mxint8, BFP) rather than a float format.
     The per-block work is a few scalar float ops (no per-element bitcasts on that path).
     """
-    amax = x.abs().amax(dim=-1, keepdim=True)  # (nb, 1); NaN propagates
+    amax = x.abs().amax(dim=1, keepdim=True)  # (nb, 1[, post]); NaN propagates
     scale, inv = _mx_scales(amax, p, q)
     out = _scaled_elements(x, b, scale, p, q, fixed, mode, inv=inv) * scale
     return torch.where(torch.isfinite(amax), out, torch.full_like(out, float("nan")))
@@ -200,8 +203,8 @@ def smx_kernel(
     *,
     mode: Rounding,
 ) -> torch.Tensor:
-    """Shared micro-exponents: ``x`` (nblocks, block) float32 (``b`` its int32 view); each
-    run of ``sub`` elements shares tau.
+    """Shared micro-exponents: ``x`` (nblocks, block[, post]) float32 with blocks along dim 1
+    (``b`` its int32 view; see ``block_kernel``); each run of ``sub`` elements shares tau.
 
     Element space is relative to ``2**E`` (E = floor(log2(amax)), clamped to [-127, 127]);
     a sub-block with ``tau = 1`` (its largest value below ``2**E``; never in a block whose E
@@ -209,14 +212,14 @@ def smx_kernel(
     halved). The rounding runs over whole rows with tau looked up per element, which
     vectorises; only the small sub-block reduction runs per pair.
     """
-    nb, bs = x.shape
+    nb, bs, post = x.shape[0], x.shape[1], tuple(x.shape[2:])
     ax = x.abs()
-    amax = ax.amax(dim=-1, keepdim=True)  # (nb, 1)
+    amax = ax.amax(dim=1, keepdim=True)  # (nb, 1[, post])
     # The float route to 2**E here: the bit-pattern route of ``_mx_scales`` made this
     # kernel's compiled code 30x slower (measured; Inductor then recomputes per element).
     scale = _pow2_floor_any(amax)  # 2**E, E clamped at -127
-    pair = ax.view(nb, bs // sub, sub).amax(dim=-1)  # (nb, nsub)
+    pair = ax.view(nb, bs // sub, sub, *post).amax(dim=2)  # (nb, nsub[, post])
     tau = (pair < scale) & (scale > 2.0**-127)
-    tau = tau.unsqueeze(-1).expand(nb, bs // sub, sub).reshape(nb, bs)  # per element
+    tau = tau.unsqueeze(2).expand(nb, bs // sub, sub, *post).reshape(nb, bs, *post)
     out = _scaled_elements(x, b, scale, p, q, True, mode, tau) * scale
     return torch.where(torch.isfinite(amax), out, torch.full_like(out, float("nan")))

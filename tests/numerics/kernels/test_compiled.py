@@ -4,6 +4,8 @@ mode, odd sizes so the vectorised loops' tails run too. The first run on a machi
 (a few seconds per kernel); later runs hit the Inductor cache.
 """
 
+import math
+
 import pytest
 import torch
 
@@ -82,4 +84,31 @@ def test_one_trace_serves_shapes_with_equal_and_unit_dims(name):
             fast = numerics.quantize(x, name, axis=axis, backend="compiled")
             slow = numerics.quantize(x, name, axis=axis, backend="reference")
             assert same_bits(fast, slow), (name, shape, axis)
+    assert not compiled._BROKEN
+
+
+@pytest.mark.parametrize("name", ["mxfp6_e2m3", "bfp4_b16", "mx6", "mxint8"])
+@pytest.mark.parametrize("mode", MODES)
+def test_blocks_are_read_in_place(name, mode):
+    """Blocks along a non-last axis run in place as (nblocks, block, post) when post, the
+    number of elements after the axis, is at least IN_PLACE_MIN_POST (stochastic rounding
+    and narrower post go through a transposed copy), and an axis shorter than a block is
+    one unpadded block: against the float64 reference, with padding, several leading dims,
+    short axes (odd ones too) and both routes."""
+    from numerics.quantize import IN_PLACE_MIN_POST
+
+    cases = [
+        ((37, 3, 20), 0),
+        ((5, 70, 16), 1),
+        ((2, 40, 4, 5), 1),
+        ((33, 3, 3), 0),
+        ((4, 50, 3), 1),
+    ]
+    cases += [((9, 16), 1), ((5, 7), 1), ((2, 6), 1), ((12, 20), 0), ((3, 10, 16), 1)]
+    assert any(math.prod(s[a + 1 :]) < IN_PLACE_MIN_POST for s, a in cases)
+    for shape, axis in cases:
+        x = _awkward((shape[0], math.prod(shape[1:]))).reshape(shape)
+        fast = numerics.quantize(x, name, mode, generator=5, axis=axis, backend="compiled")
+        ref = numerics.quantize(x, name, mode, generator=5, axis=axis, backend="reference")
+        assert same_bits(fast, ref), (name, mode, shape, axis)
     assert not compiled._BROKEN
