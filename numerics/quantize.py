@@ -145,9 +145,9 @@ def _blocks_in_place(
     pad = (-length) % block
     if pad:
         v = F.pad(v, (0, 0, 0, pad))
-    if post == 1:
-        return v.reshape(-1, block), pad
-    return v.reshape(-1, block, post), pad
+    if post == 1:  # contiguous: the kernels index a block's elements densely
+        return v.reshape(-1, block).contiguous(), pad
+    return v.reshape(-1, block, post).contiguous(), pad
 
 
 def _unblock_in_place(y: torch.Tensor, shape: torch.Size, axis: int, pad: int) -> torch.Tensor:

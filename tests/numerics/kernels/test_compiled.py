@@ -111,4 +111,9 @@ def test_blocks_are_read_in_place(name, mode):
         fast = numerics.quantize(x, name, mode, generator=5, axis=axis, backend="compiled")
         ref = numerics.quantize(x, name, mode, generator=5, axis=axis, backend="reference")
         assert same_bits(fast, ref), (name, mode, shape, axis)
+    wide = _awkward((9, 40))  # non-contiguous views: a column slice, a transpose
+    for x, axis in [(wide[:, :16], 1), (wide[:, 8:24], 0), (wide.t(), 0), (wide.t(), 1)]:
+        fast = numerics.quantize(x, name, mode, generator=5, axis=axis, backend="compiled")
+        ref = numerics.quantize(x, name, mode, generator=5, axis=axis, backend="reference")
+        assert same_bits(fast, ref), (name, mode, tuple(x.shape), x.stride(), axis)
     assert not compiled._BROKEN
