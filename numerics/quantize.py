@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +43,7 @@ from numerics.rounding import DEFAULT_SR_BITS, MAX_SR_BITS, Rounding, draw_keys,
 
 Backend = Literal["auto", "compiled", "eager", "reference", "qtorch"]
 BACKENDS = ("auto", "compiled", "eager", "reference", "qtorch")
+Prepared = Callable[[torch.Tensor], torch.Tensor]  # a cast with its per-call decisions taken
 _ACCEPTED = (torch.float32, torch.bfloat16, torch.float16)
 
 
@@ -150,15 +152,6 @@ def _blocks_in_place(
     return v.reshape(-1, block, post).contiguous(), pad
 
 
-def _unblock_in_place(y: torch.Tensor, shape: torch.Size, axis: int, pad: int) -> torch.Tensor:
-    """The inverse of ``_blocks_in_place``: drop the padding, restore ``shape``."""
-    if pad:
-        axis %= len(shape)
-        pre, post = math.prod(shape[:axis]), math.prod(shape[axis + 1 :])
-        y = y.reshape(pre, -1, post)[:, : shape[axis]]
-    return y.reshape(shape)
-
-
 def quantize(
     x: torch.Tensor,
     fmt: str | Format,
@@ -213,6 +206,11 @@ class Plan:
     # block kernels (kernels/lean.py)
     native: tuple[torch.dtype, float | None] | None
     lean: bool
+    # (shape, axis, device, compiled) -> the prepared cast (see _prepare), or None where
+    # there is none; bounded by clearing, since shapes can vary without end
+    prepared: dict[tuple[Any, ...], Prepared | None] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def __call__(
         self,
@@ -247,6 +245,16 @@ class Plan:
                 assert isinstance(self.fmt, BlockFormat | SharedMicroExpFormat)
                 y = _lean.block_nearest(x32, axis, self.fmt)
                 return y.reshape(x.shape).to(x.dtype)
+            key = (x32.shape, axis % x32.dim(), x32.device, use)
+            if key in self.prepared:
+                call = self.prepared[key]
+            else:
+                call = _prepare(x32, self.fmt, mode, axis, self.sat, self.sr_bits, use)
+                if len(self.prepared) >= 512:
+                    self.prepared.clear()
+                self.prepared[key] = call
+            if call is not None:
+                return call(x32).reshape(x.shape).to(x.dtype)
             y = _dispatch(x32, self.fmt, mode, keys, axis, self.sat, self.sr_bits, use)
             return y.reshape(x.shape).to(x.dtype)
 
@@ -341,6 +349,67 @@ def _element_path(fmt: FloatFormat | FixedFormat) -> str:
     return path + "_twos" if path == "float" else path
 
 
+def _prepare(
+    x32: torch.Tensor, fmt: Format, mode: Rounding, axis: int, sat: bool, sr_bits: int, use: bool
+) -> Prepared | None:
+    """The cast of a tensor of x32's shape and device, with every per-call decision taken
+    (layout, kernel, parameters): a function of the float32 values. None where the cast
+    draws random bits (their keys change per call) or is not one of these paths: element
+    formats, and block formats read in place. The plan keeps these per shape, so a
+    training step's repeated casts skip the layout logic and the kernel lookup."""
+    if mode is Rounding.STOCHASTIC:
+        return None
+    shape, dev = x32.shape, x32.device
+    if isinstance(fmt, FloatFormat | FixedFormat):
+        path = _element_path(fmt)
+        p, qf = params_for(fmt, sat, None, sr_bits, dev)
+        flat = x32.reshape(-1)
+        run = _compiled.kernel(
+            f"element_{path}", element_kernel, mode, use, flat, flat.view(torch.int32), p, qf, path
+        )
+
+        def element(x: torch.Tensor) -> torch.Tensor:
+            f = x.reshape(-1)
+            return as_float(run(f, f.view(torch.int32), p, qf)).reshape(shape)
+
+        return element
+    if not isinstance(fmt, BlockFormat | SharedMicroExpFormat) or not _in_place_ok(x32, axis):
+        return None
+    sub = fmt.sub_block if isinstance(fmt, SharedMicroExpFormat) else 1
+    blocks, pad = _blocks_in_place(x32, axis, fmt.block_size, sub)
+    ax = axis % x32.dim()
+    length, view = shape[ax], tuple(blocks.shape)
+    pre, post = math.prod(shape[:ax]), math.prod(shape[ax + 1 :])
+    b32 = blocks.view(torch.int32)
+    if isinstance(fmt, BlockFormat):
+        p, qf = params_for(
+            fmt.element, True, None, sr_bits, dev, ceil=fmt.scale_rule.value == "ceil"
+        )
+        fixed = isinstance(fmt.element, FixedFormat)
+        name = "block_fixed" if fixed else "block_float"
+        run = _compiled.kernel(
+            name, block_kernel, mode, use, blocks, b32, p, qf, fixed, static=True
+        )
+    else:
+        p, qf = params_for(fmt.element, True, None, sr_bits, dev)
+        sub_block = fmt.sub_block
+        run = _compiled.kernel(
+            "smx", smx_kernel, mode, use, blocks, b32, p, qf, sub_block, static=True
+        )
+
+    def block(x: torch.Tensor) -> torch.Tensor:
+        v = x.reshape(pre, length, post)
+        if pad:
+            v = F.pad(v, (0, 0, 0, pad))
+        b = v.reshape(view).contiguous()
+        y = run(b, b.view(torch.int32), p, qf)
+        if pad:
+            y = y.reshape(pre, -1, post)[:, :length]
+        return y.reshape(shape)
+
+    return block
+
+
 def _dispatch(
     x32: torch.Tensor,
     fmt: Format,
@@ -352,8 +421,11 @@ def _dispatch(
     use_compiled: bool,
 ) -> torch.Tensor:
     """The kernel for a cast that takes neither of the plan's eager nearest_even routes."""
+    prepared = _prepare(x32, fmt, mode, axis, sat, sr_bits, use_compiled)
+    if prepared is not None:
+        return prepared(x32)
     dev = x32.device
-    if isinstance(fmt, FloatFormat | FixedFormat):
+    if isinstance(fmt, FloatFormat | FixedFormat):  # stochastic
         path = _element_path(fmt)
         p, qf = params_for(fmt, sat, keys, sr_bits, dev)
         flat = x32.reshape(-1)
@@ -381,14 +453,11 @@ def _dispatch(
             "int", int_kernel, mode, use_compiled, x32.reshape(1, -1), p, qf, float(fmt.qmax)
         )
         return y.reshape(x32.shape)
-    in_place = mode is not Rounding.STOCHASTIC and _in_place_ok(x32, axis)
-    if not in_place:  # random bits are numbered in the axis-last layout
-        rows, moved = _rows_along(x32, axis)
-        length = rows.shape[-1]
-        blocks, pad = _blocks(rows.contiguous(), fmt.block_size)
-    else:
-        sub = fmt.sub_block if isinstance(fmt, SharedMicroExpFormat) else 1
-        blocks, pad = _blocks_in_place(x32, axis, fmt.block_size, sub)
+    # blocks through a transposed copy: stochastic rounding (its random bits are numbered
+    # in the axis-last layout) and a post too narrow to read in place
+    rows, moved = _rows_along(x32, axis)
+    length = rows.shape[-1]
+    blocks, pad = _blocks(rows.contiguous(), fmt.block_size)
     if isinstance(fmt, BlockFormat):
         p, qf = params_for(
             fmt.element, True, keys, sr_bits, dev, ceil=fmt.scale_rule.value == "ceil"
@@ -421,8 +490,6 @@ def _dispatch(
             fmt.sub_block,
             static=True,
         )
-    if in_place:
-        return _unblock_in_place(y, x32.shape, axis, pad)
     y = y.reshape(rows.shape[0], length + pad)
     if pad:
         y = y[:, :length]

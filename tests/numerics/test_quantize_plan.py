@@ -81,3 +81,49 @@ def test_small_native_casts_keep_the_formats_overflow_rules():
     assert y.shape == () and y.item() == 1.0 == scalar.to(torch.bfloat16).item()
     half = torch.tensor([70000.0, 1.5], dtype=torch.bfloat16)
     assert torch.equal(plan("fp16")(half), half.float().to(torch.float16).to(torch.bfloat16))
+
+
+def _tensors_in(obj: object, seen: set[int], depth: int = 0) -> list[torch.Tensor]:
+    """Tensors a callable reaches through its closures (and lists/tuples in them)."""
+    if id(obj) in seen or depth > 10:
+        return []
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    found: list[torch.Tensor] = []
+    items = list(obj) if isinstance(obj, list | tuple) else []
+    for cell in getattr(obj, "__closure__", None) or ():
+        try:
+            items.append(cell.cell_contents)
+        except ValueError:
+            continue
+    for item in items:
+        found += _tensors_in(item, seen, depth + 1)
+    return found
+
+
+@pytest.mark.parametrize("backend", ["compiled", "eager"])
+@pytest.mark.parametrize(
+    ("name", "mode"),
+    [
+        ("mxfp8_e4m3", "nearest_even"),
+        ("mxint8", "toward_zero"),
+        ("mx6", "up"),
+        ("fp6_e2m3", "down"),
+    ],
+)
+def test_prepared_casts_serve_new_values_and_keep_no_inputs(backend, name, mode):
+    """A plan keeps each shape's cast prepared (layout, kernel, parameters): a later call with
+    other values of that shape must give their own result (the float64 reference), and the
+    prepared cast must not hold on to the tensors it was prepared with."""
+    p = plan(name, mode, backend=backend)
+    g = torch.Generator().manual_seed(1)
+    for axis in (0, -1):
+        for _ in range(3):
+            x = torch.randn(96, 48, generator=g) * torch.rand(1, generator=g) * 100
+            ref = numerics.quantize(x, name, mode, axis=axis, backend="reference")
+            assert torch.equal(p(x, axis), ref), (axis, name, mode)
+    # plans are shared (cached per format), so other tests may have prepared other shapes
+    calls = [c for k, c in p.prepared.items() if k[0] == (96, 48) and c is not None]
+    assert len(calls) == (0 if p.lean and backend == "eager" else 2)  # lean: no kernel
+    assert all(t.numel() < 96 * 48 for c in calls for t in _tensors_in(c, set()))

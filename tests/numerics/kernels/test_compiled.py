@@ -117,3 +117,12 @@ def test_blocks_are_read_in_place(name, mode):
         ref = numerics.quantize(x, name, mode, generator=5, axis=axis, backend="reference")
         assert same_bits(fast, ref), (name, mode, tuple(x.shape), x.stride(), axis)
     assert not compiled._BROKEN
+
+
+def test_compiled_kernels_are_called_at_their_entry_point():
+    """On this torch, each compiled kernel is called at Inductor's own entry point, past the
+    wrappers standalone_compile puts around it (``compiled._direct``): the results are
+    checked against the eager kernels above; this checks that the route is in use."""
+    numerics.quantize(_awkward((8, 64)), "mxfp8_e4m3", backend="compiled")
+    entries = list(compiled._COMPILED.values())
+    assert entries and all(direct is not None for _, direct in entries)
