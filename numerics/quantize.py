@@ -218,6 +218,13 @@ class Plan:
         axis: int = -1,
         generator: torch.Generator | int | None = None,
     ) -> torch.Tensor:
+        if self.native is not None and self.backend in ("auto", "eager"):
+            # the common small cast first, straight to torch's cast (a detached input
+            # records no autograd graph, so no no_grad context is needed)
+            numel = x.numel()
+            if numel and not _use_compiled(self.backend, numel, self.eager_below):
+                y = _native_round(x.detach().float(), self.fmt, self.native, self.sat)
+                return y.to(x.dtype)
         mode = self.mode
         if self.backend == "qtorch":
             from numerics.backends.qtorch_backend import quantize_qtorch
@@ -237,8 +244,6 @@ class Plan:
         use = _use_compiled(self.backend, numel, self.eager_below)
         with torch.no_grad():
             x32 = x.detach().float()
-            if self.native is not None and not use:  # the common small cast: straight to it
-                return _native_round(x32, self.fmt, self.native, self.sat).to(x.dtype)
             if x32.dim() == 0:
                 x32 = x32.reshape(1)
             if self.lean and not use:
