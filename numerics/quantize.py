@@ -85,7 +85,7 @@ SLOW_NATIVE_EAGER_MAX_NUMEL = 8192
 # read in place (mxfp8, one thread, after a matmul: 8 x 128 50 us against 81, 128 x 256
 # along axis 0 83 against 169); the lean kernels are kept for the smallest tensors, where a
 # new shape layout would cost a compile (about 2 s, then cached on disk) for little gain.
-LEAN_EAGER_MAX_NUMEL = 4096
+LEAN_EAGER_MAX_NUMEL = 1024
 
 
 def _use_compiled(backend: str, numel: int, eager_below: int = 0) -> bool:
@@ -360,7 +360,7 @@ def _prepare(
     """The cast of a tensor of x32's shape and device, with every per-call decision taken
     (layout, kernel, parameters): a function of the float32 values. None where the cast
     draws random bits (their keys change per call) or is not one of these paths: element
-    formats, and block formats read in place. The plan keeps these per shape, so a
+    formats and block formats. The plan keeps these per shape, so a
     training step's repeated casts skip the layout logic and the kernel lookup."""
     if mode is Rounding.STOCHASTIC:
         return None
@@ -378,13 +378,19 @@ def _prepare(
             return as_float(run(f, f.view(torch.int32), p, qf)).reshape(shape)
 
         return element
-    if not isinstance(fmt, BlockFormat | SharedMicroExpFormat) or not _in_place_ok(x32, axis):
+    if not isinstance(fmt, BlockFormat | SharedMicroExpFormat):
         return None
-    sub = fmt.sub_block if isinstance(fmt, SharedMicroExpFormat) else 1
-    blocks, pad = _blocks_in_place(x32, axis, fmt.block_size, sub)
+    # blocks read in place, or (post too narrow to vectorise along) from a copy with the
+    # axis moved last
     ax = axis % x32.dim()
-    length, view = shape[ax], tuple(blocks.shape)
-    pre, post = math.prod(shape[:ax]), math.prod(shape[ax + 1 :])
+    moved = not _in_place_ok(x32, ax)
+    src = x32.movedim(ax, -1) if moved else x32
+    sax = src.dim() - 1 if moved else ax
+    sub = fmt.sub_block if isinstance(fmt, SharedMicroExpFormat) else 1
+    blocks, pad = _blocks_in_place(src, sax, fmt.block_size, sub)
+    sshape = src.shape
+    length, view = sshape[sax], tuple(blocks.shape)
+    pre, post = math.prod(sshape[:sax]), math.prod(sshape[sax + 1 :])
     b32 = blocks.view(torch.int32)
     if isinstance(fmt, BlockFormat):
         p, qf = params_for(
@@ -403,14 +409,14 @@ def _prepare(
         )
 
     def block(x: torch.Tensor) -> torch.Tensor:
-        v = x.reshape(pre, length, post)
+        v = (x.movedim(ax, -1) if moved else x).reshape(pre, length, post)
         if pad:
             v = F.pad(v, (0, 0, 0, pad))
         b = v.reshape(view).contiguous()
         y = run(b, b.view(torch.int32), p, qf)
         if pad:
             y = y.reshape(pre, -1, post)[:, :length]
-        return y.reshape(shape)
+        return y.reshape(sshape).movedim(-1, ax).contiguous() if moved else y.reshape(shape)
 
     return block
 
@@ -458,8 +464,8 @@ def _dispatch(
             "int", int_kernel, mode, use_compiled, x32.reshape(1, -1), p, qf, float(fmt.qmax)
         )
         return y.reshape(x32.shape)
-    # blocks through a transposed copy: stochastic rounding (its random bits are numbered
-    # in the axis-last layout) and a post too narrow to read in place
+    # stochastic rounding: blocks through a transposed copy, padded (its random bits are
+    # numbered in that padded axis-last layout)
     rows, moved = _rows_along(x32, axis)
     length = rows.shape[-1]
     blocks, pad = _blocks(rows.contiguous(), fmt.block_size)
