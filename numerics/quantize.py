@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -85,7 +86,10 @@ SLOW_NATIVE_EAGER_MAX_NUMEL = 8192
 # read in place (mxfp8, one thread, after a matmul: 8 x 128 50 us against 81, 128 x 256
 # along axis 0 83 against 169); the lean kernels are kept for the smallest tensors, where a
 # new shape layout would cost a compile (about 2 s, then cached on disk) for little gain.
-LEAN_EAGER_MAX_NUMEL = 1024
+# ``NUMERICS_LEAN_MAX_NUMEL`` overrides it (the tests raise it: every block layout a model
+# test meets would otherwise compile a kernel of its own, which took the suite from about
+# 7 to 14 minutes on an empty compile cache).
+LEAN_EAGER_MAX_NUMEL = int(os.environ.get("NUMERICS_LEAN_MAX_NUMEL", "1024"))
 
 
 def _use_compiled(backend: str, numel: int, eager_below: int = 0) -> bool:

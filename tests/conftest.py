@@ -11,6 +11,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 _CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(_CACHE / "numerics" / "inductor"))
+# Block casts below this many elements take the lean eager kernels (numerics/quantize.py):
+# the models' tests then compile a handful of kernels rather than one per block layout they
+# meet. The compiled kernels are tested on their own (tests/numerics/kernels).
+os.environ.setdefault("NUMERICS_LEAN_MAX_NUMEL", "32768")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -17,7 +17,8 @@ Environment:
 - ``NUMERICS_COMPILE_MIN_NUMEL`` (default 65536): below this many elements the ``auto``
   backend runs eagerly, where a compiled call's fixed overhead would dominate. Casts with a
   fast eager path have their own thresholds (``numerics.quantize``: torch's bf16/fp16/e5m2
-  casts below 2**20 elements, its e4m3 cast below 8192, the lean block kernels below 4096).
+  casts below 2**20 elements, its e4m3 cast below 8192, the lean block kernels below 1024,
+  which ``NUMERICS_LEAN_MAX_NUMEL`` overrides).
 """
 
 from __future__ import annotations
