@@ -435,10 +435,8 @@ def _dispatch(
     sr_bits: int,
     use_compiled: bool,
 ) -> torch.Tensor:
-    """The kernel for a cast that takes neither of the plan's eager nearest_even routes."""
-    prepared = _prepare(x32, fmt, mode, axis, sat, sr_bits, use_compiled)
-    if prepared is not None:
-        return prepared(x32)
+    """The kernel for a cast the plan could not prepare (see ``_prepare``): stochastic
+    rounding of element and block formats, and integer formats."""
     dev = x32.device
     if isinstance(fmt, FloatFormat | FixedFormat):  # stochastic
         path = _element_path(fmt)
