@@ -224,11 +224,16 @@ class Plan:
     ) -> torch.Tensor:
         if self.native is not None and self.backend in ("auto", "eager"):
             # the common small cast first, straight to torch's cast (a detached input
-            # records no autograd graph, so no no_grad context is needed)
+            # records no autograd graph, so no no_grad context is needed); each step skipped
+            # where it would be a no-op, since a training step makes dozens of these casts
             numel = x.numel()
-            if numel and not _use_compiled(self.backend, numel, self.eager_below):
-                y = _native_round(x.detach().float(), self.fmt, self.native, self.sat)
-                return y.to(x.dtype)
+            if numel and (
+                numel < self.eager_below or not _use_compiled(self.backend, numel, self.eager_below)
+            ):
+                dtype = x.dtype
+                v = x.detach() if x.requires_grad else x
+                y = _native_round(v if dtype is torch.float32 else v.float(), self)
+                return y if dtype is torch.float32 else y.to(dtype)
         mode = self.mode
         if self.backend == "qtorch":
             from numerics.backends.qtorch_backend import quantize_qtorch
@@ -330,22 +335,23 @@ def _native_cast(fmt: Format) -> tuple[torch.dtype, float | None] | None:
     return _NATIVE.get((fmt.ebits, fmt.mbits, fmt.nan_style, fmt.bias or 0))
 
 
-def _native_round(
-    x32: torch.Tensor,
-    fmt: Format,
-    native: tuple[torch.dtype, float | None],
-    sat: bool,
-) -> torch.Tensor:
+def _native_round(x32: torch.Tensor, p: Plan) -> torch.Tensor:
     """nearest_even by torch's own cast, with Python scalars: on small tensors the fixed cost
     of the kernel's parameter-tensor ops would dominate. Saturation clamps first (a value
     above the maximum rounds to it or overflows); torch's e4m3fn cast saturates where the
     format overflows to NaN, so values past the last rounding midpoint (464) become NaN
-    explicitly."""
-    dtype, nan_above = native
-    assert isinstance(fmt, FloatFormat)  # only float grids have a torch dtype
-    v = x32.clamp(-fmt.max, fmt.max) if sat else x32
-    y = v.to(dtype).to(torch.float32)
-    if nan_above is not None and not sat:
+    explicitly. bf16 and fp16 go through ``Tensor.bfloat16``/``Tensor.half``, which parse
+    no arguments (2.7 us against 4.5 us for ``.to(dtype)`` on a one-element tensor)."""
+    assert p.native is not None and isinstance(p.fmt, FloatFormat)
+    dtype, nan_above = p.native
+    v = x32.clamp(-p.fmt.max, p.fmt.max) if p.sat else x32
+    if dtype is torch.bfloat16:
+        y = v.bfloat16().float()
+    elif dtype is torch.float16:
+        y = v.half().float()
+    else:
+        y = v.to(dtype).float()
+    if nan_above is not None and not p.sat:
         y = torch.where(x32.abs() > nan_above, float("nan"), y)
     return y
 

@@ -83,6 +83,18 @@ def test_small_native_casts_keep_the_formats_overflow_rules():
     assert torch.equal(plan("fp16")(half), half.float().to(torch.float16).to(torch.bfloat16))
 
 
+def test_the_native_cast_detaches_and_never_returns_its_input():
+    w = torch.tensor([1.00390625, -3.0, 70000.0], requires_grad=True)  # a tie, exact, overflow
+    for name, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        y = plan(name)(w)
+        assert not y.requires_grad and y.grad_fn is None
+        assert torch.equal(y, w.detach().to(dtype).float())
+        y.zero_()  # a new tensor: writing to it leaves the parameter alone
+        assert w[1].item() == -3.0
+    sat = plan("fp16", saturate=True)(w)
+    assert sat.tolist() == [1.00390625, -3.0, 65504.0]  # 1 + 2**-8 is exact in fp16
+
+
 def _tensors_in(obj: object, seen: set[int], depth: int = 0) -> list[torch.Tensor]:
     """Tensors a callable reaches through its closures (and lists/tuples in them)."""
     if id(obj) in seen or depth > 10:
