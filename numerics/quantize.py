@@ -401,29 +401,23 @@ def _prepare(
     sshape = src.shape
     length, view = sshape[sax], tuple(blocks.shape)
     pre, post = math.prod(sshape[:sax]), math.prod(sshape[sax + 1 :])
-    b32 = blocks.view(torch.int32)
     if isinstance(fmt, BlockFormat):
         p, qf = params_for(
             fmt.element, True, None, sr_bits, dev, ceil=fmt.scale_rule.value == "ceil"
         )
         fixed = isinstance(fmt.element, FixedFormat)
         name = "block_fixed" if fixed else "block_float"
-        run = _compiled.kernel(
-            name, block_kernel, mode, use, blocks, b32, p, qf, fixed, static=True
-        )
+        run = _compiled.kernel(name, block_kernel, mode, use, blocks, p, qf, fixed, static=True)
     else:
         p, qf = params_for(fmt.element, True, None, sr_bits, dev)
         sub_block = fmt.sub_block
-        run = _compiled.kernel(
-            "smx", smx_kernel, mode, use, blocks, b32, p, qf, sub_block, static=True
-        )
+        run = _compiled.kernel("smx", smx_kernel, mode, use, blocks, p, qf, sub_block, static=True)
 
     def block(x: torch.Tensor) -> torch.Tensor:
         v = (x.movedim(ax, -1) if moved else x).reshape(pre, length, post)
         if pad:
             v = F.pad(v, (0, 0, 0, pad))
-        b = v.reshape(view).contiguous()
-        y = run(b, b.view(torch.int32), p, qf)
+        y = run(v.reshape(view).contiguous(), p, qf)
         if pad:
             y = y.reshape(pre, -1, post)[:, :length]
         return y.reshape(sshape).movedim(-1, ax).contiguous() if moved else y.reshape(shape)
@@ -488,7 +482,6 @@ def _dispatch(
             mode,
             use_compiled,
             blocks,
-            blocks.view(torch.int32),
             p,
             qf,
             fixed,
@@ -503,7 +496,6 @@ def _dispatch(
             mode,
             use_compiled,
             blocks,
-            blocks.view(torch.int32),
             p,
             qf,
             fmt.sub_block,

@@ -1,11 +1,12 @@
 """Block kernels: shared E8M0 scale per block (MX, BFP) and shared micro-exponents (MX9/6/4).
 
 Both take float32 blocks ``x`` of shape (nblocks, block) and return the quantised values.
-The values are moved into element space with an exact multiply by a power of two, rounded by
-the element core, and moved back (again exact: every element-grid value times the scale is a
-float32 value). A value that becomes float32-subnormal in element space lies far below the
-element's smallest step, where only "zero or not" matters to any rounding mode; one that
-underflows to zero there is kept as the smallest nonzero value so directed modes still see it.
+The values are moved into element space with an exact multiply by a power of two, rounded
+there by float arithmetic (no bit patterns per element: see ``_directed_elements``), and moved
+back (again exact: every element-grid value times the scale is a float32 value). A value that
+becomes float32-subnormal in element space lies far below the element's smallest step, where
+only "zero or not" matters to any rounding mode; one that underflows to zero there is still
+seen as nonzero by the directed modes (the input tells it from a zero).
 """
 
 from __future__ import annotations
@@ -13,24 +14,16 @@ from __future__ import annotations
 import torch
 
 from numerics.kernels.core import (
-    ABS,
     I32,
     P_CEIL,
     P_EMAX_ELEM,
-    P_EMIN_F,
-    P_M,
-    P_MAX_NEG,
-    P_MAX_POS,
-    P_MINNORM,
     P_SR_BITS,
     Q_C,
-    Q_HI,
     Q_LO,
+    Q_MAX_NEG,
     Q_MAX_POS,
     Q_SPLIT,
-    SIGN,
     pow2_floor,
-    round_bits,
     round_magnitude,
 )
 from numerics.kernels.element import sr_random
@@ -39,27 +32,14 @@ from numerics.rounding import Rounding
 F32 = torch.float32
 
 
-def _element_bits(xs: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Bit patterns of element-space values ``xs = x / scale`` for the integer core: a value
-    that underflowed to zero is kept as the smallest nonzero one, so directed modes see it."""
-    bits = xs.view(I32)
-    underflow = ((bits & ABS) == 0) & ((b & ABS) != 0)
-    return torch.where(underflow, (b & SIGN) | 1, bits)
-
-
-def _round_elements(
-    xb: torch.Tensor,
-    p: torch.Tensor,
-    emin_f: torch.Tensor,
-    maxpos: torch.Tensor,
-    maxneg: torch.Tensor,
-    mode: Rounding,
-) -> torch.Tensor:
-    """Round element-space bit patterns, saturating (block elements never overflow to inf)."""
-    sat = torch.full_like(p[0], -1)
-    keep = p[P_MINNORM]  # 0, or -1 for two's-complement element grids (zero is +0)
-    rnd = sr_random(xb.shape, p, xb.device) if mode is Rounding.STOCHASTIC else None
-    return round_bits(xb, p[P_M], emin_f, maxpos, maxneg, sat, keep, mode, rnd, p[P_SR_BITS])
+def _clamped_magnitude(xs: torch.Tensor, q: torch.Tensor, tau: torch.Tensor | None) -> torch.Tensor:
+    """``|xs|`` after clamping xs to the element grid's range (halved where tau): the ends
+    are on the grid, so rounding a clamped value never passes them (saturation without a
+    second pass), and a two's-complement grid keeps its extra step below zero."""
+    top, bottom = q[Q_MAX_POS], -q[Q_MAX_NEG]
+    if tau is not None:  # a sub-block one binade down: grid and range both halved
+        top, bottom = torch.where(tau, top * 0.5, top), torch.where(tau, bottom * 0.5, bottom)
+    return torch.clamp(xs, bottom, top).abs()
 
 
 def _nearest_even_elements(
@@ -72,20 +52,17 @@ def _nearest_even_elements(
     each value's binade. Values tiny enough to have underflowed in element space round to
     zero either way, so they need no care here. Returns float32.
     """
-    maxf = q[Q_MAX_POS]
-    v = torch.clamp(xs.abs(), max=q[Q_HI])
+    v = _clamped_magnitude(xs, q, tau)
     if fixed:
         c = q[Q_C]
-        if tau is not None:  # a sub-block one binade down: grid and maximum both halved
+        if tau is not None:
             c = torch.where(tau, c * 0.5, c)
-            maxf = torch.where(tau, maxf * 0.5, maxf)
-        y = torch.minimum((v + c) - c, maxf)
+        y = (v + c) - c
     else:
         lo, c = q[Q_LO], q[Q_C]
         if tau is not None:  # halved grid: same significant bits, subnormal range halved
             lo, c = torch.where(tau, lo * 0.5, lo), torch.where(tau, c * 0.5, c)
-            maxf = torch.where(tau, maxf * 0.5, maxf)
-        y = torch.minimum(round_magnitude(v, q[Q_SPLIT], lo, c), maxf)
+        y = round_magnitude(v, q[Q_SPLIT], lo, c)
     out = torch.copysign(y, xs)
     if fixed:  # two's-complement elements: the only zero is +0
         out = torch.where(y == 0, 0.0, out)
@@ -143,9 +120,68 @@ def mx_scale(x: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return _mx_scale(x.abs().amax(dim=-1, keepdim=True), p, q)
 
 
+def _directed_elements(
+    xs: torch.Tensor,
+    x: torch.Tensor,
+    p: torch.Tensor,
+    q: torch.Tensor,
+    fixed: bool,
+    mode: Rounding,
+    tau: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Every rounding mode but nearest_even, of element-space values ``xs = x / scale``, by
+    float arithmetic, saturating. ``x`` is the input (it tells a value that underflowed to
+    zero in element space from a zero).
+
+    With the grid step at ``|xs|`` (a power of two: ``2**(emax - m)`` on a fixed-point grid,
+    ``max(2**floor(log2 |xs|), 2**emin) * 2**-m`` on a float grid), ``t = |xs| / step`` is
+    exact, and so are ``n = floor(t)`` and the dropped fraction ``f = t - n``; the mode
+    decides from f (and the sign) whether the magnitude becomes ``n`` or ``n + 1`` steps.
+    Stochastic rounding goes up when ``rnd < floor(f * 2**R)``, i.e. ``f * 2**R >= rnd + 1``
+    (an exact float comparison: both sides hold at most 24 significant bits), which is the
+    integer core's rule, on the same random bits. A value below 2**-126 in element space
+    lies far below the grid's smallest step, so only "zero or not" matters there, and its
+    magnitude may be inexact.
+
+    This replaces the integer core on the block path: the compiled CPU code turns a bitcast
+    of a computed vector (the element-space values) into a scalar loop through memory per
+    element, which halved the block kernels' speed.
+    """
+    neg = x < 0  # x, not xs: a negative value that underflowed is -0 in element space
+    v = _clamped_magnitude(xs, q, tau)
+    if fixed:
+        step = q[Q_C] * 2.0**-23  # 2**(emax - m), one step for the whole grid
+    else:
+        lo = q[Q_LO]
+        if tau is not None:
+            lo = torch.where(tau, lo * 0.5, lo)
+        step = torch.maximum(pow2_floor(v), lo) * ((q[Q_SPLIT] - 1.0) * 2.0**-23)
+    if tau is not None:  # a sub-block one binade down: grid halved
+        step = torch.where(tau, step * 0.5, step)
+    t = v * (1.0 / step)
+    n = torch.floor(t)
+    f = t - n
+    if mode is Rounding.STOCHASTIC:
+        rnd = sr_random(xs.shape, p, xs.device)
+        up = f * (1 << p[P_SR_BITS]).to(F32) >= (rnd + 1).to(F32)
+    elif mode is Rounding.NEAREST_AWAY:
+        up = f >= 0.5
+    elif mode is Rounding.TOWARD_ZERO:
+        up = torch.zeros_like(neg)
+    elif mode is Rounding.UP or mode is Rounding.DOWN:
+        inexact = (f > 0) | ((xs == 0) & (x != 0))  # underflowed in element space: not 0
+        up = inexact & (~neg if mode is Rounding.UP else neg)
+    else:  # pragma: no cover - nearest_even has its own path; the enum is closed
+        raise ValueError(mode)
+    y = (n + up.to(F32)) * step  # at most the clamped range's end, which is on the grid
+    out = torch.copysign(y, xs)
+    if fixed:  # two's-complement elements: the only zero is +0
+        out = torch.where(y == 0, 0.0, out)
+    return out
+
+
 def _scaled_elements(
     x: torch.Tensor,
-    b: torch.Tensor,
     scale: torch.Tensor,
     p: torch.Tensor,
     q: torch.Tensor,
@@ -159,28 +195,18 @@ def _scaled_elements(
     xs = x * ((1.0 / scale) if inv is None else inv)
     if mode is Rounding.NEAREST_EVEN:
         return _nearest_even_elements(xs, q, fixed, tau)
-    t = torch.zeros_like(p[0]) if tau is None else tau.to(I32)
-    y = _round_elements(
-        _element_bits(xs, b),
-        p,
-        p[P_EMIN_F] - t,
-        p[P_MAX_POS] - (t << 23),
-        p[P_MAX_NEG] - (t << 23),
-        mode,
-    )
-    return y.view(F32)
+    return _directed_elements(xs, x, p, q, fixed, mode, tau)
 
 
 def block_kernel(
     x: torch.Tensor,
-    b: torch.Tensor,
     p: torch.Tensor,
     q: torch.Tensor,
     fixed: bool,
     *,
     mode: Rounding,
 ) -> torch.Tensor:
-    """MX / BFP: ``x`` float32 and ``b`` its int32 view -> quantised float32.
+    """MX / BFP: float32 ``x`` -> quantised float32.
 
     ``x`` is (nblocks, block), or (nblocks, block, post) with each block running along dim 1
     (a block along a tensor's non-last axis, read in place: no transpose). Stochastic
@@ -190,13 +216,12 @@ def block_kernel(
     """
     amax = x.abs().amax(dim=1, keepdim=True)  # (nb, 1[, post]); NaN propagates
     scale, inv = _mx_scales(amax, p, q)
-    out = _scaled_elements(x, b, scale, p, q, fixed, mode, inv=inv) * scale
+    out = _scaled_elements(x, scale, p, q, fixed, mode, inv=inv) * scale
     return torch.where(torch.isfinite(amax), out, torch.full_like(out, float("nan")))
 
 
 def smx_kernel(
     x: torch.Tensor,
-    b: torch.Tensor,
     p: torch.Tensor,
     q: torch.Tensor,
     sub: int,
@@ -204,7 +229,7 @@ def smx_kernel(
     mode: Rounding,
 ) -> torch.Tensor:
     """Shared micro-exponents: ``x`` (nblocks, block[, post]) float32 with blocks along dim 1
-    (``b`` its int32 view; see ``block_kernel``); each run of ``sub`` elements shares tau.
+    (see ``block_kernel``); each run of ``sub`` elements shares tau.
 
     Element space is relative to ``2**E`` (E = floor(log2(amax)), clamped to [-127, 127]);
     a sub-block with ``tau = 1`` (its largest value below ``2**E``; never in a block whose E
@@ -221,5 +246,5 @@ def smx_kernel(
     pair = ax.view(nb, bs // sub, sub, *post).amax(dim=2)  # (nb, nsub[, post])
     tau = (pair < scale) & (scale > 2.0**-127)
     tau = tau.unsqueeze(2).expand(nb, bs // sub, sub, *post).reshape(nb, bs, *post)
-    out = _scaled_elements(x, b, scale, p, q, True, mode, tau) * scale
+    out = _scaled_elements(x, scale, p, q, True, mode, tau) * scale
     return torch.where(torch.isfinite(amax), out, torch.full_like(out, float("nan")))

@@ -39,13 +39,17 @@ _COMPILED: dict[tuple[Any, ...], tuple[Callable[..., Any], Callable[..., Any] | 
 _BROKEN: set[tuple[str, Rounding]] = set()
 
 # Inductor's store-or-recompute thresholds, per kernel, on CPU. Its defaults store some of
-# the block kernels' intermediates (the element-space values and their bit patterns) to
-# memory between separate loops, which made every rounding mode but nearest_even (which
-# needs no bit patterns) run at about half the speed of a single pass. Chosen by measuring
-# 16M-element casts against torch.clone (2 threads; x clone, defaults -> these):
-# - block kernels (MX, BFP): stochastic 0.30 -> 0.47-0.53, toward_zero 0.34 -> 0.59-0.60;
-# - shared micro-exponents: stochastic 0.14 -> 0.43 (the block kernels' setting leaves it
-#   at 0.12); nearest_even unchanged for both (0.55-0.68), element kernels left as they are.
+# the block kernels' intermediates to memory between separate loops, which made every
+# rounding mode but nearest_even run at about half the speed of a single pass (and, once
+# those modes moved to float arithmetic, float-element stochastic rounding at 0.11x clone).
+# Chosen by measuring 16M-element casts against torch.clone (2 threads; x clone):
+# - block kernels (MX, BFP), with the integer rounding core: stochastic 0.30 -> 0.47-0.53,
+#   toward_zero 0.34 -> 0.59-0.60; with the float path now in use, defaults -> these:
+#   mxfp8_e4m3 stochastic 0.11 -> 0.49-0.50, bfp8_b16 and every nearest_even and
+#   toward_zero cast unchanged (0.50; 0.61-0.66);
+# - shared micro-exponents: stochastic 0.14 -> 0.43 with the integer core (the block
+#   kernels' setting left it at 0.12), 0.45-0.47 either way with the float path; element
+#   kernels left as they are.
 _CPU_REALIZE: dict[str, dict[str, int]] = {
     "block_fixed": {"realize_cpu_opcount_threshold": 200, "realize_reads_threshold": 8},
     "block_float": {"realize_cpu_opcount_threshold": 200, "realize_reads_threshold": 8},
@@ -67,7 +71,7 @@ Key = tuple[Any, ...]
 def _key(name: str, mode: Rounding, args: tuple[Any, ...], static: bool) -> Key:
     """What a trace depends on: the kernel, mode, constants, device and the layout of the
     data argument (when static its trailing dims, else which dims are 1). The other tensor
-    arguments are args[0]'s int32 view and the 1-d parameter vectors."""
+    arguments are the 1-d parameter vectors (and, for element kernels, args[0]'s int32 view)."""
     x = args[0]
     if static:  # dim 0 symbolic (specialised by tracing when it is 1), the rest constants
         layout: tuple[Any, ...] = (x.shape[0] == 1, *x.shape[1:])
@@ -86,9 +90,9 @@ def _build(
 ) -> Callable[..., Any]:
     """Trace ``fn`` on ``args`` (tensors symbolic, everything else a constant) and compile.
 
-    ``static``: the trailing dims of args[0] and args[1] (the values and their int32 view; a
-    block size) are specialised to constants, so the inner loops are fixed-length and fully
-    vectorised; only dim 0 stays symbolic. (Passing the data flattened and viewing it as
+    ``static``: the trailing dims of args[0] (the values: a block size, and the post dim of
+    blocks read in place) are specialised to constants, so the inner loops are fixed-length
+    and fully vectorised; only dim 0 stays symbolic. (Passing the data flattened and viewing it as
     (-1, block) inside instead made the block kernels' stochastic rounding 4x slower.)
     """
     from torch._inductor import config as inductor_config
@@ -103,7 +107,7 @@ def _build(
         full = list(args)
         for i, t in zip(slots, tensors, strict=True):
             # a view to the concrete trailing dims specialises them (symbolic dim 0 stays)
-            full[i] = t.view(t.shape[0], *trailing) if static and i < 2 else t
+            full[i] = t.view(t.shape[0], *trailing) if static and i == 0 else t
         return fn(*full, mode=mode)
 
     example = [args[i] for i in slots]

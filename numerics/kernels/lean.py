@@ -128,7 +128,8 @@ def block_nearest(
         bump = amax > _scale(sf, amax) * _k(el.max)
         sf = torch.clamp(sf + bump.to(I32), max=254 - emax)
     scale = _scale(sf, amax)
-    xs = torch.clamp(xb * torch.reciprocal(scale), -el.max, el.max)  # exact: powers of two
+    low = -el.max if isinstance(el, FloatFormat) else el.min  # two's complement: maybe -max - step
+    xs = torch.clamp(xb * torch.reciprocal(scale), low, el.max)  # exact: powers of two
     if isinstance(el, FloatFormat):
         # c = 1.5 * 2**(e + 23 - m) for the binade e of xs (at least emin): |xs| < 2**(e + 1)
         # keeps xs + c inside c's binade, whose ulp is the step 2**(e - m).

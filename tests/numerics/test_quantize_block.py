@@ -12,6 +12,8 @@ import torch
 
 import numerics
 from numerics import formats
+from numerics.formats import FixedFormat
+from numerics.formats.block import BlockFormat
 
 MODES = ["nearest_even", "nearest_away", "toward_zero", "up", "down", "stochastic"]
 
@@ -192,6 +194,9 @@ def test_kernel_equals_reference(name, mode):
     x[2, 60] = -float("inf")
     x[3] = 0.0
     x[4, ::2] = -0.0
+    # beside a huge value, values that underflow to zero in element space (x / scale below
+    # float32's smallest subnormal): directed modes must still see them as nonzero
+    x[5, :8] = torch.tensor([3e38, 1e-30, -1e-30, 1e-38, -1e-45, 5.0, -0.0, 0.0])
     for axis in (-1, 0):
         fast = q(x, name, rounding=mode, generator=11, axis=axis, backend="eager")
         ref = q(x, name, rounding=mode, generator=11, axis=axis, backend="reference")
@@ -205,3 +210,27 @@ def test_ceil_rule_never_scales_past_float32():
     # capped at 127 - emax_elem = 125 and saturates like the floor rule.
     y = q(torch.tensor([3.3e38, 1.0]), "mxfp4_e2m1_ceil")
     assert y.tolist() == [6 * 2.0**125, 0.0]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_twos_complement_element_grid_reaches_its_negative_end(mode):
+    """A user's block format whose fixed-point element is two's complement (-2 .. 2 - 2**-6,
+    not symmetric): -1.995 lies nearer -2 than -1.984375, a value only the negative side has."""
+    fmt = BlockFormat("asym8", FixedFormat("q8", 8, 6), block_size=4)
+    x = torch.tensor([[-1.995, 1.0, 0.5, 0.25], [1.995, -1.0, 0.5, 0.25]])
+    want = {  # first column, by hand: step 2**-6 = 0.015625 below 2 in magnitude
+        "nearest_even": [-2.0, 1.984375],
+        "nearest_away": [-2.0, 1.984375],
+        "toward_zero": [-1.984375, 1.984375],
+        "up": [-1.984375, 1.984375],  # +2 does not exist: saturates
+        "down": [-2.0, 1.984375],
+    }
+    for backend in ("eager", "compiled", "reference"):
+        y = q(x, fmt, rounding=mode, generator=3, backend=backend)
+        if mode in want:
+            assert y[:, 0].tolist() == want[mode], backend
+        else:  # stochastic: one of the two neighbours
+            assert y[0, 0].item() in (-2.0, -1.984375) and y[1, 0].item() == 1.984375
+        assert torch.equal(y, q(x, fmt, rounding=mode, generator=3, backend="reference"))
+    small = q(x, fmt, backend="auto")  # the lean eager path of small tensors
+    assert small[0, 0].item() == -2.0
