@@ -57,6 +57,18 @@ _CPU_REALIZE: dict[str, dict[str, int]] = {
 }
 
 
+def one_vector_blocks(blocks: torch.Tensor) -> bool:
+    """Whether 2-d ``blocks`` (nblocks, block) on the CPU have a block no longer than one
+    vector of the CPU's widest float32 SIMD (16 floats with AVX-512, 8 with AVX2, else 4):
+    where the block kernels do better storing each block's scale than recomputing it (see
+    ``block_kernel``'s ``stored_scales``)."""
+    if blocks.dim() != 2 or blocks.device.type != "cpu":
+        return False
+    isa = torch.backends.cpu.get_cpu_capability()
+    lanes = 16 if "512" in isa else 8 if ("AVX2" in isa or "256" in isa) else 4
+    return blocks.shape[1] <= lanes
+
+
 def compile_enabled() -> bool:
     return os.environ.get("NUMERICS_COMPILE", "1") not in ("0", "false", "no", "off")
 
@@ -66,6 +78,8 @@ def min_numel() -> int:
 
 
 Key = tuple[Any, ...]
+# a kernel returns its result, or its result and extra outputs that callers drop
+KernelFn = Callable[..., torch.Tensor | tuple[torch.Tensor, ...]]
 
 
 def _key(name: str, mode: Rounding, args: tuple[Any, ...], static: bool) -> Key:
@@ -83,7 +97,7 @@ def _key(name: str, mode: Rounding, args: tuple[Any, ...], static: bool) -> Key:
 
 def _build(
     name: str,
-    fn: Callable[..., torch.Tensor],
+    fn: KernelFn,
     mode: Rounding,
     args: tuple[Any, ...],
     static: bool,
@@ -103,7 +117,7 @@ def _build(
     slots = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
     trailing = tuple(args[0].shape[1:]) if static else ()
 
-    def kernel(*tensors: torch.Tensor) -> torch.Tensor:
+    def kernel(*tensors: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         full = list(args)
         for i, t in zip(slots, tensors, strict=True):
             # a view to the concrete trailing dims specialises them (symbolic dim 0 stays)
@@ -126,7 +140,7 @@ def _build(
 
 def kernel(
     name: str,
-    fn: Callable[..., torch.Tensor],
+    fn: KernelFn,
     mode: Rounding,
     compiled: bool,
     *args: Any,
@@ -149,7 +163,8 @@ def kernel(
         full = list(template)
         for i, t in zip(slots, tensors, strict=True):
             full[i] = t
-        return fn(*full, mode=mode)
+        out = fn(*full, mode=mode)
+        return out[0] if isinstance(out, tuple) else out  # extra outputs are dropped
 
     if not compiled or (name, mode) in _BROKEN:
         return eager
@@ -229,7 +244,7 @@ def _direct(built: Callable[..., Any]) -> Callable[[list[torch.Tensor]], Any] | 
 
 def run(
     name: str,
-    fn: Callable[..., torch.Tensor],
+    fn: KernelFn,
     mode: Rounding,
     compiled: bool,
     *args: Any,
