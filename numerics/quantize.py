@@ -407,10 +407,7 @@ def _prepare(
         )
         fixed = isinstance(fmt.element, FixedFormat)
         name = "block_fixed" if fixed else "block_float"
-        stored = use and _compiled.one_vector_blocks(blocks)
-        run = _compiled.kernel(
-            name, block_kernel, mode, use, blocks, p, qf, fixed, stored, static=True
-        )
+        run = _compiled.kernel(name, block_kernel, mode, use, blocks, p, qf, fixed, static=True)
     else:
         p, qf = params_for(fmt.element, True, None, sr_bits, dev)
         sub_block = fmt.sub_block
@@ -488,7 +485,6 @@ def _dispatch(
             p,
             qf,
             fixed,
-            use_compiled and _compiled.one_vector_blocks(blocks),
             static=True,
         )
     else:

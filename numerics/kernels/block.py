@@ -93,26 +93,20 @@ def _mx_scales(
 
     Same rule as ``shared_exponent``: floor, ``2**(floor(log2(amax)) - emax_elem)`` within
     ``[2**-127, 2**(127 - emax_elem)]``; ceil doubles it while amax exceeds ``max_elem * X``
-    (once), within the same cap. Computed on the exponent field of amax's bit pattern (see
-    ``_scale_code``). This is per-block scalar work, where a bitcast costs nothing, and
-    needs no division: in the compiled kernel it replaced some forty float operations and
-    two divisions per block, which dominated the kernel's time.
+    (once), within the same cap. Computed on the exponent field of amax's bit pattern:
+    ``sf = floor(log2 amax) - emax_elem + 127`` (a zero or float32-subnormal amax has field
+    0 and clamps to 2**-127, as it should; an inf or NaN block is made NaN by the caller).
+    This is per-block scalar work, where a bitcast costs nothing, and needs no division:
+    in the compiled kernel it replaced some forty float operations and two divisions per
+    block, which dominated the kernel's time.
     """
-    sf = _scale_code(amax, p, q)
-    return _pow2_biased(sf), _pow2_biased(254 - sf)
-
-
-def _scale_code(amax: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """The biased exponent ``sf`` (int32, 0..254) of each block's E8M0 scale 2**(sf - 127):
-    ``floor(log2 amax) - emax_elem + 127`` read off amax's exponent field (a zero or
-    float32-subnormal amax has field 0 and clamps to 2**-127, as it should), plus one under
-    the ceil rule where amax exceeds ``max_elem * X``. An inf or NaN amax gives a value the
-    caller replaces (its block becomes NaN)."""
     emax = p[P_EMAX_ELEM]
     top = 254 - emax
     sf = torch.minimum(torch.clamp((amax.view(I32) >> 23) - emax, min=0), top)
-    bump = (p[P_CEIL] == 1) & (amax > q[Q_MAX_POS] * _pow2_biased(sf))
-    return torch.minimum(sf + bump.to(I32), top)
+    x_scale = _pow2_biased(sf)
+    bump = (p[P_CEIL] == 1) & (amax > q[Q_MAX_POS] * x_scale)
+    sf = torch.minimum(sf + bump.to(I32), top)
+    return _pow2_biased(sf), _pow2_biased(254 - sf)
 
 
 def _pow2_biased(sf: torch.Tensor) -> torch.Tensor:
@@ -209,40 +203,30 @@ def block_kernel(
     p: torch.Tensor,
     q: torch.Tensor,
     fixed: bool,
-    stored_scales: bool = False,
     *,
     mode: Rounding,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """MX / BFP: float32 ``x`` -> quantised float32.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MX / BFP: float32 ``x`` -> quantised float32, with each block's scale (NaN for a
+    block holding an inf or NaN) and inverse scale, which callers drop.
 
     ``x`` is (nblocks, block), or (nblocks, block, post) with each block running along dim 1
     (a block along a tensor's non-last axis, read in place: no transpose). Stochastic
     rounding numbers elements in x's row-major order, so it takes the 2-d layout only.
     ``fixed`` says the element grid is fixed point (mxint8, BFP) rather than a float format.
-    The per-block work is a few scalar ops (no per-element bitcasts on that path).
 
-    ``stored_scales``: also return each block's scale code (uint8: the E8M0 biased exponent,
-    255 for a NaN block), which makes the compiled code store the codes in a pass of their
-    own and read them back, rather than recompute the scale beside each block's elements.
-    That helps where a block is a single vector (16 elements with AVX-512): there each
-    iteration of the fused loop was a load, a horizontal reduction, the scale's scalar work
-    and one vector, and the next blocks' loads waited behind the scalar work. On a 2-core
-    AVX-512 host (``numerics bench``, 16M elements, x clone) bfp8_b16 went from 0.43 to
-    0.52-0.54 at nearest_even, 0.41 to 0.50 toward_zero, 0.35 to 0.38-0.39 stochastic;
-    32-element blocks lose (mxfp8_e4m3 nearest_even 0.66-0.69 -> 0.59-0.63), so callers
-    ask for it by block and vector width (``compiled.one_vector_blocks``) and drop the codes.
-    The shared micro-exponent kernel gained nothing from the same change (mx6 0.41-0.44).
+    Why return the scales: as outputs they are stored once per block, and the compiled
+    element loop reads them back. Otherwise Inductor recomputes them beside the elements: per
+    vector of 16 elements along ``post`` (four bitcasts, each a scalar loop in its CPU code),
+    or per block along the last axis, where a 16-element block is one AVX-512 vector and the
+    next blocks' loads wait behind the scalar work. One thread, mxfp8_e4m3 per call: 256 x
+    256 blocked along axis 0 245 -> 52 us, along axis 1 95 -> 54 us, 1024 x 1024 along axis
+    0 3.9 -> 0.61 ms; 16M elements, 2 threads, x clone: bfp8_b16 nearest_even 0.48-0.52 ->
+    0.59-0.61, stochastic 0.38 -> 0.44-0.45, the 32-element MX blocks unchanged.
     """
     amax = x.abs().amax(dim=1, keepdim=True)  # (nb, 1[, post]); NaN propagates
-    if stored_scales:
-        code = torch.where(torch.isfinite(amax), _scale_code(amax, p, q), 255).to(torch.uint8)
-        sf = code.to(I32)
-        scale = torch.where(sf == 255, float("nan"), _pow2_biased(sf))
-        out = _scaled_elements(x, scale, p, q, fixed, mode, inv=_pow2_biased(254 - sf))
-        return out * scale, code
     scale, inv = _mx_scales(amax, p, q)
-    out = _scaled_elements(x, scale, p, q, fixed, mode, inv=inv) * scale
-    return torch.where(torch.isfinite(amax), out, torch.full_like(out, float("nan")))
+    scale = torch.where(torch.isfinite(amax), scale, float("nan"))
+    return _scaled_elements(x, scale, p, q, fixed, mode, inv=inv) * scale, scale, inv
 
 
 def smx_kernel(

@@ -57,18 +57,6 @@ _CPU_REALIZE: dict[str, dict[str, int]] = {
 }
 
 
-def one_vector_blocks(blocks: torch.Tensor) -> bool:
-    """Whether 2-d ``blocks`` (nblocks, block) on the CPU have a block no longer than one
-    vector of the CPU's widest float32 SIMD (16 floats with AVX-512, 8 with AVX2, else 4):
-    where the block kernels do better storing each block's scale than recomputing it (see
-    ``block_kernel``'s ``stored_scales``)."""
-    if blocks.dim() != 2 or blocks.device.type != "cpu":
-        return False
-    isa = torch.backends.cpu.get_cpu_capability()
-    lanes = 16 if "512" in isa else 8 if ("AVX2" in isa or "256" in isa) else 4
-    return blocks.shape[1] <= lanes
-
-
 def compile_enabled() -> bool:
     return os.environ.get("NUMERICS_COMPILE", "1") not in ("0", "false", "no", "off")
 

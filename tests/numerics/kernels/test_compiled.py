@@ -135,49 +135,16 @@ def test_compiled_kernels_are_called_at_their_entry_point():
     assert entries and all(direct is not None for _, direct in entries)
 
 
-@pytest.mark.parametrize("name", ["bfp4_b16", "mxfp4_e2m1", "mxfp6_e3m2_ceil"])
-@pytest.mark.parametrize("mode", ["nearest_even", "up", "stochastic"])
-def test_stored_scales_give_the_same_bits(name, mode):
-    """``block_kernel(stored_scales=True)`` (the compiled code stores each block's scale
-    code and reads it back; chosen where a block is one CPU vector) against the float64
-    reference, or for stochastic rounding against the eager kernel with the same random
-    bits (which the reference tests cover), on every host whatever its vector width: NaN,
-    inf, zero and subnormal blocks, both scale rules."""
-    from numerics.formats import FixedFormat, get
-    from numerics.kernels.block import block_kernel
-    from numerics.kernels.params import params_for
-    from numerics.rounding import Rounding
-
-    fmt = get(name)
-    x = _awkward((37, 4 * fmt.block_size))
-    blocks = x.reshape(-1, fmt.block_size)
-    sr = mode == "stochastic"
-    keys = torch.tensor([12345, 678], dtype=torch.int32) if sr else None
-    ceil = fmt.scale_rule.value == "ceil"
-    p, qf = params_for(fmt.element, True, keys, 16 if sr else 0, x.device, ceil=ceil)
-    fixed = isinstance(fmt.element, FixedFormat)
-    r = Rounding(mode)
-    args = (blocks, p, qf, fixed, True)
-    stored = compiled.kernel(
-        "block_fixed" if fixed else "block_float", block_kernel, r, True, *args, static=True
-    )
-    eager = compiled.kernel("block_fixed", block_kernel, r, False, *args, static=True)
-    fast = stored(blocks, p, qf).reshape(x.shape)
-    want = (
-        eager(blocks, p, qf).reshape(x.shape)
-        if sr
-        else numerics.quantize(x, name, mode, backend="reference")
-    )
-    assert fast.isnan().any() and same_bits(fast, want)
+@pytest.mark.parametrize("name", ["bfp4_b16", "mxfp6_e3m2_ceil"])
+@pytest.mark.parametrize("mode", ["nearest_even", "up"])
+def test_block_kernels_with_stored_scales_against_the_reference(name, mode):
+    """The compiled block kernel stores each block's scale and inverse (extra outputs the
+    caller drops) and its element loop reads them back: against the float64 reference, with
+    NaN, inf, zero and subnormal blocks, both scale rules, blocks along the last axis and
+    read in place along axis 0."""
+    x = _awkward((64, 48))
+    for axis in (-1, 0):
+        fast = numerics.quantize(x, name, mode, axis=axis, backend="compiled")
+        ref = numerics.quantize(x, name, mode, axis=axis, backend="reference")
+        assert fast.isnan().any() and same_bits(fast, ref), (name, mode, axis)
     assert not compiled._BROKEN
-
-
-def test_blocks_of_one_vector_store_their_scales():
-    """Only 2-d CPU blocks no longer than one vector: every SIMD torch targets holds 4
-    floats, none 64; AVX-512 holds 16."""
-    assert compiled.one_vector_blocks(torch.zeros(5, 4))
-    assert not compiled.one_vector_blocks(torch.zeros(5, 64))
-    assert not compiled.one_vector_blocks(torch.zeros(5, 4, 16))  # blocks read in place
-    if torch.backends.cpu.get_cpu_capability() == "AVX512":
-        assert compiled.one_vector_blocks(torch.zeros(5, 16))
-        assert not compiled.one_vector_blocks(torch.zeros(5, 32))
