@@ -42,6 +42,13 @@ def _clamped_magnitude(xs: torch.Tensor, q: torch.Tensor, tau: torch.Tensor | No
     return torch.clamp(xs, bottom, top).abs()
 
 
+def _signed(y: torch.Tensor, xs: torch.Tensor, fixed: bool) -> torch.Tensor:
+    """Rounded magnitudes ``y`` with the signs of ``xs``; a two's-complement (fixed-point)
+    element grid's only zero is +0."""
+    out = torch.copysign(y, xs)
+    return torch.where(y == 0, 0.0, out) if fixed else out
+
+
 def _nearest_even_elements(
     xs: torch.Tensor, q: torch.Tensor, fixed: bool, tau: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -63,10 +70,7 @@ def _nearest_even_elements(
         if tau is not None:  # halved grid: same significant bits, subnormal range halved
             lo, c = torch.where(tau, lo * 0.5, lo), torch.where(tau, c * 0.5, c)
         y = round_magnitude(v, q[Q_SPLIT], lo, c)
-    out = torch.copysign(y, xs)
-    if fixed:  # two's-complement elements: the only zero is +0
-        out = torch.where(y == 0, 0.0, out)
-    return out
+    return _signed(y, xs, fixed)
 
 
 def _pow2_floor_any(v: torch.Tensor) -> torch.Tensor:
@@ -174,10 +178,7 @@ def _directed_elements(
     else:  # pragma: no cover - nearest_even has its own path; the enum is closed
         raise ValueError(mode)
     y = (n + up.to(F32)) * step  # at most the clamped range's end, which is on the grid
-    out = torch.copysign(y, xs)
-    if fixed:  # two's-complement elements: the only zero is +0
-        out = torch.where(y == 0, 0.0, out)
-    return out
+    return _signed(y, xs, fixed)
 
 
 def _scaled_elements(

@@ -139,7 +139,7 @@ def kernel(
     It takes ``args``' tensors (in order; the other arguments are fixed) and serves any
     tensors of the same layout (see ``_key``), so a caller that makes the same cast again
     can keep it and skip the lookup. ``static=True`` compiles for fixed trailing dims of
-    ``args[0]`` and ``args[1]`` (one trace per block size) with a dynamic leading dim;
+    ``args[0]`` (one trace per block size) with a dynamic leading dim;
     otherwise every dim is symbolic. A compiler failure, now or in a later call, sends the
     kernel to its eager path with a warning, so it never costs a result.
     """
