@@ -32,14 +32,11 @@ from numerics.rounding import Rounding
 F32 = torch.float32
 
 
-def _clamped_magnitude(xs: torch.Tensor, q: torch.Tensor, tau: torch.Tensor | None) -> torch.Tensor:
-    """``|xs|`` after clamping xs to the element grid's range (halved where tau): the ends
-    are on the grid, so rounding a clamped value never passes them (saturation without a
-    second pass), and a two's-complement grid keeps its extra step below zero."""
-    top, bottom = q[Q_MAX_POS], -q[Q_MAX_NEG]
-    if tau is not None:  # a sub-block one binade down: grid and range both halved
-        top, bottom = torch.where(tau, top * 0.5, top), torch.where(tau, bottom * 0.5, bottom)
-    return torch.clamp(xs, bottom, top).abs()
+def _clamped_magnitude(xs: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``|xs|`` after clamping xs to the element grid's range: the ends are on the grid, so
+    rounding a clamped value never passes them (saturation without a second pass), and a
+    two's-complement grid keeps its extra step below zero."""
+    return torch.clamp(xs, -q[Q_MAX_NEG], q[Q_MAX_POS]).abs()
 
 
 def _signed(y: torch.Tensor, xs: torch.Tensor, fixed: bool) -> torch.Tensor:
@@ -49,27 +46,20 @@ def _signed(y: torch.Tensor, xs: torch.Tensor, fixed: bool) -> torch.Tensor:
     return torch.where(y == 0, 0.0, out) if fixed else out
 
 
-def _nearest_even_elements(
-    xs: torch.Tensor, q: torch.Tensor, fixed: bool, tau: torch.Tensor | None = None
-) -> torch.Tensor:
+def _nearest_even_elements(xs: torch.Tensor, q: torch.Tensor, fixed: bool) -> torch.Tensor:
     """nearest_even of float element-space values by the float adder (see core), saturating.
 
     A fixed-point element grid has one step, so the adder constant ``c = 2**(emax + 23 - m)``
-    is the same for every element (halved where tau = 1); a float element grid takes c from
+    is the same for every element; a float element grid takes c from
     each value's binade. Values tiny enough to have underflowed in element space round to
     zero either way, so they need no care here. Returns float32.
     """
-    v = _clamped_magnitude(xs, q, tau)
+    v = _clamped_magnitude(xs, q)
     if fixed:
         c = q[Q_C]
-        if tau is not None:
-            c = torch.where(tau, c * 0.5, c)
         y = (v + c) - c
     else:
-        lo, c = q[Q_LO], q[Q_C]
-        if tau is not None:  # halved grid: same significant bits, subnormal range halved
-            lo, c = torch.where(tau, lo * 0.5, lo), torch.where(tau, c * 0.5, c)
-        y = round_magnitude(v, q[Q_SPLIT], lo, c)
+        y = round_magnitude(v, q[Q_SPLIT], q[Q_LO], q[Q_C])
     return _signed(y, xs, fixed)
 
 
@@ -131,7 +121,6 @@ def _directed_elements(
     q: torch.Tensor,
     fixed: bool,
     mode: Rounding,
-    tau: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Every rounding mode but nearest_even, of element-space values ``xs = x / scale``, by
     float arithmetic, saturating. ``x`` is the input (it tells a value that underflowed to
@@ -152,16 +141,11 @@ def _directed_elements(
     element, which halved the block kernels' speed.
     """
     neg = x < 0  # x, not xs: a negative value that underflowed is -0 in element space
-    v = _clamped_magnitude(xs, q, tau)
+    v = _clamped_magnitude(xs, q)
     if fixed:
         step = q[Q_C] * 2.0**-23  # 2**(emax - m), one step for the whole grid
     else:
-        lo = q[Q_LO]
-        if tau is not None:
-            lo = torch.where(tau, lo * 0.5, lo)
-        step = torch.maximum(pow2_floor(v), lo) * ((q[Q_SPLIT] - 1.0) * 2.0**-23)
-    if tau is not None:  # a sub-block one binade down: grid halved
-        step = torch.where(tau, step * 0.5, step)
+        step = torch.maximum(pow2_floor(v), q[Q_LO]) * ((q[Q_SPLIT] - 1.0) * 2.0**-23)
     t = v * (1.0 / step)
     n = torch.floor(t)
     f = t - n
@@ -188,15 +172,14 @@ def _scaled_elements(
     q: torch.Tensor,
     fixed: bool,
     mode: Rounding,
-    tau: torch.Tensor | None = None,
     inv: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Round ``x / scale`` (exact: a power of two; ``inv`` is 1 / scale when the caller has
-    it) to the element grid, halved where tau."""
+    it) to the element grid."""
     xs = x * ((1.0 / scale) if inv is None else inv)
     if mode is Rounding.NEAREST_EVEN:
-        return _nearest_even_elements(xs, q, fixed, tau)
-    return _directed_elements(xs, x, p, q, fixed, mode, tau)
+        return _nearest_even_elements(xs, q, fixed)
+    return _directed_elements(xs, x, p, q, fixed, mode)
 
 
 def block_kernel(
@@ -244,9 +227,11 @@ def smx_kernel(
 
     Element space is relative to ``2**E`` (E = floor(log2(amax)), clamped to [-127, 127]);
     a sub-block with ``tau = 1`` (its largest value below ``2**E``; never in a block whose E
-    sits on the clamp) uses the fixed-point element grid one binade down (emin and max both
-    halved). The rounding runs over whole rows with tau looked up per element, which
-    vectorises; only the small sub-block reduction runs per pair.
+    sits on the clamp) uses the fixed-point element grid one binade down (its steps and its
+    maximum both halved). Rounding ``v`` to that halved grid is rounding ``2 v`` to the
+    whole grid and halving the result (powers of two: exact, and the same fraction for
+    every rounding mode), so such an element just takes the scale ``2**(E - 1)``: tau is a
+    per-element choice of scale, and the rounding is the block kernels' fixed-point rounding.
     """
     nb, bs, post = x.shape[0], x.shape[1], tuple(x.shape[2:])
     ax = x.abs()
@@ -254,8 +239,11 @@ def smx_kernel(
     # The float route to 2**E here: the bit-pattern route of ``_mx_scales`` made this
     # kernel's compiled code 30x slower (measured; Inductor then recomputes per element).
     scale = _pow2_floor_any(amax)  # 2**E, E clamped at -127
+    inv = 1.0 / scale
     pair = ax.view(nb, bs // sub, sub, *post).amax(dim=2)  # (nb, nsub[, post])
     tau = (pair < scale) & (scale > 2.0**-127)
     tau = tau.unsqueeze(2).expand(nb, bs // sub, sub, *post).reshape(nb, bs, *post)
-    out = _scaled_elements(x, scale, p, q, True, mode, tau) * scale
+    scale = torch.where(tau, scale * 0.5, scale)  # 2**(E - tau), per element
+    inv = torch.where(tau, inv * 2.0, inv)
+    out = _scaled_elements(x, scale, p, q, True, mode, inv=inv) * scale
     return torch.where(torch.isfinite(amax), out, torch.full_like(out, float("nan")))
