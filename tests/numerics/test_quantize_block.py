@@ -13,7 +13,7 @@ import torch
 import numerics
 from numerics import formats
 from numerics.formats import FixedFormat
-from numerics.formats.block import BlockFormat
+from numerics.formats.block import BlockFormat, SharedMicroExpFormat
 
 MODES = ["nearest_even", "nearest_away", "toward_zero", "up", "down", "stochastic"]
 
@@ -202,6 +202,24 @@ def test_kernel_equals_reference(name, mode):
         ref = q(x, name, rounding=mode, generator=11, axis=axis, backend="reference")
         same = (fast.view(torch.int32) == ref.view(torch.int32)) | (fast.isnan() & ref.isnan())
         assert same.all(), (name, mode, axis, x[~same][:4], fast[~same][:4], ref[~same][:4])
+
+
+@pytest.mark.parametrize("sub", [1, 4, 8])
+@pytest.mark.parametrize("mode", ["nearest_even", "up", "stochastic"])
+def test_user_sub_block_sizes_against_the_reference(sub, mode):
+    """A user's shared micro-exponent format whose sub-blocks are not pairs: each element's
+    tau must come from its own run of ``sub`` (the kernels find the run's maximum from
+    shifted copies; a run boundary off by one changes tau)."""
+    fmt = SharedMicroExpFormat(f"smx_sub{sub}", mbits=4, block_size=16, sub_block=sub)
+    g = torch.Generator().manual_seed(5)
+    # one binade apart in alternate runs, so tau differs from run to run
+    x = torch.randn(64, 48, generator=g) * torch.logspace(-3, 3, 48)[None, :]
+    x[:, ::3] *= 0.3
+    for axis in (-1, 0):
+        ref = q(x, fmt, rounding=mode, generator=7, axis=axis, backend="reference")
+        for backend in ("eager", "compiled"):
+            fast = q(x, fmt, rounding=mode, generator=7, axis=axis, backend=backend)
+            assert torch.equal(fast.view(torch.int32), ref.view(torch.int32)), (backend, axis)
 
 
 def test_ceil_rule_never_scales_past_float32():
