@@ -116,6 +116,11 @@ def int_kernel(
     # torch's fake quantisation multiplies by 1/scale; for a row so tiny that 1/scale
     # overflows (amax < qmax * 2**-128) that would give inf * 0 = NaN, so divide instead.
     v = torch.where(torch.isinf(inv), x / scale, x * inv)
-    q = as_float(element_kernel(v, v.view(I32), p, qf, "float_twos", mode=mode))
+    if mode is Rounding.NEAREST_EVEN and qmax < 2.0**22:
+        # the float adder rounds a value below 2**22 in magnitude to an integer, ties to
+        # even, and gives +0 for a negative value that rounds to zero (the grid's only zero)
+        q = (torch.clamp(v, -qmax, qmax) + 1.5 * 2.0**23) - 1.5 * 2.0**23
+    else:
+        q = as_float(element_kernel(v, v.view(I32), p, qf, "float_twos", mode=mode))
     y = q * scale
     return torch.where(torch.isfinite(amax), y, torch.full_like(y, float("nan")))
