@@ -2,11 +2,8 @@
 
 Both take float32 blocks ``x`` of shape (nblocks, block) and return the quantised values.
 The values are moved into element space with an exact multiply by a power of two, rounded
-there by float arithmetic (no bit patterns per element: see ``_directed_elements``), and moved
-back (again exact: every element-grid value times the scale is a float32 value). A value that
-becomes float32-subnormal in element space lies far below the element's smallest step, where
-only "zero or not" matters to any rounding mode; one that underflows to zero there is still
-seen as nonzero by the directed modes (the input tells it from a zero).
+there by float arithmetic (``numerics.kernels.grid``), and moved back (again exact: every
+element-grid value times the scale is a float32 value).
 """
 
 from __future__ import annotations
@@ -14,54 +11,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from numerics.kernels.core import (
-    I32,
-    P_CEIL,
-    P_EMAX_ELEM,
-    P_SR_BITS,
-    Q_C,
-    Q_LO,
-    Q_MAX_NEG,
-    Q_MAX_POS,
-    Q_SPLIT,
-    pow2_floor,
-    round_magnitude,
-)
-from numerics.kernels.element import sr_random
+from numerics.kernels.core import I32, P_CEIL, P_EMAX_ELEM, Q_MAX_POS, pow2_floor
+from numerics.kernels.grid import round_elements
 from numerics.rounding import Rounding
 
 F32 = torch.float32
-
-
-def _clamped_magnitude(xs: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """``|xs|`` after clamping xs to the element grid's range: the ends are on the grid, so
-    rounding a clamped value never passes them (saturation without a second pass), and a
-    two's-complement grid keeps its extra step below zero."""
-    return torch.clamp(xs, -q[Q_MAX_NEG], q[Q_MAX_POS]).abs()
-
-
-def _signed(y: torch.Tensor, xs: torch.Tensor, fixed: bool) -> torch.Tensor:
-    """Rounded magnitudes ``y`` with the signs of ``xs``; a two's-complement (fixed-point)
-    element grid's only zero is +0."""
-    out = torch.copysign(y, xs)
-    return torch.where(y == 0, 0.0, out) if fixed else out
-
-
-def _nearest_even_elements(xs: torch.Tensor, q: torch.Tensor, fixed: bool) -> torch.Tensor:
-    """nearest_even of float element-space values by the float adder (see core), saturating.
-
-    A fixed-point element grid has one step, so the adder constant ``c = 2**(emax + 23 - m)``
-    is the same for every element; a float element grid takes c from
-    each value's binade. Values tiny enough to have underflowed in element space round to
-    zero either way, so they need no care here. Returns float32.
-    """
-    v = _clamped_magnitude(xs, q)
-    if fixed:
-        c = q[Q_C]
-        y = (v + c) - c
-    else:
-        y = round_magnitude(v, q[Q_SPLIT], q[Q_LO], q[Q_C])
-    return _signed(y, xs, fixed)
 
 
 def _pow2_floor_any(v: torch.Tensor) -> torch.Tensor:
@@ -115,74 +69,6 @@ def mx_scale(x: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return _mx_scale(x.abs().amax(dim=-1, keepdim=True), p, q)
 
 
-def _directed_elements(
-    xs: torch.Tensor,
-    x: torch.Tensor,
-    p: torch.Tensor,
-    q: torch.Tensor,
-    fixed: bool,
-    mode: Rounding,
-) -> torch.Tensor:
-    """Every rounding mode but nearest_even, of element-space values ``xs = x / scale``, by
-    float arithmetic, saturating. ``x`` is the input (it tells a value that underflowed to
-    zero in element space from a zero).
-
-    With the grid step at ``|xs|`` (a power of two: ``2**(emax - m)`` on a fixed-point grid,
-    ``max(2**floor(log2 |xs|), 2**emin) * 2**-m`` on a float grid), ``t = |xs| / step`` is
-    exact, and so are ``n = floor(t)`` and the dropped fraction ``f = t - n``; the mode
-    decides from f (and the sign) whether the magnitude becomes ``n`` or ``n + 1`` steps.
-    Stochastic rounding goes up when ``rnd < floor(f * 2**R)``, i.e. ``f * 2**R >= rnd + 1``
-    (an exact float comparison: both sides hold at most 24 significant bits), which is the
-    integer core's rule, on the same random bits. A value below 2**-126 in element space
-    lies far below the grid's smallest step, so only "zero or not" matters there, and its
-    magnitude may be inexact.
-
-    This replaces the integer core on the block path: the compiled CPU code turns a bitcast
-    of a computed vector (the element-space values) into a scalar loop through memory per
-    element, which halved the block kernels' speed.
-    """
-    neg = x < 0  # x, not xs: a negative value that underflowed is -0 in element space
-    v = _clamped_magnitude(xs, q)
-    if fixed:
-        step = q[Q_C] * 2.0**-23  # 2**(emax - m), one step for the whole grid
-    else:
-        step = torch.maximum(pow2_floor(v), q[Q_LO]) * ((q[Q_SPLIT] - 1.0) * 2.0**-23)
-    t = v * (1.0 / step)
-    n = torch.floor(t)
-    f = t - n
-    if mode is Rounding.STOCHASTIC:
-        rnd = sr_random(xs.shape, p, xs.device)
-        up = f * (1 << p[P_SR_BITS]).to(F32) >= (rnd + 1).to(F32)
-    elif mode is Rounding.NEAREST_AWAY:
-        up = f >= 0.5
-    elif mode is Rounding.TOWARD_ZERO:
-        up = torch.zeros_like(neg)
-    elif mode is Rounding.UP or mode is Rounding.DOWN:
-        inexact = (f > 0) | ((xs == 0) & (x != 0))  # underflowed in element space: not 0
-        up = inexact & (~neg if mode is Rounding.UP else neg)
-    else:  # pragma: no cover - nearest_even has its own path; the enum is closed
-        raise ValueError(mode)
-    y = (n + up.to(F32)) * step  # at most the clamped range's end, which is on the grid
-    return _signed(y, xs, fixed)
-
-
-def _scaled_elements(
-    x: torch.Tensor,
-    scale: torch.Tensor,
-    p: torch.Tensor,
-    q: torch.Tensor,
-    fixed: bool,
-    mode: Rounding,
-    inv: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Round ``x / scale`` (exact: a power of two; ``inv`` is 1 / scale when the caller has
-    it) to the element grid."""
-    xs = x * ((1.0 / scale) if inv is None else inv)
-    if mode is Rounding.NEAREST_EVEN:
-        return _nearest_even_elements(xs, q, fixed)
-    return _directed_elements(xs, x, p, q, fixed, mode)
-
-
 def block_kernel(
     x: torch.Tensor,
     p: torch.Tensor,
@@ -212,7 +98,7 @@ def block_kernel(
     amax = x.abs().amax(dim=1, keepdim=True)  # (nb, 1[, post]); NaN propagates
     scale, inv = _mx_scales(amax, p, q)
     scale = torch.where(torch.isfinite(amax), scale, float("nan"))
-    return _scaled_elements(x, scale, p, q, fixed, mode, inv=inv) * scale, scale, inv
+    return round_elements(x * inv, x, p, q, fixed, mode) * scale, scale, inv
 
 
 def _sub_block_max(ax: torch.Tensor, sub: int) -> torch.Tensor:
@@ -265,5 +151,5 @@ def smx_kernel(
     tau = (_sub_block_max(ax, sub) < scale) & (scale > 2.0**-127)
     scale = torch.where(tau, scale * 0.5, scale)  # 2**(E - tau), per element
     inv = torch.where(tau, inv * 2.0, inv)
-    out = _scaled_elements(x, scale, p, q, True, mode, inv=inv) * scale
+    out = round_elements(x * inv, x, p, q, True, mode) * scale
     return torch.where(torch.isfinite(amax), out, torch.full_like(out, float("nan")))

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from numerics.rounding import Rounding
+from numerics.rounding import Rounding, random_bits
 
 I32 = torch.int32
 SIGN = -(2**31)
@@ -262,3 +262,12 @@ def round_nearest_even_shift(
         ftz=ftz,
         twos=False,
     )
+
+
+def sr_random(shape: torch.Size, p: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """R-bit random integers for each element of a (row-major) tensor of ``shape``."""
+    n = 1
+    for s in shape:
+        n *= s
+    idx = torch.arange(n, dtype=I32, device=device).view(shape)
+    return random_bits(idx, p[P_KEY0 : P_KEY1 + 1], p[P_SR_BITS])

@@ -5,10 +5,7 @@ from __future__ import annotations
 import torch
 
 from numerics.kernels.core import (
-    I32,
     P_EMIN_F,
-    P_KEY0,
-    P_KEY1,
     P_M,
     P_MAX_NEG,
     P_MAX_POS,
@@ -19,18 +16,10 @@ from numerics.kernels.core import (
     round_nearest_even_cast,
     round_nearest_even_float,
     round_nearest_even_shift,
+    sr_random,
 )
-from numerics.rounding import Rounding, random_bits
-
-
-def sr_random(shape: torch.Size, p: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """R-bit random integers for each element of a (row-major) tensor of ``shape``."""
-    n = 1
-    for s in shape:
-        n *= s
-    idx = torch.arange(n, dtype=I32, device=device).view(shape)
-    return random_bits(idx, p[P_KEY0 : P_KEY1 + 1], p[P_SR_BITS])
-
+from numerics.kernels.grid import round_elements
+from numerics.rounding import Rounding
 
 # Grids that are exactly a torch dtype's, with its inf/NaN and subnormals: (emin, emax, m).
 CAST_PATHS = {"cast_bf16": torch.bfloat16, "cast_fp16": torch.float16}
@@ -117,10 +106,11 @@ def int_kernel(
     # overflows (amax < qmax * 2**-128) that would give inf * 0 = NaN, so divide instead.
     v = torch.where(torch.isinf(inv), x / scale, x * inv)
     if mode is Rounding.NEAREST_EVEN and qmax < 2.0**22:
-        # the float adder rounds a value below 2**22 in magnitude to an integer, ties to
-        # even, and gives +0 for a negative value that rounds to zero (the grid's only zero)
+        # the float adder rounds a value below 2**22 in magnitude to an integer, ties to even,
+        # and gives +0 for a negative value that rounds to zero (the grid's only zero): fewer
+        # operations than the general grid's (int8: 0.52 -> 0.61x clone)
         q = (torch.clamp(v, -qmax, qmax) + 1.5 * 2.0**23) - 1.5 * 2.0**23
-    else:
-        q = as_float(element_kernel(v, v.view(I32), p, qf, "float_twos", mode=mode))
+    else:  # v as computed is what torch's fake quantisation rounds
+        q = round_elements(v, v, p, qf, True, mode)
     y = q * scale
     return torch.where(torch.isfinite(amax), y, torch.full_like(y, float("nan")))
