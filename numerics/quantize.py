@@ -38,6 +38,7 @@ from numerics.formats.element import NanStyle
 from numerics.kernels import compiled as _compiled
 from numerics.kernels import lean as _lean
 from numerics.kernels.block import block_kernel, smx_kernel
+from numerics.kernels.core import P_NBPA
 from numerics.kernels.element import as_float, element_kernel, int_kernel, rne_path
 from numerics.kernels.params import params_for
 from numerics.rounding import DEFAULT_SR_BITS, MAX_SR_BITS, Rounding, draw_keys, parse
@@ -466,41 +467,39 @@ def _dispatch(
             "int", int_kernel, mode, use_compiled, x32.reshape(1, -1), p, qf, float(fmt.qmax)
         )
         return y.reshape(x32.shape)
-    # stochastic rounding: blocks through a transposed copy, padded (its random bits are
-    # numbered in that padded axis-last layout)
-    rows, moved = _rows_along(x32, axis)
-    length = rows.shape[-1]
-    blocks, pad = _blocks(rows.contiguous(), fmt.block_size)
+    # stochastic rounding: blocks along the last axis, or read in place along another (a
+    # wide enough post) with the random bits numbered as in the axis-last layout, else
+    # through a transposed copy; padded to whole blocks either way (the numbering's layout)
+    ax = axis % x32.dim()
+    length, bsize = x32.shape[ax], fmt.block_size
+    pre, post = math.prod(x32.shape[:ax]), math.prod(x32.shape[ax + 1 :])
+    pad = (-length) % bsize
+    in_place = post >= IN_PLACE_MIN_POST
+    if in_place:
+        v = x32.reshape(pre, length, post)
+        blocks = (F.pad(v, (0, 0, 0, pad)) if pad else v).reshape(-1, bsize, post).contiguous()
+    else:
+        rows, moved = _rows_along(x32, axis)
+        blocks, pad = _blocks(rows.contiguous(), bsize)
+    fn: _compiled.KernelFn
+    extra: bool | int
     if isinstance(fmt, BlockFormat):
         p, qf = params_for(
             fmt.element, True, keys, sr_bits, dev, ceil=fmt.scale_rule.value == "ceil"
         )
         fixed = isinstance(fmt.element, FixedFormat)
-        y = _compiled.run(
-            "block_fixed" if fixed else "block_float",
-            block_kernel,
-            mode,
-            use_compiled,
-            blocks,
-            p,
-            qf,
-            fixed,
-            static=True,
-        )
+        name, fn, extra = "block_fixed" if fixed else "block_float", block_kernel, fixed
     else:
         assert isinstance(fmt, SharedMicroExpFormat)
         p, qf = params_for(fmt.element, True, keys, sr_bits, dev)
-        y = _compiled.run(
-            "smx",
-            smx_kernel,
-            mode,
-            use_compiled,
-            blocks,
-            p,
-            qf,
-            fmt.sub_block,
-            static=True,
-        )
+        name, fn, extra = "smx", smx_kernel, fmt.sub_block
+    if in_place:
+        assert keys is not None  # so p is this call's own copy, with the keys filled in
+        p[P_NBPA] = (length + pad) // bsize
+    y = _compiled.run(name, fn, mode, use_compiled, blocks, p, qf, extra, static=True)
+    if in_place:
+        y = y.reshape(pre, length + pad, post)
+        return (y[:, :length] if pad else y).reshape(x32.shape)
     y = y.reshape(rows.shape[0], length + pad)
     if pad:
         y = y[:, :length]

@@ -82,7 +82,8 @@ def block_kernel(
 
     ``x`` is (nblocks, block), or (nblocks, block, post) with each block running along dim 1
     (a block along a tensor's non-last axis, read in place: no transpose). Stochastic
-    rounding numbers elements in x's row-major order, so it takes the 2-d layout only.
+    rounding numbers the elements of the 3-d layout as the axis-last layout would
+    (``sr_random``), so reading in place does not change its random bits.
     ``fixed`` says the element grid is fixed point (mxint8, BFP) rather than a float format.
 
     Why return the scales: as outputs they are stored once per block, and the compiled

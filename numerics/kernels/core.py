@@ -47,7 +47,8 @@ P_KEY0 = 7
 P_KEY1 = 8
 P_EMAX_ELEM = 9
 P_CEIL = 10
-P_SIZE = 11
+P_NBPA = 11  # stochastic block casts read in place: blocks per (padded) axis, see sr_random
+P_SIZE = 12
 
 
 def round_bits(
@@ -265,9 +266,23 @@ def round_nearest_even_shift(
 
 
 def sr_random(shape: torch.Size, p: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """R-bit random integers for each element of a (row-major) tensor of ``shape``."""
-    n = 1
-    for s in shape:
-        n *= s
-    idx = torch.arange(n, dtype=I32, device=device).view(shape)
+    """R-bit random integers for each element of a tensor of ``shape``, numbered row-major,
+    or for blocks read in place, (nblocks, block, post) with blocks along dim 1 (see
+    ``block_kernel``), numbered as the same elements in the axis-last layout would be: the
+    element at (n, e, j) of block ``n = i * nbpa + k`` (``nbpa = p[P_NBPA]`` blocks per padded
+    axis) sits at ``(i * post + j) * nbpa * block + k * block + e`` there, so a cast's random
+    bits do not depend on how its blocks were read."""
+    if len(shape) == 3:
+        nb, block, post = shape
+        n = torch.arange(nb, dtype=I32, device=device).view(nb, 1, 1)
+        e = torch.arange(block, dtype=I32, device=device).view(1, block, 1)
+        j = torch.arange(post, dtype=I32, device=device).view(1, 1, post)
+        nbpa = p[P_NBPA]
+        i = torch.div(n, nbpa, rounding_mode="floor")
+        idx = (i * post + j) * (nbpa * block) + (n - i * nbpa) * block + e
+    else:
+        count = 1
+        for s in shape:
+            count *= s
+        idx = torch.arange(count, dtype=I32, device=device).view(shape)
     return random_bits(idx, p[P_KEY0 : P_KEY1 + 1], p[P_SR_BITS])

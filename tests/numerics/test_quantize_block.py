@@ -197,11 +197,12 @@ def test_kernel_equals_reference(name, mode):
     # beside a huge value, values that underflow to zero in element space (x / scale below
     # float32's smallest subnormal): directed modes must still see them as nonzero
     x[5, :8] = torch.tensor([3e38, 1e-30, -1e-30, 1e-38, -1e-45, 5.0, -0.0, 0.0])
-    for axis in (-1, 0):
-        fast = q(x, name, rounding=mode, generator=11, axis=axis, backend="eager")
-        ref = q(x, name, rounding=mode, generator=11, axis=axis, backend="reference")
+    # along axis 1 of (4, 10, 70): blocks read in place with several leading rows
+    for xx, axis in ((x, -1), (x, 0), (x.reshape(4, 10, 70), 1)):
+        fast = q(xx, name, rounding=mode, generator=11, axis=axis, backend="eager")
+        ref = q(xx, name, rounding=mode, generator=11, axis=axis, backend="reference")
         same = (fast.view(torch.int32) == ref.view(torch.int32)) | (fast.isnan() & ref.isnan())
-        assert same.all(), (name, mode, axis, x[~same][:4], fast[~same][:4], ref[~same][:4])
+        assert same.all(), (name, mode, axis, xx[~same][:4], fast[~same][:4], ref[~same][:4])
 
 
 @pytest.mark.parametrize("sub", [1, 4, 8])

@@ -99,18 +99,21 @@ def test_one_trace_serves_shapes_with_equal_and_unit_dims(name):
 )
 def test_blocks_are_read_in_place(name, mode):
     """Blocks along a non-last axis run in place as (nblocks, block, post) when post, the
-    number of elements after the axis, is at least IN_PLACE_MIN_POST (stochastic rounding
-    and narrower post go through a transposed copy), and an axis shorter than a block is
-    one unpadded block: against the float64 reference, with padding, several leading dims,
-    short and odd axes, non-contiguous inputs and both routes. Each layout compiles a kernel
-    of its own (a few seconds), so the layouts are few, nearest_even runs for each kernel
-    family and a bit-pattern mode and stochastic rounding for one each (the rounding itself
-    is the same code on every layout; test_compiled_equals_eager covers every mode)."""
+    number of elements after the axis, is at least IN_PLACE_MIN_POST (a narrower post goes
+    through a transposed copy; stochastic rounding numbers its random bits as that copy
+    would), and an axis shorter than a block is one unpadded block (but for stochastic
+    rounding, padded like the copy): against the float64 reference, with padding, several
+    leading dims, short and odd axes, non-contiguous inputs and both routes. Each layout
+    compiles a kernel of its own (a few seconds), so the layouts are few, nearest_even runs
+    for each kernel family and a bit-pattern mode and stochastic rounding for one each (the
+    rounding itself is the same code on every layout; test_compiled_equals_eager covers
+    every mode)."""
     from numerics.quantize import IN_PLACE_MIN_POST
 
     wide = _awkward((9, 40))
     cases = [
         (_awkward((37, 60)).reshape(37, 3, 20), 0),  # post 20, axis padded to 64
+        (_awkward((3, 800)).reshape(3, 40, 20), 1),  # in place with 3 leading rows, padded
         (_awkward((2, 160)).reshape(2, 40, 4), 1),  # 40 elements per row -> 2 blocks, padded
         (_awkward((33, 9)).reshape(33, 3, 3), 0),  # post 9: the transposed copy
         (wide[:, :16], 1),  # a short row of a column slice
