@@ -5,9 +5,9 @@ values into element space (times an inverse scale) and round there, to a fixed-p
 step; MX integer elements, BFP, MX9/6/4, integers) or a float element grid (MXFP). This does it
 with float operations only, no bit pattern per element: the compiled CPU code turns a bitcast
 of a computed vector into a scalar loop through memory per element, which halved the block
-kernels' speed, and the integer core's path for an integer grid cost int8 casts a third of
-their speed (``numerics bench --formats int8``: up 0.33 -> 0.55x clone, stochastic 0.32 ->
-0.41-0.44x, the same random bits).
+kernels' speed, and it made int8's directed and stochastic casts slower by a third or more
+than this (``numerics bench --formats int8 --rounding up stochastic``: up 0.33 -> 0.51-0.55x
+clone, stochastic 0.31-0.32 -> 0.40-0.44x, on the same random bits).
 
 A value that becomes float32-subnormal in element space lies far below the grid's smallest
 step, where only "zero or not" matters to any rounding mode; one that underflowed to zero
