@@ -6,6 +6,7 @@ a machine pays for compilation.
 """
 
 import os
+import signal
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,6 +21,13 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+# A suite started where SIGINT is ignored (a shell's background job, `(make test &)`) passes
+# that on to every process it starts, and the executors' Ctrl-C tests then find workers that
+# never see the interrupt. Restore Python's handler, so the processes the tests start get the
+# default disposition, as under a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
