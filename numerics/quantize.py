@@ -134,20 +134,21 @@ def _in_place_ok(x32: torch.Tensor, axis: int) -> bool:
 
 
 def _blocks_in_place(
-    x32: torch.Tensor, axis: int, block: int, sub: int = 1
+    x32: torch.Tensor, axis: int, block: int, sub: int = 1, whole: bool = False
 ) -> tuple[torch.Tensor, int]:
     """``x32`` as blocks along ``axis`` without moving it: (nblocks, block) when ``axis`` is
     the last non-trivial one, else (nblocks, block, post) with blocks along dim 1, where
     ``post`` is the product of the dims after ``axis``; the axis is zero-padded to whole
     blocks. An axis shorter than a block (and a whole number of ``sub``-element sub-blocks)
     is one block as it is: padding never changes a result, and it would cost two copies.
-    Returns the blocks and the padding."""
+    ``whole`` pads it to a whole block all the same (stochastic rounding numbers its random
+    bits in that padded layout). Returns the blocks and the padding."""
     shape = x32.shape
     axis %= x32.dim()
     length = shape[axis]
     pre, post = math.prod(shape[:axis]), math.prod(shape[axis + 1 :])
     v = x32.reshape(pre, length, post)
-    if length < block and length % sub == 0:
+    if not whole and length < block and length % sub == 0:
         block = length
     pad = (-length) % block
     if pad:
@@ -365,6 +366,23 @@ def _element_path(fmt: FloatFormat | FixedFormat) -> str:
     return path + "_twos" if path == "float" else path
 
 
+def _block_kernel(
+    fmt: BlockFormat | SharedMicroExpFormat,
+    keys: torch.Tensor | None,
+    sr_bits: int,
+    dev: torch.device,
+) -> tuple[str, _compiled.KernelFn, bool | int, torch.Tensor, torch.Tensor]:
+    """A block format's kernel: its name, function, constant argument and parameter vectors
+    (with ``keys`` filled in, a copy of its own, for stochastic rounding)."""
+    if isinstance(fmt, BlockFormat):
+        ceil = fmt.scale_rule.value == "ceil"
+        p, qf = params_for(fmt.element, True, keys, sr_bits, dev, ceil=ceil)
+        fixed = isinstance(fmt.element, FixedFormat)
+        return "block_fixed" if fixed else "block_float", block_kernel, fixed, p, qf
+    p, qf = params_for(fmt.element, True, keys, sr_bits, dev)
+    return "smx", smx_kernel, fmt.sub_block, p, qf
+
+
 def _prepare(
     x32: torch.Tensor, fmt: Format, mode: Rounding, axis: int, sat: bool, sr_bits: int, use: bool
 ) -> Prepared | None:
@@ -402,17 +420,8 @@ def _prepare(
     sshape = src.shape
     length, view = sshape[sax], tuple(blocks.shape)
     pre, post = math.prod(sshape[:sax]), math.prod(sshape[sax + 1 :])
-    if isinstance(fmt, BlockFormat):
-        p, qf = params_for(
-            fmt.element, True, None, sr_bits, dev, ceil=fmt.scale_rule.value == "ceil"
-        )
-        fixed = isinstance(fmt.element, FixedFormat)
-        name = "block_fixed" if fixed else "block_float"
-        run = _compiled.kernel(name, block_kernel, mode, use, blocks, p, qf, fixed, static=True)
-    else:
-        p, qf = params_for(fmt.element, True, None, sr_bits, dev)
-        sub_block = fmt.sub_block
-        run = _compiled.kernel("smx", smx_kernel, mode, use, blocks, p, qf, sub_block, static=True)
+    name, fn, extra, p, qf = _block_kernel(fmt, None, sr_bits, dev)
+    run = _compiled.kernel(name, fn, mode, use, blocks, p, qf, extra, static=True)
 
     def block(x: torch.Tensor) -> torch.Tensor:
         v = (x.movedim(ax, -1) if moved else x).reshape(pre, length, post)
@@ -467,38 +476,23 @@ def _dispatch(
             "int", int_kernel, mode, use_compiled, x32.reshape(1, -1), p, qf, float(fmt.qmax)
         )
         return y.reshape(x32.shape)
-    # stochastic rounding: blocks along the last axis, or read in place along another (a
-    # wide enough post) with the random bits numbered as in the axis-last layout, else
-    # through a transposed copy; padded to whole blocks either way (the numbering's layout)
+    # stochastic rounding: blocks read in place (along the last axis, or along another with
+    # a wide enough post), else through a transposed copy; either way the random bits are
+    # numbered as in the padded axis-last layout (see sr_random)
+    assert isinstance(fmt, BlockFormat | SharedMicroExpFormat) and keys is not None
     ax = axis % x32.dim()
     length, bsize = x32.shape[ax], fmt.block_size
-    pre, post = math.prod(x32.shape[:ax]), math.prod(x32.shape[ax + 1 :])
-    pad = (-length) % bsize
-    in_place = post >= IN_PLACE_MIN_POST
+    in_place = _in_place_ok(x32, ax)
     if in_place:
-        v = x32.reshape(pre, length, post)
-        blocks = (F.pad(v, (0, 0, 0, pad)) if pad else v).reshape(-1, bsize, post).contiguous()
+        blocks, pad = _blocks_in_place(x32, ax, bsize, whole=True)
     else:
         rows, moved = _rows_along(x32, axis)
         blocks, pad = _blocks(rows.contiguous(), bsize)
-    fn: _compiled.KernelFn
-    extra: bool | int
-    if isinstance(fmt, BlockFormat):
-        p, qf = params_for(
-            fmt.element, True, keys, sr_bits, dev, ceil=fmt.scale_rule.value == "ceil"
-        )
-        fixed = isinstance(fmt.element, FixedFormat)
-        name, fn, extra = "block_fixed" if fixed else "block_float", block_kernel, fixed
-    else:
-        assert isinstance(fmt, SharedMicroExpFormat)
-        p, qf = params_for(fmt.element, True, keys, sr_bits, dev)
-        name, fn, extra = "smx", smx_kernel, fmt.sub_block
-    if in_place:
-        assert keys is not None  # so p is this call's own copy, with the keys filled in
-        p[P_NBPA] = (length + pad) // bsize
+    name, fn, extra, p, qf = _block_kernel(fmt, keys, sr_bits, dev)
+    p[P_NBPA] = (length + pad) // bsize  # p is this call's own copy (its keys are filled in)
     y = _compiled.run(name, fn, mode, use_compiled, blocks, p, qf, extra, static=True)
     if in_place:
-        y = y.reshape(pre, length + pad, post)
+        y = y.reshape(-1, length + pad, math.prod(x32.shape[ax + 1 :]))
         return (y[:, :length] if pad else y).reshape(x32.shape)
     y = y.reshape(rows.shape[0], length + pad)
     if pad:

@@ -11,11 +11,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from numerics.kernels.core import I32, P_CEIL, P_EMAX_ELEM, Q_MAX_POS, pow2_floor
+from numerics.kernels.core import F32, I32, P_CEIL, P_EMAX_ELEM, Q_MAX_POS, pow2_floor
 from numerics.kernels.grid import round_elements
 from numerics.rounding import Rounding
-
-F32 = torch.float32
 
 
 def _pow2_floor_any(v: torch.Tensor) -> torch.Tensor:

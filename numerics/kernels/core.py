@@ -25,11 +25,14 @@ format and no integer shift is specialised on a symbolic int.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from numerics.rounding import Rounding, random_bits
 
 I32 = torch.int32
+F32 = torch.float32
 SIGN = -(2**31)
 ABS = 0x7FFFFFFF
 INF = 0x7F800000
@@ -281,8 +284,5 @@ def sr_random(shape: torch.Size, p: torch.Tensor, device: torch.device) -> torch
         i = torch.div(n, nbpa, rounding_mode="floor")
         idx = (i * post + j) * (nbpa * block) + (n - i * nbpa) * block + e
     else:
-        count = 1
-        for s in shape:
-            count *= s
-        idx = torch.arange(count, dtype=I32, device=device).view(shape)
+        idx = torch.arange(math.prod(shape), dtype=I32, device=device).view(shape)
     return random_bits(idx, p[P_KEY0 : P_KEY1 + 1], p[P_SR_BITS])

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from numerics.kernels.core import (
+    F32,
     P_SR_BITS,
     Q_C,
     Q_LO,
@@ -31,8 +32,6 @@ from numerics.kernels.core import (
     sr_random,
 )
 from numerics.rounding import Rounding
-
-F32 = torch.float32
 
 
 def round_elements(

@@ -34,9 +34,7 @@ import torch.nn.functional as F
 
 from numerics.formats import BlockFormat, FloatFormat, SharedMicroExpFormat
 from numerics.formats.block import ScaleRule
-
-I32 = torch.int32
-F32 = torch.float32
+from numerics.kernels.core import F32, I32
 
 
 @functools.lru_cache(maxsize=256)
