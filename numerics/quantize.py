@@ -37,6 +37,7 @@ from numerics.formats import (
 from numerics.formats.element import NanStyle
 from numerics.kernels import compiled as _compiled
 from numerics.kernels import lean as _lean
+from numerics.kernels import native as _native
 from numerics.kernels.block import block_kernel, smx_kernel
 from numerics.kernels.core import P_NBPA
 from numerics.kernels.element import as_float, element_kernel, int_kernel, rne_path
@@ -181,8 +182,10 @@ def quantize(
             for fp8_e4m3, saturation for fp6/fp4/int/block formats); True clamps everything
             outside the range, infinities included, to +-max.
         sr_bits: random bits per stochastic decision (1..24).
-        backend: auto (compiled for large tensors), compiled, eager, reference (NumPy
-            float64) or qtorch (the optional qtorch library, where it has the format).
+        backend: auto (compiled for large tensors), compiled (Inductor kernels; on the CPU,
+            BFP, mxint8 and MX9/6/4 blocks along the last axis run hand-written C++ kernels,
+            ``numerics.kernels.native``), eager, reference (NumPy float64) or qtorch (the
+            optional qtorch library, where it has the format).
     """
     x = _check_input(x)
     p = plan(fmt, rounding, saturate, sr_bits=sr_bits, backend=backend)
@@ -383,6 +386,19 @@ def _block_kernel(
     return "smx", smx_kernel, fmt.sub_block, p, qf
 
 
+def _native_kernel(
+    name: str, extra: bool | int, blocks: torch.Tensor, mode: Rounding
+) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None:
+    """The hand-written C++ kernel for these blocks where one applies (CPU, a fixed-point
+    element grid, blocks along the last axis of whole 16-lane vectors: ``kernels/native``),
+    in place of the compiled block kernel; else None."""
+    if name == "block_fixed" and _native.supports(blocks):
+        return lambda b, p, q: _native.block_fixed(b, p, q, mode)
+    if name == "smx" and _native.supports(blocks, int(extra)):
+        return lambda b, p, q: _native.smx(b, p, q, int(extra), mode)
+    return None
+
+
 def _prepare(
     x32: torch.Tensor, fmt: Format, mode: Rounding, axis: int, sat: bool, sr_bits: int, use: bool
 ) -> Prepared | None:
@@ -421,7 +437,9 @@ def _prepare(
     length, view = sshape[sax], tuple(blocks.shape)
     pre, post = math.prod(sshape[:sax]), math.prod(sshape[sax + 1 :])
     name, fn, extra, p, qf = _block_kernel(fmt, None, sr_bits, dev)
-    run = _compiled.kernel(name, fn, mode, use, blocks, p, qf, extra, static=True)
+    run = (_native_kernel(name, extra, blocks, mode) if use else None) or _compiled.kernel(
+        name, fn, mode, use, blocks, p, qf, extra, static=True
+    )
 
     def block(x: torch.Tensor) -> torch.Tensor:
         v = (x.movedim(ax, -1) if moved else x).reshape(pre, length, post)
@@ -490,7 +508,11 @@ def _dispatch(
         blocks, pad = _blocks(rows.contiguous(), bsize)
     name, fn, extra, p, qf = _block_kernel(fmt, keys, sr_bits, dev)
     p[P_NBPA] = (length + pad) // bsize  # p is this call's own copy (its keys are filled in)
-    y = _compiled.run(name, fn, mode, use_compiled, blocks, p, qf, extra, static=True)
+    native = _native_kernel(name, extra, blocks, mode) if use_compiled else None
+    if native is not None:
+        y = native(blocks, p, qf)
+    else:
+        y = _compiled.run(name, fn, mode, use_compiled, blocks, p, qf, extra, static=True)
     if in_place:
         y = y.reshape(-1, length + pad, math.prod(x32.shape[ax + 1 :]))
         return (y[:, :length] if pad else y).reshape(x32.shape)

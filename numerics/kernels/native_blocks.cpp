@@ -1,0 +1,268 @@
+// Hand-written CPU kernels for block formats with a fixed-point element grid: BFP (and
+// mxint8), and the shared micro-exponent formats (MX9/MX6/MX4). See native.py for why they
+// exist and how they are built; kernels/block.py and kernels/grid.py hold the definitions
+// they follow, and the tests hold the two equal bit for bit in every rounding mode.
+//
+// Input: float32 blocks, contiguous, (nblocks, block) row-major, block a multiple of 16;
+// output: the same layout. Parameters: the int32 vector p and the float32 vector q of
+// kernels/core.py; their slot numbers arrive as macros (-DP_SR_BITS=6 ...) made from the
+// Python constants, so the two cannot drift apart.
+//
+// Written with GCC/Clang vector extensions, 16 float32 lanes (one AVX-512 register; the
+// compiler splits it where vectors are narrower), because the auto-vectoriser left the
+// element loop of a 16-element block scalar. Compiled without -ffast-math and with
+// -ffp-contract=off: every float operation is an IEEE operation the eager kernel performs
+// (the floor, below, is exact by construction).
+
+#include <cstdint>
+#include <cstring>
+
+namespace {
+
+enum Mode { NEAREST_EVEN = 0, NEAREST_AWAY = 1, TOWARD_ZERO = 2, DOWN = 3, UP = 4, STOCHASTIC = 5 };
+
+constexpr int L = 16;  // lanes
+typedef float vf __attribute__((vector_size(64)));
+typedef int32_t vi __attribute__((vector_size(64)));
+typedef uint32_t vu __attribute__((vector_size(64)));
+
+inline vf load(const float* p) {
+  vf v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+
+inline vf splat(float s) { return vf{} + s; }
+inline vu splat_u(uint32_t s) { return vu{} + s; }
+inline vi splat_i(int32_t s) { return vi{} + s; }
+
+inline vu umax(vu a, vu b) { return a > b ? a : b; }
+
+// lane e takes lane e ^ K
+#define XOR_LANES(K)                                                                       \
+  0 ^ K, 1 ^ K, 2 ^ K, 3 ^ K, 4 ^ K, 5 ^ K, 6 ^ K, 7 ^ K, 8 ^ K, 9 ^ K, 10 ^ K, 11 ^ K, 12 ^ K, \
+      13 ^ K, 14 ^ K, 15 ^ K
+template <int K>
+inline vu swap_lanes(vu v) {
+#ifdef __clang__
+  return __builtin_shufflevector(v, v, XOR_LANES(K));
+#else
+  return __builtin_shuffle(v, vu{XOR_LANES(K)});
+#endif
+}
+
+// The maximum over runs of `run` lanes (a power of two, 1..16) starting at multiples of run,
+// in every lane of the run, from the runs of `from` lanes (from <= run).
+inline vu run_max(vu m, int from, int run) {
+  if (from < 2 && run >= 2) m = umax(m, swap_lanes<1>(m));
+  if (from < 4 && run >= 4) m = umax(m, swap_lanes<2>(m));
+  if (from < 8 && run >= 8) m = umax(m, swap_lanes<4>(m));
+  if (from < 16 && run >= 16) m = umax(m, swap_lanes<8>(m));
+  return m;
+}
+
+// 2**(sf - 127) for biased exponents sf in [0, 254]; sf = 0 gives 2**-127 (as _pow2_biased).
+inline vf pow2_biased(vi sf) {
+  return sf == 0 ? (vf)splat_u(0x00400000u) : (vf)((vu)sf << 23);
+}
+
+// lowbias32 (numerics.rounding.lowbias32) on uint32 lanes: logical shifts, wrapping products.
+inline vu lowbias32(vu h) {
+  h ^= h >> 16;
+  h *= 0x7FEB352Du;
+  h ^= h >> 15;
+  h *= 0x846CA68Bu;
+  h ^= h >> 16;
+  return h;
+}
+
+const vu IOTA = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+
+// What every element of a call shares: the element grid (from q) and the random source.
+struct Grid {
+  vf lo, hi;         // the clamp: -max_neg, max_pos
+  vf c;              // the adder constant 2**(emax + 23 - m)
+  vf step, inv_step; // 2**(emax - m) and its inverse
+  vf two_r;          // 2**R, R random bits
+  uint32_t k0, k1, shift;  // the keys; 32 - R
+};
+
+Grid grid(const int32_t* p, const float* q) {
+  const float step = q[Q_C] * 0x1p-23f;
+  return {splat(-q[Q_MAX_NEG]),
+          splat(q[Q_MAX_POS]),
+          splat(q[Q_C]),
+          splat(step),
+          splat(1.0f / step),
+          splat(static_cast<float>(1 << p[P_SR_BITS])),
+          static_cast<uint32_t>(p[P_KEY0]),
+          static_cast<uint32_t>(p[P_KEY1]),
+          static_cast<uint32_t>(32 - p[P_SR_BITS])};
+}
+
+// round_elements (kernels/grid.py) for a fixed-point grid: element-space values xs, scaled
+// from x, saturating, a two's-complement zero. idx numbers the elements for stochastic
+// rounding.
+template <int MODE>
+inline vf round_fixed(vf x, vf xs, const Grid& g, vu idx) {
+  vf v = xs < g.lo ? g.lo : xs;
+  v = v > g.hi ? g.hi : v;
+  v = (vf)((vu)v & 0x7FFFFFFFu);
+  vf y;
+  if (MODE == NEAREST_EVEN) {
+    y = (v + g.c) - g.c;
+  } else {
+    const vf t = v * g.inv_step;
+    // floor(t), t >= 0: below 2**23, t + 2**23 rounds t to an integer (its binade's ulp is
+    // 1), exactly, and a result above t steps down by one; from 2**23 up t is an integer.
+    const vf big = splat(0x1p23f);
+    const vf r = (t + big) - big;
+    vf n = r > t ? r - 1.0f : r;
+    n = t >= big ? t : n;
+    const vf f = t - n;
+    vi up;
+    if (MODE == STOCHASTIC) {
+      const vu h = lowbias32(lowbias32(idx ^ g.k0) + g.k1) >> g.shift;
+      up = f * g.two_r >= __builtin_convertvector((vi)h + 1, vf);
+    } else if (MODE == NEAREST_AWAY) {
+      up = f >= 0.5f;
+    } else if (MODE == TOWARD_ZERO) {
+      up = vi{};
+    } else {
+      const vi inexact = (f > 0.0f) | ((xs == 0.0f) & (x != 0.0f));
+      const vi neg = x < 0.0f;
+      up = inexact & (MODE == UP ? ~neg : neg);
+    }
+    y = (n + (vf)((vu)up & 0x3F800000u)) * g.step;  // n + 1.0 or n + 0.0
+  }
+  const vf out = (vf)((vu)y | ((vu)xs & 0x80000000u));  // y >= +0: copysign
+  return y == 0.0f ? vf{} : out;
+}
+
+// MX / BFP with a fixed-point element grid (block_kernel with fixed=True). NV vectors of 16
+// per block (0: a runtime count, nv).
+template <int MODE, int NV>
+void block_fixed(const float* __restrict x, float* __restrict out, int64_t nblocks, int64_t nv_,
+                 const int32_t* p, const float* q, int nthreads) {
+  const int64_t nv = NV ? NV : nv_;
+  const Grid g = grid(p, q);
+  const int32_t emax = p[P_EMAX_ELEM];
+  const vi top = splat_i(254 - emax);
+  const bool ceil_rule = p[P_CEIL] == 1;
+  const vf max_pos = splat(q[Q_MAX_POS]);
+  const vf nan = (vf)splat_u(0x7FC00000u);
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+  for (int64_t i = 0; i < nblocks; ++i) {
+    const float* xi = x + i * nv * L;
+    float* oi = out + i * nv * L;
+    vu m = vu{};
+    for (int64_t k = 0; k < nv; ++k) m = umax(m, (vu)load(xi + k * L) & 0x7FFFFFFFu);
+    m = run_max(m, 1, L);  // |x|'s largest bit pattern, in every lane
+    vi sf = (vi)(m >> 23) - emax;
+    sf = sf < 0 ? vi{} : sf;
+    sf = sf > top ? top : sf;
+    if (ceil_rule) {
+      const vi bump = (vf)m > max_pos * pow2_biased(sf);
+      sf = bump ? (sf + 1 > top ? top : sf + 1) : sf;
+    }
+    const vf scale = pow2_biased(sf);
+    const vf inv = pow2_biased(254 - sf);
+    const vi bad = m >= 0x7F800000u;  // an inf or a NaN: the whole block is NaN
+    const vu base = IOTA + static_cast<uint32_t>(i * nv * L);
+    for (int64_t k = 0; k < nv; ++k) {
+      const vf xe = load(xi + k * L);
+      const vf y = round_fixed<MODE>(xe, xe * inv, g, base + static_cast<uint32_t>(k * L));
+      store(oi + k * L, bad ? nan : y * scale);
+    }
+  }
+}
+
+// Shared micro-exponents (smx_kernel): a block shares 2**E, E = floor(log2 amax) clamped at
+// -127; a run of `sub` elements (a power of two, at most 16) whose maximum lies below 2**E
+// (tau = 1; never when E sits on the clamp) takes the scale 2**(E - 1).
+template <int MODE, int NV, int SUB>
+void smx(const float* __restrict x, float* __restrict out, int64_t nblocks, int64_t nv_,
+         int sub_, const int32_t* p, const float* q, int nthreads) {
+  const int64_t nv = NV ? NV : nv_;
+  const int sub = SUB ? SUB : sub_;
+  const Grid g = grid(p, q);
+  const vf nan = (vf)splat_u(0x7FC00000u);
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+  for (int64_t i = 0; i < nblocks; ++i) {
+    const float* xi = x + i * nv * L;
+    float* oi = out + i * nv * L;
+    vu m = vu{};
+    for (int64_t k = 0; k < nv; ++k) m = umax(m, (vu)load(xi + k * L) & 0x7FFFFFFFu);
+    m = run_max(m, 1, L);
+    // 2**E from the exponent field; a zero or float32-subnormal maximum gives 2**-127
+    const vu ex = m >> 23;
+    const vu scale_bits = ex == 0 ? splat_u(0x00400000u) : ex << 23;
+    const vf scale = (vf)scale_bits;
+    const vf inv = 1.0f / scale;
+    const vi can_tau = ex != 0;
+    const vi bad = m >= 0x7F800000u;
+    const vu base = IOTA + static_cast<uint32_t>(i * nv * L);
+    for (int64_t k = 0; k < nv; ++k) {
+      const vf xe = load(xi + k * L);
+      const vu sm = run_max((vu)xe & 0x7FFFFFFFu, 1, sub);  // its run's maximum, per lane
+      const vi tau = can_tau & (sm < scale_bits);
+      const vf sc = tau ? scale * 0.5f : scale;
+      const vf iv = tau ? inv * 2.0f : inv;
+      const vf y = round_fixed<MODE>(xe, xe * iv, g, base + static_cast<uint32_t>(k * L));
+      store(oi + k * L, bad ? nan : y * sc);
+    }
+  }
+}
+
+template <int MODE>
+void block_fixed_nv(const float* x, float* out, int64_t nblocks, int64_t nv, const int32_t* p,
+                    const float* q, int nthreads) {
+  if (nv == 1) block_fixed<MODE, 1>(x, out, nblocks, nv, p, q, nthreads);
+  else if (nv == 2) block_fixed<MODE, 2>(x, out, nblocks, nv, p, q, nthreads);
+  else block_fixed<MODE, 0>(x, out, nblocks, nv, p, q, nthreads);
+}
+
+template <int MODE>
+void smx_nv(const float* x, float* out, int64_t nblocks, int64_t nv, int sub, const int32_t* p,
+            const float* q, int nthreads) {
+  if (nv == 1 && sub == 2) smx<MODE, 1, 2>(x, out, nblocks, nv, sub, p, q, nthreads);
+  else smx<MODE, 0, 0>(x, out, nblocks, nv, sub, p, q, nthreads);
+}
+
+}  // namespace
+
+extern "C" {
+
+// blocks of nv * 16 elements; returns 0, or -1 for a mode it does not know
+int numerics_block_fixed(const float* x, float* out, int64_t nblocks, int64_t nv,
+                         const int32_t* p, const float* q, int mode, int nthreads) {
+  switch (mode) {
+    case NEAREST_EVEN: block_fixed_nv<NEAREST_EVEN>(x, out, nblocks, nv, p, q, nthreads); break;
+    case NEAREST_AWAY: block_fixed_nv<NEAREST_AWAY>(x, out, nblocks, nv, p, q, nthreads); break;
+    case TOWARD_ZERO: block_fixed_nv<TOWARD_ZERO>(x, out, nblocks, nv, p, q, nthreads); break;
+    case DOWN: block_fixed_nv<DOWN>(x, out, nblocks, nv, p, q, nthreads); break;
+    case UP: block_fixed_nv<UP>(x, out, nblocks, nv, p, q, nthreads); break;
+    case STOCHASTIC: block_fixed_nv<STOCHASTIC>(x, out, nblocks, nv, p, q, nthreads); break;
+    default: return -1;
+  }
+  return 0;
+}
+
+// blocks of nv * 16 elements, runs of sub (1, 2, 4, 8 or 16) sharing tau
+int numerics_smx(const float* x, float* out, int64_t nblocks, int64_t nv, int sub,
+                 const int32_t* p, const float* q, int mode, int nthreads) {
+  switch (mode) {
+    case NEAREST_EVEN: smx_nv<NEAREST_EVEN>(x, out, nblocks, nv, sub, p, q, nthreads); break;
+    case NEAREST_AWAY: smx_nv<NEAREST_AWAY>(x, out, nblocks, nv, sub, p, q, nthreads); break;
+    case TOWARD_ZERO: smx_nv<TOWARD_ZERO>(x, out, nblocks, nv, sub, p, q, nthreads); break;
+    case DOWN: smx_nv<DOWN>(x, out, nblocks, nv, sub, p, q, nthreads); break;
+    case UP: smx_nv<UP>(x, out, nblocks, nv, sub, p, q, nthreads); break;
+    case STOCHASTIC: smx_nv<STOCHASTIC>(x, out, nblocks, nv, sub, p, q, nthreads); break;
+    default: return -1;
+  }
+  return 0;
+}
+
+}  // extern "C"

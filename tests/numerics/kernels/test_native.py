@@ -1,0 +1,208 @@
+"""The hand-written C++ block kernels (numerics/kernels/native.py) against the eager kernels
+they follow, bit for bit, and against the float64 reference; dispatch and fallback.
+
+The eager kernels are themselves held to the reference and to hand-computed cases
+(tests/numerics/test_quantize_block.py); here each C++ path (one and two vectors per block
+with constant loop counts, a runtime count, every sub-block run, the ceil scale rule, every
+rounding mode and random-bit width) meets awkward values: zeros of both signs, float32
+subnormals, values at and beside the grid's midpoints, values that underflow in element
+space beside a huge one, inf and NaN.
+"""
+
+import sys
+import warnings
+
+import pytest
+import torch
+
+import numerics
+from numerics import formats
+from numerics.formats.block import SharedMicroExpFormat
+from numerics.kernels import native
+from numerics.kernels.block import block_kernel, smx_kernel
+from numerics.rounding import Rounding, draw_keys
+
+QMOD = sys.modules["numerics.quantize"]
+MODES = list(Rounding)
+
+pytestmark = pytest.mark.skipif(native.library() is None, reason="no C++ compiler here")
+
+FIXED = ["bfp8_b16", "bfp4_b16", "mxint8", "mxint8_ceil", "bfp6_b48", "bfp3_b64_ceil"]
+SMX = ["mx9", "mx6", "mx4"] + [f"smx{s}" for s in (1, 4, 8, 16)] + ["smx2_b32"]
+
+
+def fmt_of(name: str):
+    if name.startswith("smx"):
+        sub = 2 if name == "smx2_b32" else int(name[3:])
+        size = 32 if name == "smx2_b32" else 16
+        return SharedMicroExpFormat(name, mbits=4, block_size=size, sub_block=sub)
+    return formats.get(name)
+
+
+def awkward(nblocks: int, block: int, seed: int = 0) -> torch.Tensor:
+    """(nblocks, block) float32 over the whole exponent range, with special rows."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(nblocks, block, generator=g) * torch.logspace(-44, 38, nblocks)[:, None]
+    x[0, :6] = torch.tensor([0.0, -0.0, 1e-45, -1e-45, 1e-40, -3e-39])
+    x[1, 3] = float("nan")
+    x[2, 5] = -float("inf")
+    x[3] = 0.0
+    x[4, ::2] = -0.0
+    # underflow in element space beside a huge value: directed modes still see them
+    x[5, :8] = torch.tensor([3e38, 1e-30, -1e-30, 1e-38, -1e-45, 5.0, -0.0, 0.0])
+    x[6, :4] = torch.tensor([3.4028235e38, -3.4028235e38, 1.0, -1.0])  # float32's maximum
+    # ties: with block maximum 1 (E = 0) the element grids' steps are 2**-6 (bfp8, mxint8,
+    # mx9), 2**-3 (mx6), 2**-2 (bfp4) and 2**-1 (mx4); rows 7-9 hold the 2**-6 grid's
+    # midpoints exactly and one float32 ulp above and below, rows 10-12 the others' midpoints
+    k = torch.arange(block - 1, dtype=torch.float32)
+    mid = (k + 0.5) * 2.0**-6
+    rows = [
+        mid,
+        -torch.nextafter(mid, torch.tensor(2.0)),
+        torch.nextafter(mid, torch.tensor(0.0)),
+        (k % 8 + 0.5) * 2.0**-3,
+        -(k % 4 + 0.5) * 2.0**-2,
+        (k % 2 + 0.5) * 2.0**-1,
+    ]
+    for i, row in enumerate(rows, start=7):
+        x[i, 0] = 1.0
+        x[i, 1:] = row
+    return x
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bit for bit, NaN by position (a NaN's payload is not part of the contract)."""
+    nan = torch.isnan(a)
+    return torch.equal(nan, torch.isnan(b)) and torch.equal(
+        a.view(torch.int32)[~nan], b.view(torch.int32)[~nan]
+    )
+
+
+def kernels(fmt, mode: Rounding, sr_bits: int = 23):
+    """(native, eager) callables of (nblocks, block) float32 blocks for a format."""
+    keys = draw_keys(12345) if mode is Rounding.STOCHASTIC else None
+    name, _, extra, p, q = QMOD._block_kernel(fmt, keys, sr_bits, torch.device("cpu"))
+    if name == "smx":
+        return (
+            lambda b: native.smx(b, p, q, extra, mode),
+            lambda b: smx_kernel(b, p, q, extra, mode=mode),
+        )
+    assert name == "block_fixed"
+    return (
+        lambda b: native.block_fixed(b, p, q, mode),
+        lambda b: block_kernel(b, p, q, True, mode=mode)[0],
+    )
+
+
+@pytest.mark.parametrize("name", FIXED + SMX)
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
+def test_native_equals_eager(name, mode):
+    fmt = fmt_of(name)
+    x = awkward(40, fmt.block_size)
+    fast, slow = kernels(fmt, mode)
+    assert same_bits(fast(x), slow(x))
+
+
+@pytest.mark.parametrize("sr_bits", [1, 5, 13, 24])
+@pytest.mark.parametrize("name", ["bfp8_b16", "mx6"])
+def test_native_stochastic_rounding_with_few_random_bits(name, sr_bits):
+    fmt = fmt_of(name)
+    x = awkward(40, fmt.block_size, seed=1)
+    fast, slow = kernels(fmt, Rounding.STOCHASTIC, sr_bits)
+    assert same_bits(fast(x), slow(x))
+
+
+@pytest.mark.parametrize("name", ["bfp8_b16", "mx6", "mxint8"])
+@pytest.mark.parametrize("mode", [Rounding.NEAREST_EVEN, Rounding.STOCHASTIC], ids=str)
+def test_native_on_several_threads_equals_eager(name, mode):
+    """Above PARALLEL_MIN_NUMEL the blocks are shared among threads; the random bits are
+    numbered by position, so the split must not show."""
+    fmt = fmt_of(name)
+    n = 2 * native.PARALLEL_MIN_NUMEL // fmt.block_size + 3
+    x = awkward(n, fmt.block_size, seed=2)
+    fast, slow = kernels(fmt, mode)
+    assert same_bits(fast(x), slow(x))
+
+
+def use_native(monkeypatch: pytest.MonkeyPatch, on: bool) -> None:
+    monkeypatch.setenv("NUMERICS_NATIVE", "1" if on else "0")
+    QMOD._plan.cache_clear()  # plans keep their prepared casts
+
+
+@pytest.mark.parametrize("name", ["bfp8_b16", "mx6", "mxint8"])
+@pytest.mark.parametrize("mode", ["nearest_even", "up", "stochastic"])
+def test_quantize_dispatches_to_native_and_agrees_with_the_reference(monkeypatch, name, mode):
+    """quantize's compiled backend takes the C++ kernel for last-axis blocks (counted), with
+    a ragged last block; the result equals the float64 reference and the Inductor kernel's."""
+    calls = []
+    for kernel in ("block_fixed", "smx"):
+        real = getattr(native, kernel)
+        monkeypatch.setattr(
+            native, kernel, lambda *a, _real=real, **k: calls.append(1) or _real(*a, **k)
+        )
+    x = awkward(16, 70, seed=3)
+    use_native(monkeypatch, True)
+    got = numerics.quantize(x, name, mode, generator=9, backend="compiled")
+    assert calls, "the native kernel did not run"
+    ref = numerics.quantize(x, name, mode, generator=9, backend="reference")
+    assert same_bits(got, ref)
+    use_native(monkeypatch, False)
+    count = len(calls)
+    inductor = numerics.quantize(x, name, mode, generator=9, backend="compiled")
+    assert len(calls) == count
+    assert same_bits(got, inductor)
+    QMOD._plan.cache_clear()
+
+
+def test_other_layouts_keep_the_compiled_kernels(monkeypatch):
+    """Blocks along a non-last axis read in place (3-d), MX float elements, and block sizes
+    that are not whole vectors stay with Inductor."""
+    use_native(monkeypatch, True)
+    calls = []
+    monkeypatch.setattr(native, "block_fixed", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(native, "smx", lambda *a, **k: calls.append(1))
+    x = awkward(64, 64, seed=4)
+    numerics.quantize(x, "bfp8_b16", axis=0, backend="compiled")
+    numerics.quantize(x, "mxfp8_e4m3", backend="compiled")
+    numerics.quantize(x, "bfp8_b8", backend="compiled")
+    assert not calls
+    QMOD._plan.cache_clear()
+
+
+def test_a_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path):
+    """A compiler that fails: one warning, then the Inductor kernels, with the same results,
+    and no partial library left in the cache."""
+    cxx = tmp_path / "cxx"
+    cxx.write_text('#!/bin/sh\n[ "$1" = --version ] && echo fake 1.0 && exit 0\nexit 1\n')
+    cxx.chmod(0o755)
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(native, "_LIB", None)
+    monkeypatch.setattr(native, "_FAILED", False)
+    monkeypatch.setenv("NUMERICS_NATIVE_CACHE", str(cache))
+    monkeypatch.setenv("CXX", str(cxx))
+    QMOD._plan.cache_clear()
+    x = awkward(16, 32, seed=5)
+    with pytest.warns(RuntimeWarning, match="native block kernels failed"):
+        y = numerics.quantize(x, "bfp8_b16", backend="compiled")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        numerics.quantize(x, "mx6", backend="compiled")
+    assert not [w for w in seen if "native" in str(w.message)]  # warned once only
+    assert same_bits(y, numerics.quantize(x, "bfp8_b16", backend="reference"))
+    assert cache.is_dir() and not list(cache.iterdir())
+    QMOD._plan.cache_clear()
+
+
+def test_the_library_is_cached_by_content(monkeypatch, tmp_path):
+    """A second build of the same source, flags, compiler and CPU loads the cached library:
+    the compiler is asked its version, nothing more."""
+    monkeypatch.setenv("NUMERICS_NATIVE_CACHE", str(tmp_path))
+    first = native._build()
+    assert first.parent == tmp_path and first.exists()
+    commands = []
+    real = native.subprocess.run
+    monkeypatch.setattr(
+        native.subprocess, "run", lambda cmd, **k: commands.append(cmd) or real(cmd, **k)
+    )
+    assert native._build() == first
+    assert [c[1:] for c in commands] == [["--version"]]
