@@ -183,7 +183,7 @@ def quantize(
             outside the range, infinities included, to +-max.
         sr_bits: random bits per stochastic decision (1..24).
         backend: auto (compiled for large tensors), compiled (Inductor kernels; on the CPU,
-            BFP, mxint8 and MX9/6/4 blocks along the last axis run hand-written C++ kernels,
+            MX, BFP and MX9/6/4 blocks along the last axis run hand-written C++ kernels,
             ``numerics.kernels.native``), eager, reference (NumPy float64) or qtorch (the
             optional qtorch library, where it has the format).
     """
@@ -389,11 +389,11 @@ def _block_kernel(
 def _native_kernel(
     name: str, extra: bool | int, blocks: torch.Tensor, mode: Rounding
 ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None:
-    """The hand-written C++ kernel for these blocks where one applies (CPU, a fixed-point
-    element grid, blocks along the last axis of whole 16-lane vectors: ``kernels/native``),
-    in place of the compiled block kernel; else None."""
-    if name == "block_fixed" and _native.supports(blocks):
-        return lambda b, p, q: _native.block_fixed(b, p, q, mode)
+    """The hand-written C++ kernel for these blocks where one applies (CPU, blocks along the
+    last axis of whole 16-lane vectors: ``kernels/native``), in place of the compiled block
+    kernel; else None."""
+    if name in ("block_fixed", "block_float") and _native.supports(blocks):
+        return lambda b, p, q: _native.block(b, p, q, bool(extra), mode)
     if name == "smx" and _native.supports(blocks, int(extra)):
         return lambda b, p, q: _native.smx(b, p, q, int(extra), mode)
     return None

@@ -1,9 +1,10 @@
-"""Hand-written C++ kernels for CPU block formats with a fixed-point element grid.
+"""Hand-written C++ kernels for block formats on the CPU.
 
-Which: BFP (bfp8_b16, msfp12/16, user BFP formats), mxint8, and the shared micro-exponent
-formats (mx9/mx6/mx4), blocks along the last axis (contiguous (nblocks, block) rows), every
-rounding mode. Source: ``native_blocks.cpp`` beside this file; it follows
-``kernels/block.py`` operation for operation, and the tests hold the two equal bit for bit.
+Which: OCP MX (mxfp8/6/4, mxint8), BFP (bfp8_b16, msfp12/16, user BFP formats) and the shared
+micro-exponent formats (mx9/mx6/mx4), blocks along the last axis (contiguous (nblocks,
+block) rows) of a whole number of 16-lane vectors, every rounding mode. Source:
+``native_blocks.cpp`` beside this file; it follows ``kernels/block.py`` and
+``kernels/grid.py`` operation for operation, and the tests hold it equal to them bit for bit.
 
 Why: a 16-element block is one AVX-512 vector, and Inductor's code for these kernels runs a
 per-block loop with a horizontal reduction and scalar scale work per vector, with the
@@ -48,7 +49,10 @@ from numerics.rounding import Rounding
 _SOURCE = Path(__file__).with_name("native_blocks.cpp")
 _FLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fPIC", "-shared", "-std=c++17")
 # The parameter slots the C++ reads, passed as macros from core's constants.
-_SLOTS = ("P_SR_BITS", "P_KEY0", "P_KEY1", "P_EMAX_ELEM", "P_CEIL", "Q_MAX_POS", "Q_MAX_NEG", "Q_C")
+_SLOTS = (
+    *("P_SR_BITS", "P_KEY0", "P_KEY1", "P_EMAX_ELEM", "P_CEIL"),
+    *("Q_MAX_POS", "Q_MAX_NEG", "Q_C", "Q_LO", "Q_SPLIT"),
+)
 _MODES = {
     Rounding.NEAREST_EVEN: 0,
     Rounding.NEAREST_AWAY: 1,
@@ -137,9 +141,9 @@ def library() -> ctypes.CDLL | None:
             try:
                 lib = ctypes.CDLL(str(_build()))
                 i64, ptr, cint = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
-                lib.numerics_block_fixed.argtypes = [ptr, ptr, i64, i64, ptr, ptr, cint, cint]
+                lib.numerics_block.argtypes = [ptr, ptr, i64, i64, ptr, ptr, cint, cint, cint]
                 lib.numerics_smx.argtypes = [ptr, ptr, i64, i64, cint, ptr, ptr, cint, cint]
-                lib.numerics_block_fixed.restype = lib.numerics_smx.restype = cint
+                lib.numerics_block.restype = lib.numerics_smx.restype = cint
                 _LIB = lib
             except Exception as exc:
                 _FAILED = True
@@ -174,21 +178,22 @@ def _threads(numel: int) -> int:
     return torch.get_num_threads() if numel >= PARALLEL_MIN_NUMEL else 1
 
 
-def block_fixed(
-    blocks: torch.Tensor, p: torch.Tensor, q: torch.Tensor, mode: Rounding
+def block(
+    blocks: torch.Tensor, p: torch.Tensor, q: torch.Tensor, fixed: bool, mode: Rounding
 ) -> torch.Tensor:
-    """``block_kernel(blocks, p, q, True, mode=mode)[0]`` (MX / BFP, fixed-point elements)."""
+    """``block_kernel(blocks, p, q, fixed, mode=mode)[0]`` (MX / BFP)."""
     lib = library()
     assert lib is not None and supports(blocks)
     out = torch.empty_like(blocks)
-    nb, block = blocks.shape
-    lib.numerics_block_fixed(
+    nb, size = blocks.shape
+    lib.numerics_block(
         blocks.data_ptr(),
         out.data_ptr(),
         nb,
-        block // LANES,
+        size // LANES,
         p.data_ptr(),
         q.data_ptr(),
+        int(fixed),
         _MODES[mode],
         _threads(blocks.numel()),
     )

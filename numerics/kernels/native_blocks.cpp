@@ -1,5 +1,5 @@
-// Hand-written CPU kernels for block formats with a fixed-point element grid: BFP (and
-// mxint8), and the shared micro-exponent formats (MX9/MX6/MX4). See native.py for why they
+// Hand-written CPU kernels for block formats: OCP MX and BFP (a shared E8M0 scale per block,
+// float or fixed-point elements), and the shared micro-exponent formats (MX9/MX6/MX4). See native.py for why they
 // exist and how they are built; kernels/block.py and kernels/grid.py hold the definitions
 // they follow, and the tests hold the two equal bit for bit in every rounding mode.
 //
@@ -82,9 +82,10 @@ const vu IOTA = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
 // What every element of a call shares: the element grid (from q) and the random source.
 struct Grid {
-  vf lo, hi;         // the clamp: -max_neg, max_pos
-  vf c;              // the adder constant 2**(emax + 23 - m)
-  vf step, inv_step; // 2**(emax - m) and its inverse
+  vf cmin, cmax;     // the clamp: -max_neg, max_pos
+  vf c;              // the adder constant: 2**(emax + 23 - m) fixed, 2**(emin + 23 - m) float
+  vf step, inv_step; // fixed point: the step 2**(emax - m) and its inverse
+  vf lo, split, ulp; // float elements: 2**emin, 2**(23 - m) + 1, 2**-m
   vf two_r;          // 2**R, R random bits
   uint32_t k0, k1, shift;  // the keys; 32 - R
 };
@@ -96,25 +97,40 @@ Grid grid(const int32_t* p, const float* q) {
           splat(q[Q_C]),
           splat(step),
           splat(1.0f / step),
+          splat(q[Q_LO]),
+          splat(q[Q_SPLIT]),
+          splat((q[Q_SPLIT] - 1.0f) * 0x1p-23f),
           splat(static_cast<float>(1 << p[P_SR_BITS])),
           static_cast<uint32_t>(p[P_KEY0]),
           static_cast<uint32_t>(p[P_KEY1]),
           static_cast<uint32_t>(32 - p[P_SR_BITS])};
 }
 
-// round_elements (kernels/grid.py) for a fixed-point grid: element-space values xs, scaled
-// from x, saturating, a two's-complement zero. idx numbers the elements for stochastic
-// rounding.
-template <int MODE>
-inline vf round_fixed(vf x, vf xs, const Grid& g, vu idx) {
-  vf v = xs < g.lo ? g.lo : xs;
-  v = v > g.hi ? g.hi : v;
+// round_elements (kernels/grid.py): element-space values xs, scaled from x, rounded to the
+// element grid, saturating; a fixed-point grid (FIXED) has one step and a two's-complement
+// zero, a float grid the step of each value's binade. idx numbers the elements for
+// stochastic rounding.
+template <int MODE, bool FIXED>
+inline vf round_elements(vf x, vf xs, const Grid& g, vu idx) {
+  vf v = xs < g.cmin ? g.cmin : xs;
+  v = v > g.cmax ? g.cmax : v;
   v = (vf)((vu)v & 0x7FFFFFFFu);
   vf y;
-  if (MODE == NEAREST_EVEN) {
+  if (MODE == NEAREST_EVEN && FIXED) {
     y = (v + g.c) - g.c;
+  } else if (MODE == NEAREST_EVEN) {  // round_magnitude: Veltkamp's split, the adder below lo
+    const vf s = v * g.split;
+    y = v < g.lo ? (v + g.c) - g.c : s - (s - v);
   } else {
-    const vf t = v * g.inv_step;
+    vf step = g.step, inv_step = g.inv_step;
+    if (!FIXED) {  // max(pow2_floor(v), 2**emin) * 2**-m, as grid.py
+      const vf s = v * 8388609.0f;
+      vf hi = s - (s - v);
+      hi = hi > v ? hi * 0.5f : hi;
+      step = (hi < g.lo ? g.lo : hi) * g.ulp;
+      inv_step = 1.0f / step;
+    }
+    const vf t = v * inv_step;
     // floor(t), t >= 0: below 2**23, t + 2**23 rounds t to an integer (its binade's ulp is
     // 1), exactly, and a result above t steps down by one; from 2**23 up t is an integer.
     const vf big = splat(0x1p23f);
@@ -135,16 +151,16 @@ inline vf round_fixed(vf x, vf xs, const Grid& g, vu idx) {
       const vi neg = x < 0.0f;
       up = inexact & (MODE == UP ? ~neg : neg);
     }
-    y = (n + (vf)((vu)up & 0x3F800000u)) * g.step;  // n + 1.0 or n + 0.0
+    y = (n + (vf)((vu)up & 0x3F800000u)) * step;  // n + 1.0 or n + 0.0
   }
   const vf out = (vf)((vu)y | ((vu)xs & 0x80000000u));  // y >= +0: copysign
-  return y == 0.0f ? vf{} : out;
+  if (FIXED) return y == 0.0f ? vf{} : out;
+  return out;
 }
 
-// MX / BFP with a fixed-point element grid (block_kernel with fixed=True). NV vectors of 16
-// per block (0: a runtime count, nv).
-template <int MODE, int NV>
-void block_fixed(const float* __restrict x, float* __restrict out, int64_t nblocks, int64_t nv_,
+// MX / BFP (block_kernel): NV vectors of 16 per block (0: a runtime count, nv).
+template <int MODE, int NV, bool FIXED>
+void block(const float* __restrict x, float* __restrict out, int64_t nblocks, int64_t nv_,
                  const int32_t* p, const float* q, int nthreads) {
   const int64_t nv = NV ? NV : nv_;
   const Grid g = grid(p, q);
@@ -173,7 +189,8 @@ void block_fixed(const float* __restrict x, float* __restrict out, int64_t nbloc
     const vu base = IOTA + static_cast<uint32_t>(i * nv * L);
     for (int64_t k = 0; k < nv; ++k) {
       const vf xe = load(xi + k * L);
-      const vf y = round_fixed<MODE>(xe, xe * inv, g, base + static_cast<uint32_t>(k * L));
+      const vf y =
+          round_elements<MODE, FIXED>(xe, xe * inv, g, base + static_cast<uint32_t>(k * L));
       store(oi + k * L, bad ? nan : y * scale);
     }
   }
@@ -210,18 +227,26 @@ void smx(const float* __restrict x, float* __restrict out, int64_t nblocks, int6
       const vi tau = can_tau & (sm < scale_bits);
       const vf sc = tau ? scale * 0.5f : scale;
       const vf iv = tau ? inv * 2.0f : inv;
-      const vf y = round_fixed<MODE>(xe, xe * iv, g, base + static_cast<uint32_t>(k * L));
+      const vf y =
+          round_elements<MODE, true>(xe, xe * iv, g, base + static_cast<uint32_t>(k * L));
       store(oi + k * L, bad ? nan : y * sc);
     }
   }
 }
 
+template <int MODE, bool FIXED>
+void block_nv(const float* x, float* out, int64_t nblocks, int64_t nv, const int32_t* p,
+              const float* q, int nthreads) {
+  if (nv == 1) block<MODE, 1, FIXED>(x, out, nblocks, nv, p, q, nthreads);
+  else if (nv == 2) block<MODE, 2, FIXED>(x, out, nblocks, nv, p, q, nthreads);
+  else block<MODE, 0, FIXED>(x, out, nblocks, nv, p, q, nthreads);
+}
+
 template <int MODE>
-void block_fixed_nv(const float* x, float* out, int64_t nblocks, int64_t nv, const int32_t* p,
-                    const float* q, int nthreads) {
-  if (nv == 1) block_fixed<MODE, 1>(x, out, nblocks, nv, p, q, nthreads);
-  else if (nv == 2) block_fixed<MODE, 2>(x, out, nblocks, nv, p, q, nthreads);
-  else block_fixed<MODE, 0>(x, out, nblocks, nv, p, q, nthreads);
+void block_fx(const float* x, float* out, int64_t nblocks, int64_t nv, const int32_t* p,
+              const float* q, int fixed, int nthreads) {
+  if (fixed) block_nv<MODE, true>(x, out, nblocks, nv, p, q, nthreads);
+  else block_nv<MODE, false>(x, out, nblocks, nv, p, q, nthreads);
 }
 
 template <int MODE>
@@ -235,16 +260,17 @@ void smx_nv(const float* x, float* out, int64_t nblocks, int64_t nv, int sub, co
 
 extern "C" {
 
-// blocks of nv * 16 elements; returns 0, or -1 for a mode it does not know
-int numerics_block_fixed(const float* x, float* out, int64_t nblocks, int64_t nv,
-                         const int32_t* p, const float* q, int mode, int nthreads) {
+// blocks of nv * 16 elements, fixed-point (fixed != 0) or float elements; returns 0, or -1
+// for a mode it does not know
+int numerics_block(const float* x, float* out, int64_t nblocks, int64_t nv, const int32_t* p,
+                   const float* q, int fixed, int mode, int nthreads) {
   switch (mode) {
-    case NEAREST_EVEN: block_fixed_nv<NEAREST_EVEN>(x, out, nblocks, nv, p, q, nthreads); break;
-    case NEAREST_AWAY: block_fixed_nv<NEAREST_AWAY>(x, out, nblocks, nv, p, q, nthreads); break;
-    case TOWARD_ZERO: block_fixed_nv<TOWARD_ZERO>(x, out, nblocks, nv, p, q, nthreads); break;
-    case DOWN: block_fixed_nv<DOWN>(x, out, nblocks, nv, p, q, nthreads); break;
-    case UP: block_fixed_nv<UP>(x, out, nblocks, nv, p, q, nthreads); break;
-    case STOCHASTIC: block_fixed_nv<STOCHASTIC>(x, out, nblocks, nv, p, q, nthreads); break;
+    case NEAREST_EVEN: block_fx<NEAREST_EVEN>(x, out, nblocks, nv, p, q, fixed, nthreads); break;
+    case NEAREST_AWAY: block_fx<NEAREST_AWAY>(x, out, nblocks, nv, p, q, fixed, nthreads); break;
+    case TOWARD_ZERO: block_fx<TOWARD_ZERO>(x, out, nblocks, nv, p, q, fixed, nthreads); break;
+    case DOWN: block_fx<DOWN>(x, out, nblocks, nv, p, q, fixed, nthreads); break;
+    case UP: block_fx<UP>(x, out, nblocks, nv, p, q, fixed, nthreads); break;
+    case STOCHASTIC: block_fx<STOCHASTIC>(x, out, nblocks, nv, p, q, fixed, nthreads); break;
     default: return -1;
   }
   return 0;

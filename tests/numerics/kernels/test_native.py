@@ -28,6 +28,10 @@ MODES = list(Rounding)
 pytestmark = pytest.mark.skipif(native.library() is None, reason="no C++ compiler here")
 
 FIXED = ["bfp8_b16", "bfp4_b16", "mxint8", "mxint8_ceil", "bfp6_b48", "bfp3_b64_ceil"]
+FLOAT = [
+    *("mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4_e2m1"),
+    *("mxfp6_e3m2_ceil", "mxfp4_e2m1_b16", "mxfp8_e4m3_b48"),
+]
 SMX = ["mx9", "mx6", "mx4"] + [f"smx{s}" for s in (1, 4, 8, 16)] + ["smx2_b32"]
 
 
@@ -87,14 +91,13 @@ def kernels(fmt, mode: Rounding, sr_bits: int = 23):
             lambda b: native.smx(b, p, q, extra, mode),
             lambda b: smx_kernel(b, p, q, extra, mode=mode),
         )
-    assert name == "block_fixed"
     return (
-        lambda b: native.block_fixed(b, p, q, mode),
-        lambda b: block_kernel(b, p, q, True, mode=mode)[0],
+        lambda b: native.block(b, p, q, extra, mode),
+        lambda b: block_kernel(b, p, q, extra, mode=mode)[0],
     )
 
 
-@pytest.mark.parametrize("name", FIXED + SMX)
+@pytest.mark.parametrize("name", FIXED + FLOAT + SMX)
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
 def test_native_equals_eager(name, mode):
     fmt = fmt_of(name)
@@ -104,7 +107,7 @@ def test_native_equals_eager(name, mode):
 
 
 @pytest.mark.parametrize("sr_bits", [1, 5, 13, 24])
-@pytest.mark.parametrize("name", ["bfp8_b16", "mx6"])
+@pytest.mark.parametrize("name", ["bfp8_b16", "mxfp4_e2m1", "mx6"])
 def test_native_stochastic_rounding_with_few_random_bits(name, sr_bits):
     fmt = fmt_of(name)
     x = awkward(40, fmt.block_size, seed=1)
@@ -112,7 +115,7 @@ def test_native_stochastic_rounding_with_few_random_bits(name, sr_bits):
     assert same_bits(fast(x), slow(x))
 
 
-@pytest.mark.parametrize("name", ["bfp8_b16", "mx6", "mxint8"])
+@pytest.mark.parametrize("name", ["bfp8_b16", "mx6", "mxfp8_e4m3"])
 @pytest.mark.parametrize("mode", [Rounding.NEAREST_EVEN, Rounding.STOCHASTIC], ids=str)
 def test_native_on_several_threads_equals_eager(name, mode):
     """Above PARALLEL_MIN_NUMEL the blocks are shared among threads; the random bits are
@@ -129,13 +132,13 @@ def use_native(monkeypatch: pytest.MonkeyPatch, on: bool) -> None:
     QMOD._plan.cache_clear()  # plans keep their prepared casts
 
 
-@pytest.mark.parametrize("name", ["bfp8_b16", "mx6", "mxint8"])
+@pytest.mark.parametrize("name", ["bfp8_b16", "mx6", "mxfp6_e2m3"])
 @pytest.mark.parametrize("mode", ["nearest_even", "up", "stochastic"])
 def test_quantize_dispatches_to_native_and_agrees_with_the_reference(monkeypatch, name, mode):
     """quantize's compiled backend takes the C++ kernel for last-axis blocks (counted), with
     a ragged last block; the result equals the float64 reference and the Inductor kernel's."""
     calls = []
-    for kernel in ("block_fixed", "smx"):
+    for kernel in ("block", "smx"):
         real = getattr(native, kernel)
         monkeypatch.setattr(
             native, kernel, lambda *a, _real=real, **k: calls.append(1) or _real(*a, **k)
@@ -155,16 +158,18 @@ def test_quantize_dispatches_to_native_and_agrees_with_the_reference(monkeypatch
 
 
 def test_other_layouts_keep_the_compiled_kernels(monkeypatch):
-    """Blocks along a non-last axis read in place (3-d), MX float elements, and block sizes
-    that are not whole vectors stay with Inductor."""
+    """Blocks along a non-last axis read in place (3-d), block sizes that are not whole
+    vectors, and sub-blocks longer than a vector stay with Inductor."""
     use_native(monkeypatch, True)
     calls = []
-    monkeypatch.setattr(native, "block_fixed", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(native, "block", lambda *a, **k: calls.append(1))
     monkeypatch.setattr(native, "smx", lambda *a, **k: calls.append(1))
     x = awkward(64, 64, seed=4)
     numerics.quantize(x, "bfp8_b16", axis=0, backend="compiled")
-    numerics.quantize(x, "mxfp8_e4m3", backend="compiled")
+    numerics.quantize(x, "mxfp8_e4m3_b8", backend="compiled")
     numerics.quantize(x, "bfp8_b8", backend="compiled")
+    smx32 = SharedMicroExpFormat("smx_sub32", mbits=4, block_size=64, sub_block=32)
+    numerics.quantize(x, smx32, backend="compiled")
     assert not calls
     QMOD._plan.cache_clear()
 
