@@ -414,6 +414,12 @@ def _prepare(
         path = _element_path(fmt)
         p, qf = params_for(fmt, sat, None, sr_bits, dev)
         flat = x32.reshape(-1)
+        if use and mode is Rounding.NEAREST_EVEN and _native.supports_element(flat, path):
+
+            def native(x: torch.Tensor) -> torch.Tensor:
+                return _native.element_nearest(x.reshape(-1), qf, path).reshape(shape)
+
+            return native
         run = _compiled.kernel(
             f"element_{path}", element_kernel, mode, use, flat, flat.view(torch.int32), p, qf, path
         )

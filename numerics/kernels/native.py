@@ -1,31 +1,43 @@
-"""Hand-written C++ kernels for block formats on the CPU.
+"""Hand-written C++ kernels on the CPU, beside the Inductor ones: block formats, and
+nearest_even of element formats by float arithmetic.
 
-Which: OCP MX (mxfp8/6/4, mxint8), BFP (bfp8_b16, msfp12/16, user BFP formats) and the shared
-micro-exponent formats (mx9/mx6/mx4), blocks along the last axis (contiguous (nblocks,
-block) rows) of a whole number of 16-lane vectors, every rounding mode. Source:
-``native_blocks.cpp`` beside this file; it follows ``kernels/block.py`` and
-``kernels/grid.py`` operation for operation, and the tests hold it equal to them bit for bit.
+Which casts:
+- OCP MX (mxfp8/6/4, mxint8), BFP (bfp8_b16, msfp12/16, user BFP formats) and the shared
+  micro-exponent formats (mx9/mx6/mx4), in every rounding mode, with blocks along the last
+  axis (contiguous (nblocks, block) rows) of a whole number of 16-lane vectors, and
+  micro-exponent runs of 1 to 16 elements;
+- nearest_even of the element formats on the float-arithmetic paths ("float", "float_ftz",
+  "float_twos" of ``kernels.element.rne_path``: fp8, fp6, fp4, eXmY, fixed point).
+Everything else (blocks along another axis, read in place; other element paths; stochastic
+and directed rounding of element formats; CUDA) runs the Inductor kernels.
 
-Why: a 16-element block is one AVX-512 vector, and Inductor's code for these kernels runs a
-per-block loop with a horizontal reduction and scalar scale work per vector, with the
-element pass's vectors waiting behind it. At 16M elements, with the output's memory reused,
-that made bfp8_b16 2.9-3.6x and mx6 4.6x a plain copy's time (docs/formats.md, "Where the time
-goes"). The C++ kernels take the block maximum as an integer maximum of the ``|x|`` bit
-patterns (which orders non-NaN values as floats, marks inf and NaN as patterns >= 0x7F800000,
-and vectorises without a NaN rule), and compile their element loops for a constant block
-size.
+Source: ``native.cpp`` beside this file. It follows ``kernels/block.py``, ``kernels/grid.py``
+and ``kernels/core.py`` operation for operation, and the tests hold it equal to the eager
+kernels bit for bit (tests/numerics/kernels/test_native.py).
 
-How they are built: on first use, with the system C++ compiler (``$CXX``, else ``c++``), the
-same compiler Inductor needs on a CPU, ``-O3 -march=native -fopenmp -ffp-contract=off`` (no
-fast-math: every float operation is the eager kernel's IEEE operation). A second or so, once
-per machine: the library is cached under ``$XDG_CACHE_HOME/numerics/native`` (or
-``NUMERICS_NATIVE_CACHE``), named by a hash of the source, the flags, the compiler's version
-and the CPU's feature flags, and written atomically. OpenMP: the library needs
-``libgomp.so.1``, which resolves to the one torch has already loaded, so its threads are
-torch's (``torch.get_num_threads()``).
+Why: a 16-element block is one AVX-512 vector, and Inductor's code for the block kernels
+runs a per-block loop with a horizontal reduction and scalar scale work per vector, which
+the element pass's vectors wait behind. The C++ kernels are written with GCC/Clang vector
+extensions (16 float32 lanes), take the block maximum as an integer maximum of the ``|x|``
+bit patterns (which orders non-NaN values as floats and marks inf and NaN as patterns >=
+0x7F800000), and keep the scale work in vector registers. At 16M elements, against
+torch.clone (``numerics bench``; Inductor -> these): bfp8_b16 nearest_even 0.58 -> 0.77-0.79,
+mx6 0.42-0.43 -> 0.73-0.78, MX 0.61-0.65 -> 0.83-0.90, their stochastic rounding 0.39-0.52
+-> 0.45-0.75; fp8_e4m3 nearest_even 0.78-0.81 -> 0.84-0.85 (interleaved A/B with
+``NUMERICS_NATIVE=0``).
 
-``NUMERICS_NATIVE=0`` turns them off (the Inductor kernels run instead). A build or load
-failure warns once and does the same, so a missing compiler never costs a result.
+How they are built: on first use, with the system C++ compiler (``$CXX``, else ``c++``;
+Inductor needs one on a CPU too), ``-O3 -march=native -fopenmp -ffp-contract=off``: no
+fast-math, so every float operation is the IEEE operation the eager kernel performs. About
+a second, once per machine: the library is cached under ``$XDG_CACHE_HOME/numerics/native``
+(or ``NUMERICS_NATIVE_CACHE``), named by a hash of the source, the flags, the compiler's
+version and the CPU's feature flags, and written atomically. The library's ``libgomp.so.1``
+resolves to the one torch has loaded, so its threads are torch's OpenMP threads
+(``torch.get_num_threads()``).
+
+``NUMERICS_NATIVE=0`` turns them off (read when a cast is first prepared; the Inductor
+kernels run instead). A build or load failure warns once and does the same, so a missing
+compiler never costs a result.
 """
 
 from __future__ import annotations
@@ -46,12 +58,13 @@ import torch
 from numerics.kernels import core
 from numerics.rounding import Rounding
 
-_SOURCE = Path(__file__).with_name("native_blocks.cpp")
+_SOURCE = Path(__file__).with_name("native.cpp")
 _FLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fPIC", "-shared", "-std=c++17")
 # The parameter slots the C++ reads, passed as macros from core's constants.
 _SLOTS = (
     *("P_SR_BITS", "P_KEY0", "P_KEY1", "P_EMAX_ELEM", "P_CEIL"),
-    *("Q_MAX_POS", "Q_MAX_NEG", "Q_C", "Q_LO", "Q_SPLIT"),
+    *("Q_MAX_POS", "Q_MAX_NEG", "Q_C", "Q_LO", "Q_SPLIT", "Q_HI", "Q_SAT", "Q_SPECIAL"),
+    *("Q_MINNORM", "Q_TWOS"),
 )
 _MODES = {
     Rounding.NEAREST_EVEN: 0,
@@ -114,7 +127,7 @@ def _build() -> Path:
     for part in (_SOURCE.read_bytes(), " ".join(_command("", Path())).encode(), version.encode()):
         digest.update(part)
     digest.update(_cpu_flags().encode())
-    target = _cache_dir() / f"blocks-{digest.hexdigest()[:20]}.so"
+    target = _cache_dir() / f"kernels-{digest.hexdigest()[:20]}.so"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -143,12 +156,14 @@ def library() -> ctypes.CDLL | None:
                 i64, ptr, cint = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
                 lib.numerics_block.argtypes = [ptr, ptr, i64, i64, ptr, ptr, cint, cint, cint]
                 lib.numerics_smx.argtypes = [ptr, ptr, i64, i64, cint, ptr, ptr, cint, cint]
+                lib.numerics_element_nearest.argtypes = [ptr, ptr, i64, ptr, cint, cint]
                 lib.numerics_block.restype = lib.numerics_smx.restype = cint
+                lib.numerics_element_nearest.restype = cint
                 _LIB = lib
             except Exception as exc:
                 _FAILED = True
                 warnings.warn(
-                    f"numerics: building the native block kernels failed ({type(exc).__name__}: "
+                    f"numerics: building the native kernels failed ({type(exc).__name__}: "
                     f"{str(exc)[:300]}); using the compiled (Inductor) kernels instead",
                     RuntimeWarning,
                     stacklevel=3,
@@ -218,5 +233,36 @@ def smx(
         q.data_ptr(),
         _MODES[mode],
         _threads(blocks.numel()),
+    )
+    return out
+
+
+_ELEMENT_VARIANTS = {"float": 0, "float_ftz": 1, "float_twos": 2}
+
+
+def supports_element(x: torch.Tensor, path: str) -> bool:
+    """Whether ``element_nearest`` takes float32 ``x`` on this element path (see
+    ``kernels.element.rne_path``): the float-arithmetic ones, on the CPU."""
+    return (
+        path in _ELEMENT_VARIANTS
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and library() is not None
+    )
+
+
+def element_nearest(x: torch.Tensor, q: torch.Tensor, path: str) -> torch.Tensor:
+    """``round_nearest_even_float`` of float32 ``x`` (any shape, contiguous) for the element
+    paths "float", "float_ftz" and "float_twos"."""
+    lib = library()
+    assert lib is not None and x.is_contiguous() and supports_element(x, path)
+    out = torch.empty_like(x)
+    lib.numerics_element_nearest(
+        x.data_ptr(),
+        out.data_ptr(),
+        x.numel(),
+        q.data_ptr(),
+        _ELEMENT_VARIANTS[path],
+        _threads(x.numel()),
     )
     return out

@@ -1,5 +1,5 @@
-"""The hand-written C++ block kernels (numerics/kernels/native.py) against the eager kernels
-they follow, bit for bit, and against the float64 reference; dispatch and fallback.
+"""The hand-written C++ kernels (numerics/kernels/native.py) against the eager kernels they
+follow, bit for bit, and against the float64 reference; dispatch and fallback.
 
 The eager kernels are themselves held to the reference and to hand-computed cases
 (tests/numerics/test_quantize_block.py); here each C++ path (one and two vectors per block
@@ -20,6 +20,8 @@ from numerics import formats
 from numerics.formats.block import SharedMicroExpFormat
 from numerics.kernels import native
 from numerics.kernels.block import block_kernel, smx_kernel
+from numerics.kernels.element import element_kernel
+from numerics.kernels.params import params_for
 from numerics.rounding import Rounding, draw_keys
 
 QMOD = sys.modules["numerics.quantize"]
@@ -127,6 +129,47 @@ def test_native_on_several_threads_equals_eager(name, mode):
     assert same_bits(fast(x), slow(x))
 
 
+ELEMENTS = ["fp8_e4m3", "fp8_e5m2", "fp6_e3m2", "fp4_e2m1", "e3m4", "fp16_ftz", "fixed8_4"]
+
+
+def element_values(n: int) -> torch.Tensor:
+    """Every float32 binade, both signs, specials first, the midpoints of fp8_e4m3's and
+    fp4_e2m1's grids and one ulp either side, and n values in all."""
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(n, generator=g) * torch.logspace(-45, 38, n)
+    e4m3 = torch.tensor([1.0625, 1.1875, 2.0**-10, 3.0 * 2.0**-10, 464.0, 248.0])
+    e2m1 = torch.tensor([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, 7.0])
+    mids = torch.cat([e4m3, e2m1])
+    special = [0.0, -0.0, float("inf"), -float("inf"), float("nan"), 1e-45, 3.4e38, -448.5]
+    head = torch.cat(
+        [
+            torch.tensor(special),
+            mids,
+            -mids,
+            torch.nextafter(mids, torch.tensor(0.0)),
+            torch.nextafter(mids, torch.tensor(1e9)),
+        ]
+    )
+    x[: head.numel()] = head
+    return x
+
+
+@pytest.mark.parametrize("name", ELEMENTS)
+@pytest.mark.parametrize("saturate", [False, True])
+@pytest.mark.parametrize("n", [5, 1001, 2 * native.PARALLEL_MIN_NUMEL + 7])
+def test_native_element_nearest_equals_eager(name, saturate, n):
+    """Short tensors (the tail only), odd lengths and several threads."""
+    fmt = formats.get(name)
+    if not saturate and fmt.default_saturate:
+        pytest.skip("the format always saturates")
+    path = QMOD._element_path(fmt)
+    assert native.supports_element(torch.zeros(1), path), path
+    x = element_values(max(n, 64))[:n]
+    p, q = params_for(fmt, saturate, None, 23, torch.device("cpu"))
+    want = element_kernel(x, x.view(torch.int32), p, q, path, mode=Rounding.NEAREST_EVEN)
+    assert same_bits(native.element_nearest(x, q, path), want)
+
+
 def use_native(monkeypatch: pytest.MonkeyPatch, on: bool) -> None:
     monkeypatch.setenv("NUMERICS_NATIVE", "1" if on else "0")
     QMOD._plan.cache_clear()  # plans keep their prepared casts
@@ -154,6 +197,23 @@ def test_quantize_dispatches_to_native_and_agrees_with_the_reference(monkeypatch
     inductor = numerics.quantize(x, name, mode, generator=9, backend="compiled")
     assert len(calls) == count
     assert same_bits(got, inductor)
+    QMOD._plan.cache_clear()
+
+
+@pytest.mark.parametrize("name", ["fp8_e4m3", "fixed8_4"])
+def test_quantize_takes_native_element_nearest(monkeypatch, name):
+    calls = []
+    real = native.element_nearest
+    monkeypatch.setattr(native, "element_nearest", lambda *a, **k: calls.append(1) or real(*a, **k))
+    use_native(monkeypatch, True)
+    x = element_values(3000).reshape(30, 100)
+    got = numerics.quantize(x, name, backend="compiled")
+    assert calls
+    assert same_bits(got, numerics.quantize(x, name, backend="reference"))
+    stochastic = numerics.quantize(x, name, "stochastic", generator=1, backend="compiled")
+    assert len(calls) == 1  # stochastic rounding stays with Inductor
+    ref = numerics.quantize(x, name, "stochastic", generator=1, backend="reference")
+    assert same_bits(stochastic, ref)
     QMOD._plan.cache_clear()
 
 
@@ -187,7 +247,7 @@ def test_a_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path):
     monkeypatch.setenv("CXX", str(cxx))
     QMOD._plan.cache_clear()
     x = awkward(16, 32, seed=5)
-    with pytest.warns(RuntimeWarning, match="native block kernels failed"):
+    with pytest.warns(RuntimeWarning, match="native kernels failed"):
         y = numerics.quantize(x, "bfp8_b16", backend="compiled")
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")

@@ -1,15 +1,16 @@
-// Hand-written CPU kernels for block formats: OCP MX and BFP (a shared E8M0 scale per block,
-// float or fixed-point elements), and the shared micro-exponent formats (MX9/MX6/MX4). See native.py for why they
-// exist and how they are built; kernels/block.py and kernels/grid.py hold the definitions
-// they follow, and the tests hold the two equal bit for bit in every rounding mode.
+// Hand-written CPU kernels: block formats, OCP MX and BFP (a shared E8M0 scale per block,
+// float or fixed-point elements) and the shared micro-exponent formats (MX9/MX6/MX4), and
+// nearest_even of element formats by float arithmetic. native.py says why they exist and
+// how they are built; kernels/block.py, kernels/grid.py and kernels/core.py hold the
+// definitions they follow, and the tests hold them equal to those bit for bit.
 //
-// Input: float32 blocks, contiguous, (nblocks, block) row-major, block a multiple of 16;
-// output: the same layout. Parameters: the int32 vector p and the float32 vector q of
-// kernels/core.py; their slot numbers arrive as macros (-DP_SR_BITS=6 ...) made from the
-// Python constants, so the two cannot drift apart.
+// Blocks: float32, contiguous, (nblocks, block) row-major with block a multiple of 16; the
+// output has the same layout. Elements: n float32 values. Parameters: the int32 vector p and
+// the float32 vector q of kernels/core.py; their slot numbers arrive as macros
+// (-DP_SR_BITS=6 ...) made from the Python constants, so the two cannot drift apart.
 //
 // Written with GCC/Clang vector extensions, 16 float32 lanes (one AVX-512 register; the
-// compiler splits it where vectors are narrower), because the auto-vectoriser left the
+// compiler splits it where vectors are narrower), because GCC's auto-vectoriser left the
 // element loop of a 16-element block scalar. Compiled without -ffast-math and with
 // -ffp-contract=off: every float operation is an IEEE operation the eager kernel performs
 // (the floor, below, is exact by construction).
@@ -234,6 +235,42 @@ void smx(const float* __restrict x, float* __restrict out, int64_t nblocks, int6
   }
 }
 
+// nearest_even of an element format by float arithmetic (core.round_nearest_even_float):
+// |x| clamped to 2**(emax + 1), round_magnitude, overflow, flush (FTZ) and a
+// two's-complement zero (TWOS), with the sign of x.
+template <bool FTZ, bool TWOS>
+inline vf element_nearest(vf x, const float* q) {
+  const vf ax = (vf)((vu)x & 0x7FFFFFFFu);
+  const vf hi = splat(q[Q_HI]);
+  const vf v = ax > hi ? hi : ax;  // NaN stays NaN
+  const vf s = v * splat(q[Q_SPLIT]);
+  const vf c = splat(q[Q_C]);
+  vf y = v < splat(q[Q_LO]) ? (v + c) - c : s - (s - v);
+  const vf maxf = x < 0.0f ? splat(q[Q_MAX_NEG]) : splat(q[Q_MAX_POS]);
+  const vf over = q[Q_SAT] > 0.0f ? maxf : splat(q[Q_SPECIAL]);
+  y = y > maxf ? over : y;
+  if (FTZ) y = y < splat(q[Q_MINNORM]) ? vf{} : y;
+  vf out = (vf)(((vu)y & 0x7FFFFFFFu) | ((vu)x & 0x80000000u));
+  if (TWOS && q[Q_TWOS] > 0.0f) out = y == 0.0f ? vf{} : out;
+  return out;
+}
+
+template <bool FTZ, bool TWOS>
+void element(const float* __restrict x, float* __restrict out, int64_t n, const float* q,
+             int nthreads) {
+  const int64_t nvec = n / L;
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+  for (int64_t i = 0; i < nvec; ++i) {
+    store(out + i * L, element_nearest<FTZ, TWOS>(load(x + i * L), q));
+  }
+  if (const int64_t rest = n - nvec * L) {  // the tail, through a zero-padded vector
+    float buf[L] = {};
+    std::memcpy(buf, x + nvec * L, rest * sizeof(float));
+    store(buf, element_nearest<FTZ, TWOS>(load(buf), q));
+    std::memcpy(out + nvec * L, buf, rest * sizeof(float));
+  }
+}
+
 template <int MODE, bool FIXED>
 void block_nv(const float* x, float* out, int64_t nblocks, int64_t nv, const int32_t* p,
               const float* q, int nthreads) {
@@ -271,6 +308,19 @@ int numerics_block(const float* x, float* out, int64_t nblocks, int64_t nv, cons
     case DOWN: block_fx<DOWN>(x, out, nblocks, nv, p, q, fixed, nthreads); break;
     case UP: block_fx<UP>(x, out, nblocks, nv, p, q, fixed, nthreads); break;
     case STOCHASTIC: block_fx<STOCHASTIC>(x, out, nblocks, nv, p, q, fixed, nthreads); break;
+    default: return -1;
+  }
+  return 0;
+}
+
+// nearest_even of n elements by float arithmetic; variant 0 plain, 1 flushing subnormals,
+// 2 with a two's-complement zero
+int numerics_element_nearest(const float* x, float* out, int64_t n, const float* q, int variant,
+                             int nthreads) {
+  switch (variant) {
+    case 0: element<false, false>(x, out, n, q, nthreads); break;
+    case 1: element<true, false>(x, out, n, q, nthreads); break;
+    case 2: element<false, true>(x, out, n, q, nthreads); break;
     default: return -1;
   }
   return 0;
