@@ -215,6 +215,9 @@ class Plan:
     # block kernels (kernels/lean.py)
     native: tuple[torch.dtype, float | None] | None
     lean: bool
+    # the hand-written C++ kernels (kernels/native.py) may run, at any size: backend auto
+    # or compiled, and NUMERICS_NATIVE not off when the plan was made
+    cpp: bool
     # (shape, axis, device, compiled) -> the prepared cast (see _prepare), or None where
     # there is none; bounded by clearing, since shapes can vary without end
     prepared: dict[tuple[Any, ...], Prepared | None] = field(
@@ -260,21 +263,24 @@ class Plan:
             x32 = x.detach().float()
             if x32.dim() == 0:
                 x32 = x32.reshape(1)
-            if self.lean and not use:
-                assert isinstance(self.fmt, BlockFormat | SharedMicroExpFormat)
-                y = _lean.block_nearest(x32, axis, self.fmt)
-                return y.reshape(x.shape).to(x.dtype)
+            lean = self.lean and not use
             key = (x32.shape, axis % x32.dim(), x32.device, use)
             if key in self.prepared:
                 call = self.prepared[key]
             else:
-                call = _prepare(x32, self.fmt, mode, axis, self.sat, self.sr_bits, use)
+                call = _prepare(
+                    x32, self.fmt, mode, axis, self.sat, self.sr_bits, use, self.cpp, lean
+                )
                 if len(self.prepared) >= 512:
                     self.prepared.clear()
                 self.prepared[key] = call
             if call is not None:
                 return call(x32).reshape(x.shape).to(x.dtype)
-            y = _dispatch(x32, self.fmt, mode, keys, axis, self.sat, self.sr_bits, use)
+            if lean:
+                assert isinstance(self.fmt, BlockFormat | SharedMicroExpFormat)
+                y = _lean.block_nearest(x32, axis, self.fmt)
+                return y.reshape(x.shape).to(x.dtype)
+            y = _dispatch(x32, self.fmt, mode, keys, axis, self.sat, self.sr_bits, use, self.cpp)
             return y.reshape(x.shape).to(x.dtype)
 
 
@@ -321,7 +327,8 @@ def _plan(
         eager_below = SLOW_NATIVE_EAGER_MAX_NUMEL if slow else NATIVE_EAGER_MAX_NUMEL
     elif lean:
         eager_below = LEAN_EAGER_MAX_NUMEL
-    return Plan(fmt, mode, sat, sr_bits, backend, identity, eager_below, native, lean)
+    cpp = backend in ("auto", "compiled") and _native.enabled()
+    return Plan(fmt, mode, sat, sr_bits, backend, identity, eager_below, native, lean, cpp)
 
 
 # Grids whose nearest_even values torch's casts give: (ebits, mbits, NaN style, bias) ->
@@ -400,13 +407,25 @@ def _native_kernel(
 
 
 def _prepare(
-    x32: torch.Tensor, fmt: Format, mode: Rounding, axis: int, sat: bool, sr_bits: int, use: bool
+    x32: torch.Tensor,
+    fmt: Format,
+    mode: Rounding,
+    axis: int,
+    sat: bool,
+    sr_bits: int,
+    use: bool,
+    cpp: bool,
+    lean: bool,
 ) -> Prepared | None:
     """The cast of a tensor of x32's shape and device, with every per-call decision taken
     (layout, kernel, parameters): a function of the float32 values. None where the cast
     draws random bits (their keys change per call) or is not one of these paths: element
     formats and block formats. The plan keeps these per shape, so a
-    training step's repeated casts skip the layout logic and the kernel lookup."""
+    training step's repeated casts skip the layout logic and the kernel lookup.
+
+    ``use``: compiled kernels rather than eager ones; ``cpp``: the C++ kernels where they
+    apply, at any size; ``lean``: a block cast the C++ kernels do not take is left to the
+    lean eager kernels (None)."""
     if mode is Rounding.STOCHASTIC:
         return None
     shape, dev = x32.shape, x32.device
@@ -414,7 +433,7 @@ def _prepare(
         path = _element_path(fmt)
         p, qf = params_for(fmt, sat, None, sr_bits, dev)
         flat = x32.reshape(-1)
-        if use and mode is Rounding.NEAREST_EVEN and _native.supports_element(flat, path):
+        if cpp and mode is Rounding.NEAREST_EVEN and _native.supports_element(flat, path):
 
             def native(x: torch.Tensor) -> torch.Tensor:
                 return _native.element_nearest(x.reshape(-1), qf, path).reshape(shape)
@@ -443,15 +462,16 @@ def _prepare(
     length, view = sshape[sax], tuple(blocks.shape)
     pre, post = math.prod(sshape[:sax]), math.prod(sshape[sax + 1 :])
     name, fn, extra, p, qf = _block_kernel(fmt, None, sr_bits, dev)
-    run = (_native_kernel(name, extra, blocks, mode) if use else None) or _compiled.kernel(
-        name, fn, mode, use, blocks, p, qf, extra, static=True
-    )
+    hand = _native_kernel(name, extra, blocks, mode) if cpp else None
+    if hand is None and lean:
+        return None
+    kern = hand or _compiled.kernel(name, fn, mode, use, blocks, p, qf, extra, static=True)
 
     def block(x: torch.Tensor) -> torch.Tensor:
         v = (x.movedim(ax, -1) if moved else x).reshape(pre, length, post)
         if pad:
             v = F.pad(v, (0, 0, 0, pad))
-        y = run(v.reshape(view).contiguous(), p, qf)
+        y = kern(v.reshape(view).contiguous(), p, qf)
         if pad:
             y = y.reshape(pre, -1, post)[:, :length]
         return y.reshape(sshape).movedim(-1, ax).contiguous() if moved else y.reshape(shape)
@@ -468,9 +488,11 @@ def _dispatch(
     sat: bool,
     sr_bits: int,
     use_compiled: bool,
+    cpp: bool,
 ) -> torch.Tensor:
     """The kernel for a cast the plan could not prepare (see ``_prepare``): stochastic
-    rounding of element and block formats, and integer formats."""
+    rounding of element and block formats, and integer formats. ``cpp``: the C++ block
+    kernels where they apply, at any size."""
     dev = x32.device
     if isinstance(fmt, FloatFormat | FixedFormat):  # stochastic
         path = _element_path(fmt)
@@ -514,7 +536,7 @@ def _dispatch(
         blocks, pad = _blocks(rows.contiguous(), bsize)
     name, fn, extra, p, qf = _block_kernel(fmt, keys, sr_bits, dev)
     p[P_NBPA] = (length + pad) // bsize  # p is this call's own copy (its keys are filled in)
-    native = _native_kernel(name, extra, blocks, mode) if use_compiled else None
+    native = _native_kernel(name, extra, blocks, mode) if cpp else None
     if native is not None:
         y = native(blocks, p, qf)
     else:
