@@ -433,10 +433,10 @@ def _prepare(
         path = _element_path(fmt)
         p, qf = params_for(fmt, sat, None, sr_bits, dev)
         flat = x32.reshape(-1)
-        if cpp and mode is Rounding.NEAREST_EVEN and _native.supports_element(flat, path):
+        if cpp and _native.supports_element(flat, path, mode):
 
             def native(x: torch.Tensor) -> torch.Tensor:
-                return _native.element_nearest(x.reshape(-1), qf, path).reshape(shape)
+                return _native.element(x.reshape(-1), p, qf, path, mode).reshape(shape)
 
             return native
         run = _compiled.kernel(
@@ -498,6 +498,8 @@ def _dispatch(
         path = _element_path(fmt)
         p, qf = params_for(fmt, sat, keys, sr_bits, dev)
         flat = x32.reshape(-1)
+        if cpp and _native.supports_element(flat, path, mode):
+            return _native.element(flat, p, qf, path, mode).reshape(x32.shape)
         y = _compiled.run(
             f"element_{path}",
             element_kernel,

@@ -255,20 +255,108 @@ inline vf element_nearest(vf x, const float* q) {
   return out;
 }
 
-template <bool FTZ, bool TWOS>
-void element(const float* __restrict x, float* __restrict out, int64_t n, const float* q,
-             int nthreads) {
+// The integer core (core.round_bits and core._finish) on the float32 bit patterns of an
+// element format, in every mode: drop d low bits of the significand, rounding up by the
+// mode's rule, then overflow, flush, inf, NaN and the sign.
+struct Bits {
+  vi m, emin_f, max_pos, max_neg, ovf, minnorm, sr_bits;
+  uint32_t k0, k1, shift;  // the random keys; 32 - R
+};
+
+Bits bits_params(const int32_t* p) {
+  return {splat_i(p[P_M]),       splat_i(p[P_EMIN_F]),  splat_i(p[P_MAX_POS]),
+          splat_i(p[P_MAX_NEG]), splat_i(p[P_OVF]),     splat_i(p[P_MINNORM]),
+          splat_i(p[P_SR_BITS]), static_cast<uint32_t>(p[P_KEY0]),
+          static_cast<uint32_t>(p[P_KEY1]), static_cast<uint32_t>(32 - p[P_SR_BITS])};
+}
+
+inline vi imax(vi a, vi b) { return a > b ? a : b; }
+inline vi imin(vi a, vi b) { return a < b ? a : b; }
+
+template <int MODE>
+inline vf round_bits(vf xf, vu idx, const Bits& g) {
+  constexpr int32_t INF = 0x7F800000;
+  const vi b = (vi)xf;
+  const vi neg = b < 0;
+  const vi a = b & 0x7FFFFFFF;
+  const vi ex = a >> 23;
+  const vi ee = imax(ex, splat_i(1));
+  const vi top = imax(ee, g.emin_f);
+  const vi d0 = top - ee + (23 - g.m);  // bits to drop; > 23: the step exceeds |x|
+  const vi d = imin(d0, splat_i(25));
+  const vu du = (vu)d;
+  const vi sig = (a & 0x7FFFFF) | ((ex > 0) & 0x800000);
+  const vi low = sig & (vi)((splat_u(1) << du) - 1u);  // the dropped bits
+  vi up;
+  if (MODE == NEAREST_EVEN || MODE == NEAREST_AWAY) {
+    const vi half = (vi)((splat_u(1) << du) >> 1);
+    if (MODE == NEAREST_EVEN) {
+      const vi kept = (vi)((vu)(top > ee ? sig : a) >> du);
+      const vi odd = ((kept & 1) == 1) & (d0 <= 23);
+      up = (low > half) | ((low == half) & odd & (d > 0));
+    } else {
+      up = (low >= half) & (low > 0);
+    }
+  } else if (MODE == TOWARD_ZERO) {
+    up = vi{};
+  } else if (MODE == UP) {
+    up = (low != 0) & ~neg;
+  } else if (MODE == DOWN) {
+    up = (low != 0) & neg;
+  } else {  // t = floor(f * 2**R): the dropped fraction truncated (or widened) to R bits
+    const vi sh = d0 - g.sr_bits;
+    const vi right = (vi)((vu)low >> (vu)imin(imax(sh, vi{}), splat_i(25)));
+    const vi left = (vi)((vu)low << (vu)imax(-sh, vi{}));
+    const vi t = sh >= 0 ? right : left;
+    const vi rnd = (vi)(lowbias32(lowbias32(idx ^ g.k0) + g.k1) >> g.shift);
+    up = rnd < t;
+  }
+  const vi upi = up & 1;
+  const vi small = (vi)((((vu)imin(a, splat_i(INF)) >> du) + (vu)upi) << du);
+  const vi big = up & ((top - g.m) << 23);  // one step, a normal float32 when d0 > 23
+  vi y = d0 > 23 ? big : small;
+  // _finish: overflow by the mode, flush, inf and NaN inputs, the sign
+  const vi maxb = neg ? g.max_neg : g.max_pos;
+  const vi saturate = g.ovf < 0;
+  vi ovf_val;
+  if (MODE == TOWARD_ZERO) ovf_val = maxb;
+  else if (MODE == UP) ovf_val = (saturate | neg) ? maxb : g.ovf;
+  else if (MODE == DOWN) ovf_val = (saturate | ~neg) ? maxb : g.ovf;
+  else ovf_val = saturate ? maxb : g.ovf;
+  y = y > maxb ? ovf_val : y;
+  y = y < g.minnorm ? vi{} : y;
+  y = a == INF ? (saturate ? maxb : g.ovf) : y;
+  y = a > INF ? a : y;  // NaN stays NaN
+  const vi sign = ((g.minnorm < 0) & (y == 0)) ? vi{} : (b & (vi)splat_u(0x80000000u));
+  return (vf)(y | sign);
+}
+
+// f(x, idx) over n elements, idx numbering them from 0; the tail through a zero-padded vector
+template <typename F>
+void elementwise(const float* __restrict x, float* __restrict out, int64_t n, int nthreads,
+                 const F& f) {
   const int64_t nvec = n / L;
 #pragma omp parallel for schedule(static) num_threads(nthreads)
   for (int64_t i = 0; i < nvec; ++i) {
-    store(out + i * L, element_nearest<FTZ, TWOS>(load(x + i * L), q));
+    store(out + i * L, f(load(x + i * L), IOTA + static_cast<uint32_t>(i * L)));
   }
-  if (const int64_t rest = n - nvec * L) {  // the tail, through a zero-padded vector
+  if (const int64_t rest = n - nvec * L) {
     float buf[L] = {};
     std::memcpy(buf, x + nvec * L, rest * sizeof(float));
-    store(buf, element_nearest<FTZ, TWOS>(load(buf), q));
+    store(buf, f(load(buf), IOTA + static_cast<uint32_t>(nvec * L)));
     std::memcpy(out + nvec * L, buf, rest * sizeof(float));
   }
+}
+
+template <int MODE>
+void element_bits(const float* x, float* out, int64_t n, const int32_t* p, int nthreads) {
+  const Bits g = bits_params(p);
+  elementwise(x, out, n, nthreads, [&g](vf v, vu idx) { return round_bits<MODE>(v, idx, g); });
+}
+
+template <bool FTZ, bool TWOS>
+void element_float(const float* x, float* out, int64_t n, const float* q, int nthreads) {
+  elementwise(x, out, n, nthreads, [q](vf v, vu) { return element_nearest<FTZ, TWOS>(v, q); });
 }
 
 template <int MODE, bool FIXED>
@@ -313,14 +401,26 @@ int numerics_block(const float* x, float* out, int64_t nblocks, int64_t nv, cons
   return 0;
 }
 
-// nearest_even of n elements by float arithmetic; variant 0 plain, 1 flushing subnormals,
-// 2 with a two's-complement zero
-int numerics_element_nearest(const float* x, float* out, int64_t n, const float* q, int variant,
-                             int nthreads) {
+// n elements of an element format: nearest_even by float arithmetic (variant 0 plain, 1
+// flushing subnormals, 2 with a two's-complement zero), or any mode on the bit patterns
+// (variant 3); returns 0, or -1 for a variant or mode it does not know
+int numerics_element(const float* x, float* out, int64_t n, const int32_t* p, const float* q,
+                     int variant, int mode, int nthreads) {
+  if (variant < 3 && mode != NEAREST_EVEN) return -1;
   switch (variant) {
-    case 0: element<false, false>(x, out, n, q, nthreads); break;
-    case 1: element<true, false>(x, out, n, q, nthreads); break;
-    case 2: element<false, true>(x, out, n, q, nthreads); break;
+    case 0: element_float<false, false>(x, out, n, q, nthreads); return 0;
+    case 1: element_float<true, false>(x, out, n, q, nthreads); return 0;
+    case 2: element_float<false, true>(x, out, n, q, nthreads); return 0;
+    case 3: break;
+    default: return -1;
+  }
+  switch (mode) {
+    case NEAREST_EVEN: element_bits<NEAREST_EVEN>(x, out, n, p, nthreads); break;
+    case NEAREST_AWAY: element_bits<NEAREST_AWAY>(x, out, n, p, nthreads); break;
+    case TOWARD_ZERO: element_bits<TOWARD_ZERO>(x, out, n, p, nthreads); break;
+    case DOWN: element_bits<DOWN>(x, out, n, p, nthreads); break;
+    case UP: element_bits<UP>(x, out, n, p, nthreads); break;
+    case STOCHASTIC: element_bits<STOCHASTIC>(x, out, n, p, nthreads); break;
     default: return -1;
   }
   return 0;

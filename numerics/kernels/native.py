@@ -64,7 +64,7 @@ _FLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fPIC", "-sh
 _SLOTS = (
     *("P_SR_BITS", "P_KEY0", "P_KEY1", "P_EMAX_ELEM", "P_CEIL"),
     *("Q_MAX_POS", "Q_MAX_NEG", "Q_C", "Q_LO", "Q_SPLIT", "Q_HI", "Q_SAT", "Q_SPECIAL"),
-    *("Q_MINNORM", "Q_TWOS"),
+    *("Q_MINNORM", "Q_TWOS", "P_M", "P_EMIN_F", "P_MAX_POS", "P_MAX_NEG", "P_OVF", "P_MINNORM"),
 )
 _MODES = {
     Rounding.NEAREST_EVEN: 0,
@@ -156,9 +156,9 @@ def library() -> ctypes.CDLL | None:
                 i64, ptr, cint = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
                 lib.numerics_block.argtypes = [ptr, ptr, i64, i64, ptr, ptr, cint, cint, cint]
                 lib.numerics_smx.argtypes = [ptr, ptr, i64, i64, cint, ptr, ptr, cint, cint]
-                lib.numerics_element_nearest.argtypes = [ptr, ptr, i64, ptr, cint, cint]
-                lib.numerics_block.restype = lib.numerics_smx.restype = cint
-                lib.numerics_element_nearest.restype = cint
+                lib.numerics_element.argtypes = [ptr, ptr, i64, ptr, ptr, cint, cint, cint]
+                for fn in (lib.numerics_block, lib.numerics_smx, lib.numerics_element):
+                    fn.restype = cint
                 _LIB = lib
             except Exception as exc:
                 _FAILED = True
@@ -237,32 +237,41 @@ def smx(
     return out
 
 
-_ELEMENT_VARIANTS = {"float": 0, "float_ftz": 1, "float_twos": 2}
+# nearest_even by float arithmetic on these element paths (kernels.element.rne_path); every
+# other mode, and nearest_even on the "shift" and "generic" paths, on the bit patterns
+_FLOAT_VARIANTS = {"float": 0, "float_ftz": 1, "float_twos": 2}
+_BITS = 3
 
 
-def supports_element(x: torch.Tensor, path: str) -> bool:
-    """Whether ``element_nearest`` takes float32 ``x`` on this element path (see
-    ``kernels.element.rne_path``): the float-arithmetic ones, on the CPU."""
+def supports_element(x: torch.Tensor, path: str, mode: Rounding) -> bool:
+    """Whether ``element`` takes float32 ``x`` on this element path in this mode: on the
+    CPU, everything but the nearest_even paths that are torch's own casts (bf16, fp16)."""
     return (
-        path in _ELEMENT_VARIANTS
+        not (mode is Rounding.NEAREST_EVEN and path.startswith("cast"))
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and library() is not None
     )
 
 
-def element_nearest(x: torch.Tensor, q: torch.Tensor, path: str) -> torch.Tensor:
-    """``round_nearest_even_float`` of float32 ``x`` (any shape, contiguous) for the element
-    paths "float", "float_ftz" and "float_twos"."""
+def element(
+    x: torch.Tensor, p: torch.Tensor, q: torch.Tensor, path: str, mode: Rounding
+) -> torch.Tensor:
+    """``element_kernel(x, x.view(int32), p, q, path, mode=mode)`` as float32, for float32
+    ``x`` (contiguous, numbered row-major for stochastic rounding)."""
     lib = library()
-    assert lib is not None and x.is_contiguous() and supports_element(x, path)
+    assert lib is not None and x.is_contiguous() and supports_element(x, path, mode)
     out = torch.empty_like(x)
-    lib.numerics_element_nearest(
+    near = mode is Rounding.NEAREST_EVEN and path in _FLOAT_VARIANTS
+    status = lib.numerics_element(
         x.data_ptr(),
         out.data_ptr(),
         x.numel(),
+        p.data_ptr(),
         q.data_ptr(),
-        _ELEMENT_VARIANTS[path],
+        _FLOAT_VARIANTS[path] if near else _BITS,
+        _MODES[mode],
         _threads(x.numel()),
     )
+    assert status == 0, (path, mode)
     return out

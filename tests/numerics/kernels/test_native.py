@@ -164,11 +164,39 @@ def test_native_element_nearest_equals_eager(name, saturate, n):
     saturation where the format has a choice."""
     fmt = formats.get(name)
     path = QMOD._element_path(fmt)
-    assert native.supports_element(torch.zeros(1), path), path
+    assert native.supports_element(torch.zeros(1), path, Rounding.NEAREST_EVEN), path
     x = element_values(max(n, 64))[:n]
     p, q = params_for(fmt, saturate, None, 23, torch.device("cpu"))
     want = element_kernel(x, x.view(torch.int32), p, q, path, mode=Rounding.NEAREST_EVEN)
-    assert same_bits(native.element_nearest(x, q, path), want)
+    assert same_bits(native.element(x, p, q, path, Rounding.NEAREST_EVEN), want)
+
+
+# every element path: float arithmetic, the e8 family's shift, the general core (e3m23: 23
+# mantissa bits), and the casts (bf16), whose modes but nearest_even run the core
+BIT_ELEMENTS = ["fp8_e4m3", "fp6_e2m3", "fp4_e2m1", "fixed8_4", "bf16", "bf16_ftz", "e3m23"]
+BIT_ELEMENTS += ["fp16_ftz", "fp16", "e5m2", "int8_elem"]
+
+
+@pytest.mark.parametrize("name", BIT_ELEMENTS)
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
+@pytest.mark.parametrize("saturate", [None, True])
+def test_native_element_modes_equal_eager(name, mode, saturate):
+    """The integer core (every mode but nearest_even on the float paths, and nearest_even on
+    the others), against the eager element kernel, over the same awkward values; odd
+    length, several threads; stochastic rounding with 23, 5 and 24 random bits."""
+    fmt = formats.get(name) if name != "int8_elem" else formats.get("bfp8_b16").element
+    path = QMOD._element_path(fmt)
+    if not native.supports_element(torch.zeros(1), path, mode):
+        assert mode is Rounding.NEAREST_EVEN and path.startswith("cast")
+        return
+    sat = fmt.default_saturate if saturate is None else True
+    x = element_values(2 * native.PARALLEL_MIN_NUMEL + 7)
+    for bits in (23, 5, 24) if mode is Rounding.STOCHASTIC else (23,):
+        keys = draw_keys(77) if mode is Rounding.STOCHASTIC else None
+        p, q = params_for(fmt, sat, keys, bits, torch.device("cpu"))
+        want = element_kernel(x, x.view(torch.int32), p, q, path, mode=mode)
+        got = native.element(x, p, q, path, mode)
+        assert same_bits(got, want.view(torch.float32)), (path, bits)
 
 
 def use_native(monkeypatch: pytest.MonkeyPatch, on: bool) -> None:
@@ -201,20 +229,20 @@ def test_quantize_dispatches_to_native_and_agrees_with_the_reference(monkeypatch
     QMOD._plan.cache_clear()
 
 
-@pytest.mark.parametrize("name", ["fp8_e4m3", "fixed8_4"])
-def test_quantize_takes_native_element_nearest(monkeypatch, name):
+@pytest.mark.parametrize("name", ["fp8_e4m3", "fixed8_4", "bf16"])
+def test_quantize_takes_native_element_kernels(monkeypatch, name):
+    """Prepared (nearest_even) and stochastic element casts take the C++ kernel, but for the
+    cast paths' nearest_even; against the float64 reference."""
     calls = []
-    real = native.element_nearest
-    monkeypatch.setattr(native, "element_nearest", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = native.element
+    monkeypatch.setattr(native, "element", lambda *a, **k: calls.append(1) or real(*a, **k))
     use_native(monkeypatch, True)
     x = element_values(3000).reshape(30, 100)
-    got = numerics.quantize(x, name, backend="compiled")
-    assert calls
-    assert same_bits(got, numerics.quantize(x, name, backend="reference"))
-    stochastic = numerics.quantize(x, name, "stochastic", generator=1, backend="compiled")
-    assert len(calls) == 1  # stochastic rounding stays with Inductor
-    ref = numerics.quantize(x, name, "stochastic", generator=1, backend="reference")
-    assert same_bits(stochastic, ref)
+    for mode in ("nearest_even", "stochastic", "down"):
+        got = numerics.quantize(x, name, mode, generator=1, backend="compiled")
+        ref = numerics.quantize(x, name, mode, generator=1, backend="reference")
+        assert same_bits(got, ref), mode
+    assert len(calls) == (2 if name == "bf16" else 3)
     QMOD._plan.cache_clear()
 
 
