@@ -514,16 +514,17 @@ def _dispatch(
         return as_float(y).reshape(x32.shape)
     if isinstance(fmt, IntFormat):
         p, qf = params_for(fmt.grid, True, keys, sr_bits, dev)
+        qmax = float(fmt.qmax)
+
+        def scaled(rows: torch.Tensor) -> torch.Tensor:
+            if cpp and _native.supports_rows(rows):
+                return _native.scaled_int(rows, p, qf, qmax, mode)
+            return _compiled.run("int", int_kernel, mode, use_compiled, rows, p, qf, qmax)
+
         if fmt.per_channel:
             rows, moved = _rows_along(x32, axis)
-            y = _compiled.run(
-                "int", int_kernel, mode, use_compiled, rows.contiguous(), p, qf, float(fmt.qmax)
-            )
-            return _from_rows(y, moved, axis)
-        y = _compiled.run(
-            "int", int_kernel, mode, use_compiled, x32.reshape(1, -1), p, qf, float(fmt.qmax)
-        )
-        return y.reshape(x32.shape)
+            return _from_rows(scaled(rows.contiguous()), moved, axis)
+        return scaled(x32.reshape(1, -1)).reshape(x32.shape)
     # stochastic rounding: blocks read in place (along the last axis, or along another with
     # a wide enough post), else through a transposed copy; either way the random bits are
     # numbered as in the padded axis-last layout (see sr_random)

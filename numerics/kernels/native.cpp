@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 namespace {
 
@@ -40,6 +41,7 @@ inline vu splat_u(uint32_t s) { return vu{} + s; }
 inline vi splat_i(int32_t s) { return vi{} + s; }
 
 inline vu umax(vu a, vu b) { return a > b ? a : b; }
+inline uint32_t umax1(uint32_t a, uint32_t b) { return a > b ? a : b; }
 
 // lane e takes lane e ^ K
 #define XOR_LANES(K)                                                                       \
@@ -359,6 +361,86 @@ void element_float(const float* x, float* out, int64_t n, const float* q, int nt
   elementwise(x, out, n, nthreads, [q](vf v, vu) { return element_nearest<FTZ, TWOS>(v, q); });
 }
 
+// Scaled integers (element.int_kernel): rows of n values, each row with the scale
+// amax / qmax (1 for an all-zero row); values times 1 / scale (divided by the scale where
+// that overflows), rounded to integers in [-qmax, qmax], times the scale; a row holding an
+// inf or a NaN is NaN. The work is cut into (row, chunk) pieces, so one long row (a
+// per-tensor scale) and many short ones (per channel) both share the threads.
+constexpr int64_t CHUNK = 16384;
+
+// f(vector, its first element's index in the row, lanes in use) over [c0, c1) of a row
+template <typename F>
+inline void over_chunk(const float* xr, int64_t c0, int64_t c1, const F& f) {
+  int64_t e = c0;
+  for (; e + L <= c1; e += L) f(load(xr + e), e, L);
+  if (e < c1) {
+    float buf[L] = {};
+    std::memcpy(buf, xr + e, (c1 - e) * sizeof(float));
+    f(load(buf), e, static_cast<int>(c1 - e));
+  }
+}
+
+template <int MODE>
+void scaled_int(const float* __restrict x, float* __restrict out, int64_t rows, int64_t n,
+                const int32_t* p, const float* q, float qmax, int nthreads) {
+  const int64_t nchunks = n > 0 ? (n + CHUNK - 1) / CHUNK : 1;
+  const int64_t pieces = rows * nchunks;
+  std::vector<uint32_t> piece_max(pieces);
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+  for (int64_t k = 0; k < pieces; ++k) {
+    const int64_t r = k / nchunks, c0 = (k % nchunks) * CHUNK;
+    const int64_t c1 = c0 + CHUNK < n ? c0 + CHUNK : n;
+    vu m = vu{};
+    over_chunk(x + r * n, c0, c1,
+               [&m](vf v, int64_t, int) { m = umax(m, (vu)v & 0x7FFFFFFFu); });
+    m = run_max(m, 1, L);
+    piece_max[k] = m[0];
+  }
+  std::vector<uint32_t>& row_max = piece_max;  // reduced in place: row r's maximum in slot r
+  for (int64_t r = 0; r < rows; ++r) {
+    uint32_t mb = 0;
+    for (int64_t j = r * nchunks; j < (r + 1) * nchunks; ++j) mb = umax1(mb, piece_max[j]);
+    row_max[r] = mb;
+  }
+  const Grid g = grid(p, q);
+  const bool adder = MODE == NEAREST_EVEN && qmax < 0x1p22f;
+  const vf magic = splat(1.5f * 0x1p23f), lo = splat(-qmax), hi = splat(qmax);
+  const vf nan = (vf)splat_u(0x7FC00000u);
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+  for (int64_t k = 0; k < pieces; ++k) {
+    const int64_t r = k / nchunks, c0 = (k % nchunks) * CHUNK;
+    const int64_t c1 = c0 + CHUNK < n ? c0 + CHUNK : n;
+    const uint32_t mb = row_max[r];
+    float amax;
+    std::memcpy(&amax, &mb, sizeof amax);
+    const float scale = amax > 0.0f ? amax / qmax : 1.0f;
+    const float inv = 1.0f / scale;
+    const bool divide = inv - inv != 0.0f;  // inv is inf (mb < inf here, so never NaN)
+    const bool bad = mb >= 0x7F800000u;
+    const vf vscale = splat(scale), vinv = splat(inv);
+    float* orow = out + r * n;
+    over_chunk(x + r * n, c0, c1, [&](vf xv, int64_t e, int lanes) {
+      const vf v = divide ? xv / vscale : xv * vinv;
+      vf qv;
+      if (adder) {
+        vf c = v < lo ? lo : v;
+        c = c > hi ? hi : c;
+        qv = (c + magic) - magic;
+      } else {
+        qv = round_elements<MODE, true>(v, v, g, IOTA + static_cast<uint32_t>(r * n + e));
+      }
+      const vf y = bad ? nan : qv * vscale;
+      if (lanes == L) {
+        store(orow + e, y);
+      } else {
+        float buf[L];
+        store(buf, y);
+        std::memcpy(orow + e, buf, lanes * sizeof(float));
+      }
+    });
+  }
+}
+
 template <int MODE, bool FIXED>
 void block_nv(const float* x, float* out, int64_t nblocks, int64_t nv, const int32_t* p,
               const float* q, int nthreads) {
@@ -421,6 +503,21 @@ int numerics_element(const float* x, float* out, int64_t n, const int32_t* p, co
     case DOWN: element_bits<DOWN>(x, out, n, p, nthreads); break;
     case UP: element_bits<UP>(x, out, n, p, nthreads); break;
     case STOCHASTIC: element_bits<STOCHASTIC>(x, out, n, p, nthreads); break;
+    default: return -1;
+  }
+  return 0;
+}
+
+// scaled integers: rows x n values, a scale per row; returns 0, or -1 for an unknown mode
+int numerics_scaled_int(const float* x, float* out, int64_t rows, int64_t n, const int32_t* p,
+                        const float* q, float qmax, int mode, int nthreads) {
+  switch (mode) {
+    case NEAREST_EVEN: scaled_int<NEAREST_EVEN>(x, out, rows, n, p, q, qmax, nthreads); break;
+    case NEAREST_AWAY: scaled_int<NEAREST_AWAY>(x, out, rows, n, p, q, qmax, nthreads); break;
+    case TOWARD_ZERO: scaled_int<TOWARD_ZERO>(x, out, rows, n, p, q, qmax, nthreads); break;
+    case DOWN: scaled_int<DOWN>(x, out, rows, n, p, q, qmax, nthreads); break;
+    case UP: scaled_int<UP>(x, out, rows, n, p, q, qmax, nthreads); break;
+    case STOCHASTIC: scaled_int<STOCHASTIC>(x, out, rows, n, p, q, qmax, nthreads); break;
     default: return -1;
   }
   return 0;

@@ -157,7 +157,15 @@ def library() -> ctypes.CDLL | None:
                 lib.numerics_block.argtypes = [ptr, ptr, i64, i64, ptr, ptr, cint, cint, cint]
                 lib.numerics_smx.argtypes = [ptr, ptr, i64, i64, cint, ptr, ptr, cint, cint]
                 lib.numerics_element.argtypes = [ptr, ptr, i64, ptr, ptr, cint, cint, cint]
-                for fn in (lib.numerics_block, lib.numerics_smx, lib.numerics_element):
+                lib.numerics_scaled_int.argtypes = [
+                    *(ptr, ptr, i64, i64, ptr, ptr, ctypes.c_float, cint, cint)
+                ]
+                for fn in (
+                    lib.numerics_block,
+                    lib.numerics_smx,
+                    lib.numerics_element,
+                    lib.numerics_scaled_int,
+                ):
                     fn.restype = cint
                 _LIB = lib
             except Exception as exc:
@@ -274,4 +282,38 @@ def element(
         _threads(x.numel()),
     )
     assert status == 0, (path, mode)
+    return out
+
+
+def supports_rows(rows: torch.Tensor) -> bool:
+    """Whether ``scaled_int`` takes these rows: float32, contiguous (rows, n), on the CPU."""
+    return (
+        rows.device.type == "cpu"
+        and rows.dtype == torch.float32
+        and rows.dim() == 2
+        and rows.is_contiguous()
+        and library() is not None
+    )
+
+
+def scaled_int(
+    rows: torch.Tensor, p: torch.Tensor, q: torch.Tensor, qmax: float, mode: Rounding
+) -> torch.Tensor:
+    """``int_kernel(rows, p, q, qmax, mode=mode)``: symmetric integers, a scale per row."""
+    lib = library()
+    assert lib is not None and supports_rows(rows)
+    out = torch.empty_like(rows)
+    nrows, n = rows.shape
+    status = lib.numerics_scaled_int(
+        rows.data_ptr(),
+        out.data_ptr(),
+        nrows,
+        n,
+        p.data_ptr(),
+        q.data_ptr(),
+        qmax,
+        _MODES[mode],
+        _threads(rows.numel()),
+    )
+    assert status == 0, mode
     return out

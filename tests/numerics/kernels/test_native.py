@@ -20,7 +20,7 @@ from numerics import formats
 from numerics.formats.block import SharedMicroExpFormat
 from numerics.kernels import native
 from numerics.kernels.block import block_kernel, smx_kernel
-from numerics.kernels.element import element_kernel
+from numerics.kernels.element import element_kernel, int_kernel
 from numerics.kernels.params import params_for
 from numerics.rounding import Rounding, draw_keys
 
@@ -199,6 +199,26 @@ def test_native_element_modes_equal_eager(name, mode, saturate):
         assert same_bits(got, want.view(torch.float32)), (path, bits)
 
 
+@pytest.mark.parametrize("name", ["int8", "int4"])
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
+def test_native_scaled_integers_equal_eager(name, mode):
+    """One long row (a per-tensor scale: several chunks, several threads, a ragged end) and
+    many short ones (per channel), with NaN, inf, all-zero rows and rows so tiny that
+    1 / scale overflows (the kernel divides instead)."""
+    fmt = formats.get(name)
+    keys = draw_keys(21) if mode is Rounding.STOCHASTIC else None
+    p, q = params_for(fmt.grid, True, keys, 23, torch.device("cpu"))
+    g = torch.Generator().manual_seed(8)
+    long = torch.randn(1, 3 * 16384 + 5, generator=g)
+    long[0, :4] = torch.tensor([2.5, -3.5, 1e-30, -0.0]) * long.abs().max() / fmt.qmax
+    short = torch.randn(40, 37, generator=g) * torch.logspace(-44, 38, 40)[:, None]
+    short[1, 3], short[2, 5], short[3] = float("nan"), -float("inf"), 0.0
+    short[4, :3] = torch.tensor([1e-44, -3e-45, 0.0])  # amax / qmax underflows: 1/scale = inf
+    for x in (long, short, short[:, :1].contiguous()):
+        want = int_kernel(x, p, q, float(fmt.qmax), mode=mode)
+        assert same_bits(native.scaled_int(x, p, q, float(fmt.qmax), mode), want)
+
+
 def use_native(monkeypatch: pytest.MonkeyPatch, on: bool) -> None:
     monkeypatch.setenv("NUMERICS_NATIVE", "1" if on else "0")
     QMOD._plan.cache_clear()  # plans keep their prepared casts
@@ -226,6 +246,23 @@ def test_quantize_dispatches_to_native_and_agrees_with_the_reference(monkeypatch
     inductor = numerics.quantize(x, name, mode, generator=9, backend="compiled")
     assert len(calls) == count
     assert same_bits(got, inductor)
+    QMOD._plan.cache_clear()
+
+
+@pytest.mark.parametrize("name", ["int8", "int4_pc"])
+def test_quantize_takes_native_scaled_integers(monkeypatch, name):
+    calls = []
+    real = native.scaled_int
+    monkeypatch.setattr(native, "scaled_int", lambda *a, **k: calls.append(1) or real(*a, **k))
+    use_native(monkeypatch, True)
+    x = element_values(3000).reshape(30, 100)
+    x[x.isnan() | x.isinf()] = 1.0
+    for mode in ("nearest_even", "stochastic"):
+        for axis in (0, 1):
+            got = numerics.quantize(x, name, mode, generator=1, axis=axis, backend="compiled")
+            ref = numerics.quantize(x, name, mode, generator=1, axis=axis, backend="reference")
+            assert same_bits(got, ref), (mode, axis)
+    assert len(calls) == 4
     QMOD._plan.cache_clear()
 
 
