@@ -83,7 +83,8 @@ NATIVE_EAGER_MAX_NUMEL = 1 << 20
 # torch's float8_e4m3fn cast is a scalar loop on the CPU (about 6 ns per element here, against
 # 0.15 ns for the bf16 cast), so its eager cast only wins on small tensors.
 SLOW_NATIVE_EAGER_MAX_NUMEL = 8192
-# Block formats below this many elements run the few-pass eager kernels (kernels/lean.py).
+# Block casts the C++ kernels do not take (kernels/native.py: blocks along a non-last axis,
+# read in place), below this many elements, run the few-pass eager kernels (kernels/lean.py).
 # A compiled call beat them from 1,024 elements up once blocks along a non-last axis were
 # read in place (mxfp8, one thread, after a matmul: 8 x 128 50 us against 81, 128 x 256
 # along axis 0 83 against 169); the lean kernels are kept for the smallest tensors, where a

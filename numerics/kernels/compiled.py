@@ -18,7 +18,8 @@ Environment:
   backend runs eagerly, where a compiled call's fixed overhead would dominate. Casts with a
   fast eager path have their own thresholds (``numerics.quantize``: torch's bf16/fp16/e5m2
   casts below 2**20 elements, its e4m3 cast below 8192, the lean block kernels below 1024,
-  which ``NUMERICS_LEAN_MAX_NUMEL`` overrides).
+  which ``NUMERICS_LEAN_MAX_NUMEL`` overrides). The hand-written C++ kernels
+  (``numerics.kernels.native``) run at any size where they apply.
 """
 
 from __future__ import annotations
