@@ -161,10 +161,17 @@ inline vf round_elements(vf x, vf xs, const Grid& g, vu idx) {
   return out;
 }
 
+// |x|'s largest bit pattern over a block of nv vectors, in every lane
+inline vu block_max(const float* xi, int64_t nv) {
+  vu m = vu{};
+  for (int64_t k = 0; k < nv; ++k) m = umax(m, (vu)load(xi + k * L) & 0x7FFFFFFFu);
+  return run_max(m, 1, L);
+}
+
 // MX / BFP (block_kernel): NV vectors of 16 per block (0: a runtime count, nv).
 template <int MODE, int NV, bool FIXED>
 void block(const float* __restrict x, float* __restrict out, int64_t nblocks, int64_t nv_,
-                 const int32_t* p, const float* q, int nthreads) {
+           const int32_t* p, const float* q, int nthreads) {
   const int64_t nv = NV ? NV : nv_;
   const Grid g = grid(p, q);
   const int32_t emax = p[P_EMAX_ELEM];
@@ -176,9 +183,7 @@ void block(const float* __restrict x, float* __restrict out, int64_t nblocks, in
   for (int64_t i = 0; i < nblocks; ++i) {
     const float* xi = x + i * nv * L;
     float* oi = out + i * nv * L;
-    vu m = vu{};
-    for (int64_t k = 0; k < nv; ++k) m = umax(m, (vu)load(xi + k * L) & 0x7FFFFFFFu);
-    m = run_max(m, 1, L);  // |x|'s largest bit pattern, in every lane
+    const vu m = block_max(xi, nv);
     vi sf = (vi)(m >> 23) - emax;
     sf = sf < 0 ? vi{} : sf;
     sf = sf > top ? top : sf;
@@ -213,9 +218,7 @@ void smx(const float* __restrict x, float* __restrict out, int64_t nblocks, int6
   for (int64_t i = 0; i < nblocks; ++i) {
     const float* xi = x + i * nv * L;
     float* oi = out + i * nv * L;
-    vu m = vu{};
-    for (int64_t k = 0; k < nv; ++k) m = umax(m, (vu)load(xi + k * L) & 0x7FFFFFFFu);
-    m = run_max(m, 1, L);
+    const vu m = block_max(xi, nv);
     // 2**E from the exponent field; a zero or float32-subnormal maximum gives 2**-127
     const vu ex = m >> 23;
     const vu scale_bits = ex == 0 ? splat_u(0x00400000u) : ex << 23;
@@ -441,51 +444,78 @@ void scaled_int(const float* __restrict x, float* __restrict out, int64_t rows, 
   }
 }
 
-template <int MODE, bool FIXED>
-void block_nv(const float* x, float* out, int64_t nblocks, int64_t nv, const int32_t* p,
-              const float* q, int nthreads) {
-  if (nv == 1) block<MODE, 1, FIXED>(x, out, nblocks, nv, p, q, nthreads);
-  else if (nv == 2) block<MODE, 2, FIXED>(x, out, nblocks, nv, p, q, nthreads);
-  else block<MODE, 0, FIXED>(x, out, nblocks, nv, p, q, nthreads);
-}
+// The kernel families as F<MODE>::run(...), so that one switch maps a runtime mode onto them.
+template <int MODE>
+struct Block {
+  static void run(const float* x, float* out, int64_t nblocks, int64_t nv, const int32_t* p,
+                  const float* q, int fixed, int nthreads) {
+    if (fixed && nv == 1) block<MODE, 1, true>(x, out, nblocks, nv, p, q, nthreads);
+    else if (fixed && nv == 2) block<MODE, 2, true>(x, out, nblocks, nv, p, q, nthreads);
+    else if (fixed) block<MODE, 0, true>(x, out, nblocks, nv, p, q, nthreads);
+    else if (nv == 1) block<MODE, 1, false>(x, out, nblocks, nv, p, q, nthreads);
+    else if (nv == 2) block<MODE, 2, false>(x, out, nblocks, nv, p, q, nthreads);
+    else block<MODE, 0, false>(x, out, nblocks, nv, p, q, nthreads);
+  }
+};
 
 template <int MODE>
-void block_fx(const float* x, float* out, int64_t nblocks, int64_t nv, const int32_t* p,
-              const float* q, int fixed, int nthreads) {
-  if (fixed) block_nv<MODE, true>(x, out, nblocks, nv, p, q, nthreads);
-  else block_nv<MODE, false>(x, out, nblocks, nv, p, q, nthreads);
-}
+struct Smx {
+  static void run(const float* x, float* out, int64_t nblocks, int64_t nv, int sub,
+                  const int32_t* p, const float* q, int nthreads) {
+    if (nv == 1 && sub == 2) smx<MODE, 1, 2>(x, out, nblocks, nv, sub, p, q, nthreads);
+    else smx<MODE, 0, 0>(x, out, nblocks, nv, sub, p, q, nthreads);
+  }
+};
 
 template <int MODE>
-void smx_nv(const float* x, float* out, int64_t nblocks, int64_t nv, int sub, const int32_t* p,
-            const float* q, int nthreads) {
-  if (nv == 1 && sub == 2) smx<MODE, 1, 2>(x, out, nblocks, nv, sub, p, q, nthreads);
-  else smx<MODE, 0, 0>(x, out, nblocks, nv, sub, p, q, nthreads);
+struct ElementBits {
+  static void run(const float* x, float* out, int64_t n, const int32_t* p, int nthreads) {
+    element_bits<MODE>(x, out, n, p, nthreads);
+  }
+};
+
+template <int MODE>
+struct ScaledInt {
+  static void run(const float* x, float* out, int64_t rows, int64_t n, const int32_t* p,
+                  const float* q, float qmax, int nthreads) {
+    scaled_int<MODE>(x, out, rows, n, p, q, qmax, nthreads);
+  }
+};
+
+// F<mode>::run(args...); 0, or -1 for a mode it does not know
+template <template <int> class F, typename... A>
+int by_mode(int mode, A... args) {
+  switch (mode) {
+    case NEAREST_EVEN: F<NEAREST_EVEN>::run(args...); return 0;
+    case NEAREST_AWAY: F<NEAREST_AWAY>::run(args...); return 0;
+    case TOWARD_ZERO: F<TOWARD_ZERO>::run(args...); return 0;
+    case DOWN: F<DOWN>::run(args...); return 0;
+    case UP: F<UP>::run(args...); return 0;
+    case STOCHASTIC: F<STOCHASTIC>::run(args...); return 0;
+    default: return -1;
+  }
 }
 
 }  // namespace
 
+// The entry points. Each returns 0, or -1 for a mode or variant it does not know.
 extern "C" {
 
-// blocks of nv * 16 elements, fixed-point (fixed != 0) or float elements; returns 0, or -1
-// for a mode it does not know
+// blocks of nv * 16 elements, fixed-point (fixed != 0) or float elements
 int numerics_block(const float* x, float* out, int64_t nblocks, int64_t nv, const int32_t* p,
                    const float* q, int fixed, int mode, int nthreads) {
-  switch (mode) {
-    case NEAREST_EVEN: block_fx<NEAREST_EVEN>(x, out, nblocks, nv, p, q, fixed, nthreads); break;
-    case NEAREST_AWAY: block_fx<NEAREST_AWAY>(x, out, nblocks, nv, p, q, fixed, nthreads); break;
-    case TOWARD_ZERO: block_fx<TOWARD_ZERO>(x, out, nblocks, nv, p, q, fixed, nthreads); break;
-    case DOWN: block_fx<DOWN>(x, out, nblocks, nv, p, q, fixed, nthreads); break;
-    case UP: block_fx<UP>(x, out, nblocks, nv, p, q, fixed, nthreads); break;
-    case STOCHASTIC: block_fx<STOCHASTIC>(x, out, nblocks, nv, p, q, fixed, nthreads); break;
-    default: return -1;
-  }
-  return 0;
+  return by_mode<Block>(mode, x, out, nblocks, nv, p, q, fixed, nthreads);
+}
+
+// blocks of nv * 16 elements, runs of sub (1, 2, 4, 8 or 16) sharing tau
+int numerics_smx(const float* x, float* out, int64_t nblocks, int64_t nv, int sub,
+                 const int32_t* p, const float* q, int mode, int nthreads) {
+  return by_mode<Smx>(mode, x, out, nblocks, nv, sub, p, q, nthreads);
 }
 
 // n elements of an element format: nearest_even by float arithmetic (variant 0 plain, 1
 // flushing subnormals, 2 with a two's-complement zero), or any mode on the bit patterns
-// (variant 3); returns 0, or -1 for a variant or mode it does not know
+// (variant 3)
 int numerics_element(const float* x, float* out, int64_t n, const int32_t* p, const float* q,
                      int variant, int mode, int nthreads) {
   if (variant < 3 && mode != NEAREST_EVEN) return -1;
@@ -493,49 +523,15 @@ int numerics_element(const float* x, float* out, int64_t n, const int32_t* p, co
     case 0: element_float<false, false>(x, out, n, q, nthreads); return 0;
     case 1: element_float<true, false>(x, out, n, q, nthreads); return 0;
     case 2: element_float<false, true>(x, out, n, q, nthreads); return 0;
-    case 3: break;
+    case 3: return by_mode<ElementBits>(mode, x, out, n, p, nthreads);
     default: return -1;
   }
-  switch (mode) {
-    case NEAREST_EVEN: element_bits<NEAREST_EVEN>(x, out, n, p, nthreads); break;
-    case NEAREST_AWAY: element_bits<NEAREST_AWAY>(x, out, n, p, nthreads); break;
-    case TOWARD_ZERO: element_bits<TOWARD_ZERO>(x, out, n, p, nthreads); break;
-    case DOWN: element_bits<DOWN>(x, out, n, p, nthreads); break;
-    case UP: element_bits<UP>(x, out, n, p, nthreads); break;
-    case STOCHASTIC: element_bits<STOCHASTIC>(x, out, n, p, nthreads); break;
-    default: return -1;
-  }
-  return 0;
 }
 
-// scaled integers: rows x n values, a scale per row; returns 0, or -1 for an unknown mode
+// scaled integers: rows x n values, a scale per row
 int numerics_scaled_int(const float* x, float* out, int64_t rows, int64_t n, const int32_t* p,
                         const float* q, float qmax, int mode, int nthreads) {
-  switch (mode) {
-    case NEAREST_EVEN: scaled_int<NEAREST_EVEN>(x, out, rows, n, p, q, qmax, nthreads); break;
-    case NEAREST_AWAY: scaled_int<NEAREST_AWAY>(x, out, rows, n, p, q, qmax, nthreads); break;
-    case TOWARD_ZERO: scaled_int<TOWARD_ZERO>(x, out, rows, n, p, q, qmax, nthreads); break;
-    case DOWN: scaled_int<DOWN>(x, out, rows, n, p, q, qmax, nthreads); break;
-    case UP: scaled_int<UP>(x, out, rows, n, p, q, qmax, nthreads); break;
-    case STOCHASTIC: scaled_int<STOCHASTIC>(x, out, rows, n, p, q, qmax, nthreads); break;
-    default: return -1;
-  }
-  return 0;
-}
-
-// blocks of nv * 16 elements, runs of sub (1, 2, 4, 8 or 16) sharing tau
-int numerics_smx(const float* x, float* out, int64_t nblocks, int64_t nv, int sub,
-                 const int32_t* p, const float* q, int mode, int nthreads) {
-  switch (mode) {
-    case NEAREST_EVEN: smx_nv<NEAREST_EVEN>(x, out, nblocks, nv, sub, p, q, nthreads); break;
-    case NEAREST_AWAY: smx_nv<NEAREST_AWAY>(x, out, nblocks, nv, sub, p, q, nthreads); break;
-    case TOWARD_ZERO: smx_nv<TOWARD_ZERO>(x, out, nblocks, nv, sub, p, q, nthreads); break;
-    case DOWN: smx_nv<DOWN>(x, out, nblocks, nv, sub, p, q, nthreads); break;
-    case UP: smx_nv<UP>(x, out, nblocks, nv, sub, p, q, nthreads); break;
-    case STOCHASTIC: smx_nv<STOCHASTIC>(x, out, nblocks, nv, sub, p, q, nthreads); break;
-    default: return -1;
-  }
-  return 0;
+  return by_mode<ScaledInt>(mode, x, out, rows, n, p, q, qmax, nthreads);
 }
 
 }  // extern "C"

@@ -201,48 +201,46 @@ def _threads(numel: int) -> int:
     return torch.get_num_threads() if numel >= PARALLEL_MIN_NUMEL else 1
 
 
+def _run(entry: str, x: torch.Tensor, *args: int | float, mode: Rounding) -> torch.Tensor:
+    """The library's ``entry(x, out, *args, mode, threads)`` into a fresh output like x."""
+    lib = library()
+    assert lib is not None and x.is_contiguous()
+    out = torch.empty_like(x)
+    status = getattr(lib, entry)(
+        x.data_ptr(), out.data_ptr(), *args, _MODES[mode], _threads(x.numel())
+    )
+    if status:
+        raise ValueError(f"numerics: native {entry} refused its arguments {args} ({mode})")
+    return out
+
+
 def block(
     blocks: torch.Tensor, p: torch.Tensor, q: torch.Tensor, fixed: bool, mode: Rounding
 ) -> torch.Tensor:
     """``block_kernel(blocks, p, q, fixed, mode=mode)[0]`` (MX / BFP)."""
-    lib = library()
-    assert lib is not None and supports(blocks)
-    out = torch.empty_like(blocks)
+    assert supports(blocks)
     nb, size = blocks.shape
-    lib.numerics_block(
-        blocks.data_ptr(),
-        out.data_ptr(),
+    return _run(
+        "numerics_block",
+        blocks,
         nb,
         size // LANES,
         p.data_ptr(),
         q.data_ptr(),
         int(fixed),
-        _MODES[mode],
-        _threads(blocks.numel()),
+        mode=mode,
     )
-    return out
 
 
 def smx(
     blocks: torch.Tensor, p: torch.Tensor, q: torch.Tensor, sub: int, mode: Rounding
 ) -> torch.Tensor:
     """``smx_kernel(blocks, p, q, sub, mode=mode)`` (shared micro-exponents)."""
-    lib = library()
-    assert lib is not None and supports(blocks, sub)
-    out = torch.empty_like(blocks)
-    nb, block = blocks.shape
-    lib.numerics_smx(
-        blocks.data_ptr(),
-        out.data_ptr(),
-        nb,
-        block // LANES,
-        sub,
-        p.data_ptr(),
-        q.data_ptr(),
-        _MODES[mode],
-        _threads(blocks.numel()),
+    assert supports(blocks, sub)
+    nb, size = blocks.shape
+    return _run(
+        "numerics_smx", blocks, nb, size // LANES, sub, p.data_ptr(), q.data_ptr(), mode=mode
     )
-    return out
 
 
 # nearest_even by float arithmetic on these element paths (kernels.element.rne_path); every
@@ -267,22 +265,10 @@ def element(
 ) -> torch.Tensor:
     """``element_kernel(x, x.view(int32), p, q, path, mode=mode)`` as float32, for float32
     ``x`` (contiguous, numbered row-major for stochastic rounding)."""
-    lib = library()
-    assert lib is not None and x.is_contiguous() and supports_element(x, path, mode)
-    out = torch.empty_like(x)
+    assert supports_element(x, path, mode)
     near = mode is Rounding.NEAREST_EVEN and path in _FLOAT_VARIANTS
-    status = lib.numerics_element(
-        x.data_ptr(),
-        out.data_ptr(),
-        x.numel(),
-        p.data_ptr(),
-        q.data_ptr(),
-        _FLOAT_VARIANTS[path] if near else _BITS,
-        _MODES[mode],
-        _threads(x.numel()),
-    )
-    assert status == 0, (path, mode)
-    return out
+    variant = _FLOAT_VARIANTS[path] if near else _BITS
+    return _run("numerics_element", x, x.numel(), p.data_ptr(), q.data_ptr(), variant, mode=mode)
 
 
 def supports_rows(rows: torch.Tensor) -> bool:
@@ -300,20 +286,6 @@ def scaled_int(
     rows: torch.Tensor, p: torch.Tensor, q: torch.Tensor, qmax: float, mode: Rounding
 ) -> torch.Tensor:
     """``int_kernel(rows, p, q, qmax, mode=mode)``: symmetric integers, a scale per row."""
-    lib = library()
-    assert lib is not None and supports_rows(rows)
-    out = torch.empty_like(rows)
+    assert supports_rows(rows)
     nrows, n = rows.shape
-    status = lib.numerics_scaled_int(
-        rows.data_ptr(),
-        out.data_ptr(),
-        nrows,
-        n,
-        p.data_ptr(),
-        q.data_ptr(),
-        qmax,
-        _MODES[mode],
-        _threads(rows.numel()),
-    )
-    assert status == 0, mode
-    return out
+    return _run("numerics_scaled_int", rows, nrows, n, p.data_ptr(), q.data_ptr(), qmax, mode=mode)
