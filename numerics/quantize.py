@@ -458,14 +458,17 @@ def _prepare(
     src = x32.movedim(ax, -1) if moved else x32
     sax = src.dim() - 1 if moved else ax
     sub = fmt.sub_block if isinstance(fmt, SharedMicroExpFormat) else 1
-    blocks, pad = _blocks_in_place(src, sax, fmt.block_size, sub)
-    sshape = src.shape
-    length, view = sshape[sax], tuple(blocks.shape)
-    pre, post = math.prod(sshape[:sax]), math.prod(sshape[sax + 1 :])
+    # the C++ kernels take whole blocks (16-lane vectors along the last axis)
+    blocks, pad = _blocks_in_place(src, sax, fmt.block_size, sub, whole=cpp)
     name, fn, extra, p, qf = _block_kernel(fmt, None, sr_bits, dev)
     hand = _native_kernel(name, extra, blocks, mode) if cpp else None
     if hand is None and lean:
         return None
+    if hand is None and cpp:  # an axis shorter than a block is one block as it is
+        blocks, pad = _blocks_in_place(src, sax, fmt.block_size, sub)
+    sshape = src.shape
+    length, view = sshape[sax], tuple(blocks.shape)
+    pre, post = math.prod(sshape[:sax]), math.prod(sshape[sax + 1 :])
     kern = hand or _compiled.kernel(name, fn, mode, use, blocks, p, qf, extra, static=True)
 
     def block(x: torch.Tensor) -> torch.Tensor:

@@ -168,76 +168,238 @@ inline vu block_max(const float* xi, int64_t nv) {
   return run_max(m, 1, L);
 }
 
-// MX / BFP (block_kernel): NV vectors of 16 per block (0: a runtime count, nv).
+// The E8M0 scale rule of MX / BFP (block._mx_scales), from the block maxima m (per lane).
+struct MxRule {
+  int32_t emax;  // the element format's emax
+  vi top;        // 254 - emax: the largest biased scale exponent
+  bool ceil;     // the ceil rule (double the scale once while amax exceeds max * scale)
+  vf max_pos;    // the element format's maximum
+};
+
+MxRule mx_rule(const int32_t* p, const float* q) {
+  return {p[P_EMAX_ELEM], splat_i(254 - p[P_EMAX_ELEM]), p[P_CEIL] == 1, splat(q[Q_MAX_POS])};
+}
+
+struct Scales {
+  vf scale, inv;  // 2**s and 2**-s
+  vi bad;         // the block holds an inf or a NaN: all of it is NaN
+};
+
+inline Scales mx_scales(vu m, const MxRule& r) {
+  vi sf = (vi)(m >> 23) - r.emax;
+  sf = sf < 0 ? vi{} : sf;
+  sf = sf > r.top ? r.top : sf;
+  if (r.ceil) {
+    const vi bump = (vf)m > r.max_pos * pow2_biased(sf);
+    sf = bump ? (sf + 1 > r.top ? r.top : sf + 1) : sf;
+  }
+  return {pow2_biased(sf), pow2_biased(254 - sf), m >= 0x7F800000u};
+}
+
+// The shared micro-exponents' block scale 2**E (E = floor(log2 amax), clamped at -127; a zero
+// or float32-subnormal maximum gives 2**-127), from the block maxima m (per lane).
+struct Micro {
+  vu scale_bits;
+  vf scale, inv;
+  vi can_tau;  // E above the clamp: a sub-block may take 2**(E - 1)
+  vi bad;
+};
+
+inline Micro smx_scales(vu m) {
+  const vu ex = m >> 23;
+  const vu bits = ex == 0 ? splat_u(0x00400000u) : ex << 23;
+  return {bits, (vf)bits, 1.0f / (vf)bits, ex != 0, m >= 0x7F800000u};
+}
+
+const vf NAN_V = (vf)splat_u(0x7FC00000u);
+
+// MX / BFP (block_kernel), blocks along the last axis: NV vectors of 16 per block (0: a
+// runtime count, nv), the block maximum reduced across lanes.
 template <int MODE, int NV, bool FIXED>
 void block(const float* __restrict x, float* __restrict out, int64_t nblocks, int64_t nv_,
            const int32_t* p, const float* q, int nthreads) {
   const int64_t nv = NV ? NV : nv_;
   const Grid g = grid(p, q);
-  const int32_t emax = p[P_EMAX_ELEM];
-  const vi top = splat_i(254 - emax);
-  const bool ceil_rule = p[P_CEIL] == 1;
-  const vf max_pos = splat(q[Q_MAX_POS]);
-  const vf nan = (vf)splat_u(0x7FC00000u);
+  const MxRule rule = mx_rule(p, q);
 #pragma omp parallel for schedule(static) num_threads(nthreads)
   for (int64_t i = 0; i < nblocks; ++i) {
     const float* xi = x + i * nv * L;
     float* oi = out + i * nv * L;
-    const vu m = block_max(xi, nv);
-    vi sf = (vi)(m >> 23) - emax;
-    sf = sf < 0 ? vi{} : sf;
-    sf = sf > top ? top : sf;
-    if (ceil_rule) {
-      const vi bump = (vf)m > max_pos * pow2_biased(sf);
-      sf = bump ? (sf + 1 > top ? top : sf + 1) : sf;
-    }
-    const vf scale = pow2_biased(sf);
-    const vf inv = pow2_biased(254 - sf);
-    const vi bad = m >= 0x7F800000u;  // an inf or a NaN: the whole block is NaN
+    const Scales s = mx_scales(block_max(xi, nv), rule);
     const vu base = IOTA + static_cast<uint32_t>(i * nv * L);
     for (int64_t k = 0; k < nv; ++k) {
       const vf xe = load(xi + k * L);
       const vf y =
-          round_elements<MODE, FIXED>(xe, xe * inv, g, base + static_cast<uint32_t>(k * L));
-      store(oi + k * L, bad ? nan : y * scale);
+          round_elements<MODE, FIXED>(xe, xe * s.inv, g, base + static_cast<uint32_t>(k * L));
+      store(oi + k * L, s.bad ? NAN_V : y * s.scale);
     }
   }
 }
 
-// Shared micro-exponents (smx_kernel): a block shares 2**E, E = floor(log2 amax) clamped at
-// -127; a run of `sub` elements (a power of two, at most 16) whose maximum lies below 2**E
-// (tau = 1; never when E sits on the clamp) takes the scale 2**(E - 1).
+// Shared micro-exponents (smx_kernel), blocks along the last axis: a run of `sub` elements
+// (a power of two, at most 16) whose maximum lies below 2**E takes the scale 2**(E - 1).
 template <int MODE, int NV, int SUB>
 void smx(const float* __restrict x, float* __restrict out, int64_t nblocks, int64_t nv_,
          int sub_, const int32_t* p, const float* q, int nthreads) {
   const int64_t nv = NV ? NV : nv_;
   const int sub = SUB ? SUB : sub_;
   const Grid g = grid(p, q);
-  const vf nan = (vf)splat_u(0x7FC00000u);
 #pragma omp parallel for schedule(static) num_threads(nthreads)
   for (int64_t i = 0; i < nblocks; ++i) {
     const float* xi = x + i * nv * L;
     float* oi = out + i * nv * L;
-    const vu m = block_max(xi, nv);
-    // 2**E from the exponent field; a zero or float32-subnormal maximum gives 2**-127
-    const vu ex = m >> 23;
-    const vu scale_bits = ex == 0 ? splat_u(0x00400000u) : ex << 23;
-    const vf scale = (vf)scale_bits;
-    const vf inv = 1.0f / scale;
-    const vi can_tau = ex != 0;
-    const vi bad = m >= 0x7F800000u;
+    const Micro s = smx_scales(block_max(xi, nv));
     const vu base = IOTA + static_cast<uint32_t>(i * nv * L);
     for (int64_t k = 0; k < nv; ++k) {
       const vf xe = load(xi + k * L);
       const vu sm = run_max((vu)xe & 0x7FFFFFFFu, 1, sub);  // its run's maximum, per lane
-      const vi tau = can_tau & (sm < scale_bits);
-      const vf sc = tau ? scale * 0.5f : scale;
-      const vf iv = tau ? inv * 2.0f : inv;
+      const vi tau = s.can_tau & (sm < s.scale_bits);
+      const vf sc = tau ? s.scale * 0.5f : s.scale;
+      const vf iv = tau ? s.inv * 2.0f : s.inv;
       const vf y =
           round_elements<MODE, true>(xe, xe * iv, g, base + static_cast<uint32_t>(k * L));
-      store(oi + k * L, bad ? nan : y * sc);
+      store(oi + k * L, s.bad ? NAN_V : y * sc);
     }
   }
+}
+
+// Blocks along a non-last axis, read in place: (nblocks, block, post) with each block
+// running along dim 1. The 16 lanes are 16 neighbouring positions along post, each its own
+// block, so a block maximum is a lane-wise maximum over the block's rows, with no reduction
+// across lanes. A work item is a band: one block index n and up to SEG * 16 positions along
+// post, read row by row (contiguous), once for the maxima and again to round (from L2; a
+// (block, 16) tile read down its column instead strides post floats from row to row, and
+// its rows fight for one L1 set when post is a multiple of 1024). A last tile narrower than
+// 16 positions goes through a zero-padded vector. Stochastic rounding numbers element
+// (n, e, j), n = i * nbpa + k, as the axis-last layout would:
+// (i * post + j) * nbpa * block + k * block + e (see core.sr_random).
+constexpr int64_t SEG = 64;  // tiles per band: 1,024 positions
+
+inline vf load_part(const float* src, int64_t lanes) {
+  if (lanes == L) return load(src);
+  float buf[L] = {};
+  std::memcpy(buf, src, lanes * sizeof(float));
+  return load(buf);
+}
+
+inline void store_part(float* dst, vf v, int64_t lanes) {
+  if (lanes == L) return store(dst, v);
+  float buf[L];
+  store(buf, v);
+  std::memcpy(dst, buf, lanes * sizeof(float));
+}
+
+struct Band {
+  const float* src;  // row 0, first position of the band
+  float* dst;
+  int64_t post, block;
+  int64_t ntiles, last;  // tiles in the band, lanes of the last one
+  vu base;               // the random-bit number of lane 0's element e = 0, per lane
+  uint32_t tile_step;    // what 16 positions add to it
+  int64_t lanes(int64_t t) const { return t + 1 < ntiles ? L : last; }
+};
+
+// per tile, |x|'s largest bit pattern over rows [e0, e1), lane by lane
+inline void band_max(const Band& b, int64_t e0, int64_t e1, vu* m) {
+  for (int64_t t = 0; t < b.ntiles; ++t) m[t] = vu{};
+  for (int64_t e = e0; e < e1; ++e) {
+    const float* row = b.src + e * b.post;
+    for (int64_t t = 0; t < b.ntiles; ++t) {
+      m[t] = umax(m[t], (vu)load_part(row + t * L, b.lanes(t)) & 0x7FFFFFFFu);
+    }
+  }
+}
+
+// rows [e0, e1) rounded, tile t at inverse scale iv[t] and scale sc[t]
+template <int MODE, bool FIXED>
+inline void band_round(const Band& b, int64_t e0, int64_t e1, const vf* iv, const vf* sc,
+                       const vi* bad, const Grid& g) {
+  for (int64_t e = e0; e < e1; ++e) {
+    const float* row = b.src + e * b.post;
+    float* orow = b.dst + e * b.post;
+    for (int64_t t = 0; t < b.ntiles; ++t) {
+      const vf xe = load_part(row + t * L, b.lanes(t));
+      const vu idx = b.base + static_cast<uint32_t>(e) + b.tile_step * static_cast<uint32_t>(t);
+      const vf y = round_elements<MODE, FIXED>(xe, xe * iv[t], g, idx);
+      store_part(orow + t * L, bad[t] ? NAN_V : y * sc[t], b.lanes(t));
+    }
+  }
+}
+
+template <int MODE, bool FIXED>
+inline void block_band(const Band& b, const Grid& g, const MxRule& rule) {
+  vu m[SEG];
+  vf iv[SEG], sc[SEG];
+  vi bad[SEG];
+  band_max(b, 0, b.block, m);
+  for (int64_t t = 0; t < b.ntiles; ++t) {
+    const Scales s = mx_scales(m[t], rule);
+    iv[t] = s.inv, sc[t] = s.scale, bad[t] = s.bad;
+  }
+  band_round<MODE, FIXED>(b, 0, b.block, iv, sc, bad, g);
+}
+
+template <int MODE>
+inline void smx_band(const Band& b, const Grid& g, int64_t sub) {
+  vu m[SEG];
+  band_max(b, 0, b.block, m);
+  for (int64_t t = 0; t < b.ntiles; ++t) {
+    const Micro s = smx_scales(m[t]);
+    const int64_t lanes = b.lanes(t);
+    const vu base = b.base + b.tile_step * static_cast<uint32_t>(t);
+    for (int64_t r = 0; r < b.block; r += sub) {  // a run of sub rows: a few L1 lines
+      vu sm = vu{};
+      for (int64_t e = r; e < r + sub; ++e) {
+        sm = umax(sm, (vu)load_part(b.src + e * b.post + t * L, lanes) & 0x7FFFFFFFu);
+      }
+      const vi tau = s.can_tau & (sm < s.scale_bits);
+      const vf sc = tau ? s.scale * 0.5f : s.scale;
+      const vf iv = tau ? s.inv * 2.0f : s.inv;
+      for (int64_t e = r; e < r + sub; ++e) {
+        const vf xe = load_part(b.src + e * b.post + t * L, lanes);
+        const vf y = round_elements<MODE, true>(xe, xe * iv, g, base + static_cast<uint32_t>(e));
+        store_part(b.dst + e * b.post + t * L, s.bad ? NAN_V : y * sc, lanes);
+      }
+    }
+  }
+}
+
+// F(band) over every band of a (nblocks, block, post) layout
+template <typename F>
+void over_bands(const float* __restrict x, float* __restrict out, int64_t nblocks,
+                int64_t block, int64_t post, int32_t nbpa_, int nthreads, const F& f) {
+  const int64_t tiles = (post + L - 1) / L;
+  const int64_t bands = (tiles + SEG - 1) / SEG;
+  const int64_t nbpa = nbpa_ > 0 ? nbpa_ : 1;  // only stochastic rounding reads it
+  const uint32_t per_position = static_cast<uint32_t>(nbpa * block);
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+  for (int64_t w = 0; w < nblocks * bands; ++w) {
+    const int64_t n = w / bands, t0 = (w % bands) * SEG;
+    const int64_t t1 = t0 + SEG < tiles ? t0 + SEG : tiles;
+    const int64_t i = n / nbpa, k = n % nbpa, j0 = t0 * L;
+    const vu base = (IOTA + static_cast<uint32_t>(i * post + j0)) * per_position +
+                    static_cast<uint32_t>(k * block);
+    const int64_t last = post - (t1 - 1) * L;
+    f(Band{x + n * block * post + j0, out + n * block * post + j0, post, block, t1 - t0,
+           last < L ? last : L, base, per_position * L});
+  }
+}
+
+template <int MODE, bool FIXED>
+void block_post(const float* x, float* out, int64_t nblocks, int64_t block, int64_t post,
+                const int32_t* p, const float* q, int nthreads) {
+  const Grid g = grid(p, q);
+  const MxRule rule = mx_rule(p, q);
+  over_bands(x, out, nblocks, block, post, p[P_NBPA], nthreads,
+             [&](const Band& b) { block_band<MODE, FIXED>(b, g, rule); });
+}
+
+template <int MODE>
+void smx_post(const float* x, float* out, int64_t nblocks, int64_t block, int64_t post,
+              int64_t sub, const int32_t* p, const float* q, int nthreads) {
+  const Grid g = grid(p, q);
+  over_bands(x, out, nblocks, block, post, p[P_NBPA], nthreads,
+             [&](const Band& b) { smx_band<MODE>(b, g, sub); });
 }
 
 // nearest_even of an element format by float arithmetic (core.round_nearest_even_float):
@@ -468,6 +630,23 @@ struct Smx {
 };
 
 template <int MODE>
+struct BlockPost {
+  static void run(const float* x, float* out, int64_t nblocks, int64_t block, int64_t post,
+                  const int32_t* p, const float* q, int fixed, int nthreads) {
+    if (fixed) block_post<MODE, true>(x, out, nblocks, block, post, p, q, nthreads);
+    else block_post<MODE, false>(x, out, nblocks, block, post, p, q, nthreads);
+  }
+};
+
+template <int MODE>
+struct SmxPost {
+  static void run(const float* x, float* out, int64_t nblocks, int64_t block, int64_t post,
+                  int64_t sub, const int32_t* p, const float* q, int nthreads) {
+    smx_post<MODE>(x, out, nblocks, block, post, sub, p, q, nthreads);
+  }
+};
+
+template <int MODE>
 struct ElementBits {
   static void run(const float* x, float* out, int64_t n, const int32_t* p, int nthreads) {
     element_bits<MODE>(x, out, n, p, nthreads);
@@ -511,6 +690,20 @@ int numerics_block(const float* x, float* out, int64_t nblocks, int64_t nv, cons
 int numerics_smx(const float* x, float* out, int64_t nblocks, int64_t nv, int sub,
                  const int32_t* p, const float* q, int mode, int nthreads) {
   return by_mode<Smx>(mode, x, out, nblocks, nv, sub, p, q, nthreads);
+}
+
+// blocks along a non-last axis, (nblocks, block, post), fixed-point or float elements
+int numerics_block_post(const float* x, float* out, int64_t nblocks, int64_t block,
+                        int64_t post, const int32_t* p, const float* q, int fixed, int mode,
+                        int nthreads) {
+  return by_mode<BlockPost>(mode, x, out, nblocks, block, post, p, q, fixed, nthreads);
+}
+
+// shared micro-exponents along a non-last axis, (nblocks, block, post), runs of sub along
+// the block
+int numerics_smx_post(const float* x, float* out, int64_t nblocks, int64_t block, int64_t post,
+                      int64_t sub, const int32_t* p, const float* q, int mode, int nthreads) {
+  return by_mode<SmxPost>(mode, x, out, nblocks, block, post, sub, p, q, nthreads);
 }
 
 // n elements of an element format: nearest_even by float arithmetic (variant 0 plain, 1

@@ -62,7 +62,7 @@ _SOURCE = Path(__file__).with_name("native.cpp")
 _FLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fPIC", "-shared", "-std=c++17")
 # The parameter slots the C++ reads, passed as macros from core's constants.
 _SLOTS = (
-    *("P_SR_BITS", "P_KEY0", "P_KEY1", "P_EMAX_ELEM", "P_CEIL"),
+    *("P_SR_BITS", "P_KEY0", "P_KEY1", "P_EMAX_ELEM", "P_CEIL", "P_NBPA"),
     *("Q_MAX_POS", "Q_MAX_NEG", "Q_C", "Q_LO", "Q_SPLIT", "Q_HI", "Q_SAT", "Q_SPECIAL"),
     *("Q_MINNORM", "Q_TWOS", "P_M", "P_EMIN_F", "P_MAX_POS", "P_MAX_NEG", "P_OVF", "P_MINNORM"),
 )
@@ -156,6 +156,21 @@ def library() -> ctypes.CDLL | None:
                 i64, ptr, cint = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
                 lib.numerics_block.argtypes = [ptr, ptr, i64, i64, ptr, ptr, cint, cint, cint]
                 lib.numerics_smx.argtypes = [ptr, ptr, i64, i64, cint, ptr, ptr, cint, cint]
+                lib.numerics_block_post.argtypes = [
+                    *(ptr, ptr, i64, i64, i64, ptr, ptr, cint, cint, cint)
+                ]
+                lib.numerics_smx_post.argtypes = [
+                    ptr,
+                    ptr,
+                    i64,
+                    i64,
+                    i64,
+                    i64,
+                    ptr,
+                    ptr,
+                    cint,
+                    cint,
+                ]
                 lib.numerics_element.argtypes = [ptr, ptr, i64, ptr, ptr, cint, cint, cint]
                 lib.numerics_scaled_int.argtypes = [
                     *(ptr, ptr, i64, i64, ptr, ptr, ctypes.c_float, cint, cint)
@@ -163,6 +178,8 @@ def library() -> ctypes.CDLL | None:
                 for fn in (
                     lib.numerics_block,
                     lib.numerics_smx,
+                    lib.numerics_block_post,
+                    lib.numerics_smx_post,
                     lib.numerics_element,
                     lib.numerics_scaled_int,
                 ):
@@ -184,17 +201,20 @@ SUB_BLOCKS = (1, 2, 4, 8, 16)  # the micro-exponent runs they take
 
 
 def supports(blocks: torch.Tensor, sub: int = 1) -> bool:
-    """Whether the native kernels take these blocks: float32, contiguous (nblocks, block) on
-    the CPU, block a multiple of 16, and micro-exponent runs of ``sub`` in ``SUB_BLOCKS``."""
-    return (
+    """Whether the native block kernels take these blocks: float32 and contiguous on the
+    CPU, either (nblocks, block) with block a multiple of 16 and micro-exponent runs of
+    ``sub`` in ``SUB_BLOCKS``, or (nblocks, block, post), blocks along dim 1 (read in place),
+    any block and any run dividing it."""
+    if not (
         blocks.device.type == "cpu"
         and blocks.dtype == torch.float32
-        and blocks.dim() == 2
-        and blocks.shape[1] % LANES == 0
-        and sub in SUB_BLOCKS
         and blocks.is_contiguous()
-        and library() is not None
-    )
+        and blocks.dim() in (2, 3)
+    ):
+        return False
+    if blocks.dim() == 2 and (blocks.shape[1] % LANES or sub not in SUB_BLOCKS):
+        return False
+    return blocks.shape[1] % sub == 0 and library() is not None
 
 
 def _threads(numel: int) -> int:
@@ -219,17 +239,11 @@ def block(
 ) -> torch.Tensor:
     """``block_kernel(blocks, p, q, fixed, mode=mode)[0]`` (MX / BFP)."""
     assert supports(blocks)
+    args = (p.data_ptr(), q.data_ptr(), int(fixed))
+    if blocks.dim() == 3:
+        return _run("numerics_block_post", blocks, *blocks.shape, *args, mode=mode)
     nb, size = blocks.shape
-    return _run(
-        "numerics_block",
-        blocks,
-        nb,
-        size // LANES,
-        p.data_ptr(),
-        q.data_ptr(),
-        int(fixed),
-        mode=mode,
-    )
+    return _run("numerics_block", blocks, nb, size // LANES, *args, mode=mode)
 
 
 def smx(
@@ -237,6 +251,9 @@ def smx(
 ) -> torch.Tensor:
     """``smx_kernel(blocks, p, q, sub, mode=mode)`` (shared micro-exponents)."""
     assert supports(blocks, sub)
+    if blocks.dim() == 3:
+        args = (*blocks.shape, sub, p.data_ptr(), q.data_ptr())
+        return _run("numerics_smx_post", blocks, *args, mode=mode)
     nb, size = blocks.shape
     return _run(
         "numerics_smx", blocks, nb, size // LANES, sub, p.data_ptr(), q.data_ptr(), mode=mode

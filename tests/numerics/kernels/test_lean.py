@@ -82,12 +82,13 @@ def test_auto_backend_uses_the_lean_path_for_small_tensors(monkeypatch):
         return real(x, axis, fmt)
 
     monkeypatch.setattr(lean, "block_nearest", spy)
-    # blocks along axis 0, read in place: the C++ kernels (kernels/native.py) do not take them
-    numerics.quantize(torch.randn(64, 32), "mxfp8_e4m3", axis=0)
-    numerics.quantize(torch.randn(64, 32), "mxfp8_e4m3", "stochastic", generator=1, axis=0)
+    # blocks of 8 along the last axis: the C++ kernels (kernels/native.py) do not take them
+    numerics.quantize(torch.randn(64, 32), "mxfp8_e4m3_b8")
+    numerics.quantize(torch.randn(64, 32), "mxfp8_e4m3_b8", "stochastic", generator=1)
     assert calls == [2048]  # nearest_even only; stochastic runs the general kernel
     numerics.quantize(torch.randn(8, 64), "mxfp8_e4m3")
-    assert calls == [2048]  # along the last axis: the C++ kernel
+    numerics.quantize(torch.randn(64, 32), "mxfp8_e4m3", axis=0)
+    assert calls == [2048]  # blocks of 32, along either axis: the C++ kernel
     monkeypatch.setenv("NUMERICS_NATIVE", "0")
     plans = sys.modules["numerics.quantize"]._plan
     plans.cache_clear()  # plans read it when made

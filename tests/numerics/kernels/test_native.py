@@ -20,6 +20,7 @@ from numerics import formats
 from numerics.formats.block import SharedMicroExpFormat
 from numerics.kernels import native
 from numerics.kernels.block import block_kernel, smx_kernel
+from numerics.kernels.core import P_NBPA
 from numerics.kernels.element import element_kernel, int_kernel
 from numerics.kernels.params import params_for
 from numerics.rounding import Rounding, draw_keys
@@ -84,10 +85,13 @@ def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
     )
 
 
-def kernels(fmt, mode: Rounding, sr_bits: int = 23):
-    """(native, eager) callables of (nblocks, block) float32 blocks for a format."""
+def kernels(fmt, mode: Rounding, sr_bits: int = 23, nbpa: int = 0):
+    """(native, eager) callables of float32 blocks for a format: (nblocks, block), or
+    (nblocks, block, post) with ``nbpa`` blocks per axis."""
     keys = draw_keys(12345) if mode is Rounding.STOCHASTIC else None
     name, _, extra, p, q = QMOD._block_kernel(fmt, keys, sr_bits, torch.device("cpu"))
+    p = p.clone()
+    p[P_NBPA] = nbpa
     if name == "smx":
         return (
             lambda b: native.smx(b, p, q, extra, mode),
@@ -127,6 +131,26 @@ def test_native_on_several_threads_equals_eager(name, mode):
     x = awkward(n, fmt.block_size, seed=2)
     fast, slow = kernels(fmt, mode)
     assert same_bits(fast(x), slow(x))
+
+
+def post_blocks(nblocks: int, block: int, post: int, seed: int) -> torch.Tensor:
+    """(nblocks, block, post) with blocks along dim 1, the awkward rows of ``awkward`` laid
+    along the block at every position of post."""
+    rows = awkward(nblocks * post, block, seed)  # (nblocks * post, block)
+    return rows.reshape(nblocks, post, block).transpose(1, 2).contiguous()
+
+
+@pytest.mark.parametrize("name", ["bfp8_b16", "mxint8_ceil", *FLOAT[:5], "mx6", "smx4", "smx16"])
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
+def test_native_blocks_read_in_place_equal_eager(name, mode):
+    """Blocks along a non-last axis, (nblocks, block, post), post a whole number of vectors
+    or not (a last tile of 5 or 7 positions) and more than one band of 1,024 positions;
+    stochastic rounding numbered as the axis-last layout with 1, 2 or 3 blocks per axis."""
+    fmt = fmt_of(name)
+    for nblocks, post, nbpa in ((12, 37, 3), (6, 16, 2), (4, 5, 1), (2, 1030, 2)):
+        x = post_blocks(nblocks, fmt.block_size, post, seed=nblocks)
+        fast, slow = kernels(fmt, mode, nbpa=nbpa)
+        assert same_bits(fast(x), slow(x)), (nblocks, post)
 
 
 ELEMENTS = ["fp8_e4m3", "fp8_e5m2", "fp6_e3m2", "fp4_e2m1", "e3m4", "fp16_ftz", "fixed8_4"]
@@ -226,9 +250,12 @@ def use_native(monkeypatch: pytest.MonkeyPatch, on: bool) -> None:
 
 @pytest.mark.parametrize("name", ["bfp8_b16", "mx6", "mxfp6_e2m3"])
 @pytest.mark.parametrize("mode", ["nearest_even", "up", "stochastic"])
-def test_quantize_dispatches_to_native_and_agrees_with_the_reference(monkeypatch, name, mode):
-    """quantize's compiled backend takes the C++ kernel for last-axis blocks (counted), with
-    a ragged last block; the result equals the float64 reference and the Inductor kernel's."""
+@pytest.mark.parametrize("axis", [-1, 0, 1])
+def test_quantize_dispatches_to_native_and_agrees_with_the_reference(monkeypatch, name, mode, axis):
+    """quantize's compiled backend takes the C++ kernel (counted) for blocks along the last
+    axis, with a ragged last block, along axis 0 of a 3-d tensor (read in place, post 70)
+    and along axis 1 (post 10: through a transposed copy, an axis shorter than a block);
+    the result equals the float64 reference and the Inductor kernel's."""
     calls = []
     for kernel in ("block", "smx"):
         real = getattr(native, kernel)
@@ -236,14 +263,17 @@ def test_quantize_dispatches_to_native_and_agrees_with_the_reference(monkeypatch
             native, kernel, lambda *a, _real=real, **k: calls.append(1) or _real(*a, **k)
         )
     x = awkward(16, 70, seed=3)
+    if axis >= 0:
+        x = x.reshape(4, 4, 70) if axis == 0 else x.reshape(-1)[:1120].reshape(7, 16, 10)
+        x = torch.cat([x, x.narrow(axis, 0, 1)], dim=axis)  # 5 or 17 along it: a ragged block
     use_native(monkeypatch, True)
-    got = numerics.quantize(x, name, mode, generator=9, backend="compiled")
+    got = numerics.quantize(x, name, mode, generator=9, axis=axis, backend="compiled")
     assert calls, "the native kernel did not run"
-    ref = numerics.quantize(x, name, mode, generator=9, backend="reference")
+    ref = numerics.quantize(x, name, mode, generator=9, axis=axis, backend="reference")
     assert same_bits(got, ref)
     use_native(monkeypatch, False)
     count = len(calls)
-    inductor = numerics.quantize(x, name, mode, generator=9, backend="compiled")
+    inductor = numerics.quantize(x, name, mode, generator=9, axis=axis, backend="compiled")
     assert len(calls) == count
     assert same_bits(got, inductor)
     QMOD._plan.cache_clear()
@@ -284,14 +314,13 @@ def test_quantize_takes_native_element_kernels(monkeypatch, name):
 
 
 def test_other_layouts_keep_the_compiled_kernels(monkeypatch):
-    """Blocks along a non-last axis read in place (3-d), block sizes that are not whole
-    vectors, and sub-blocks longer than a vector stay with Inductor."""
+    """Blocks along the last axis that are not whole vectors, and sub-blocks longer than a
+    vector, stay with Inductor."""
     use_native(monkeypatch, True)
     calls = []
     monkeypatch.setattr(native, "block", lambda *a, **k: calls.append(1))
     monkeypatch.setattr(native, "smx", lambda *a, **k: calls.append(1))
     x = awkward(64, 64, seed=4)
-    numerics.quantize(x, "bfp8_b16", axis=0, backend="compiled")
     numerics.quantize(x, "mxfp8_e4m3_b8", backend="compiled")
     numerics.quantize(x, "bfp8_b8", backend="compiled")
     smx32 = SharedMicroExpFormat("smx_sub32", mbits=4, block_size=64, sub_block=32)
