@@ -83,8 +83,9 @@ NATIVE_EAGER_MAX_NUMEL = 1 << 20
 # torch's float8_e4m3fn cast is a scalar loop on the CPU (about 6 ns per element here, against
 # 0.15 ns for the bf16 cast), so its eager cast only wins on small tensors.
 SLOW_NATIVE_EAGER_MAX_NUMEL = 8192
-# Block casts the C++ kernels do not take (kernels/native.py: blocks along a non-last axis,
-# read in place), below this many elements, run the few-pass eager kernels (kernels/lean.py).
+# Block casts the C++ kernels do not take (kernels/native.py: last-axis blocks that are not
+# whole 16-lane vectors, runs longer than 16, or NUMERICS_NATIVE=0), below this many
+# elements, run the few-pass eager kernels (kernels/lean.py).
 # A compiled call beat them from 1,024 elements up once blocks along a non-last axis were
 # read in place (mxfp8, one thread, after a matmul: 8 x 128 50 us against 81, 128 x 256
 # along axis 0 83 against 169); the lean kernels are kept for the smallest tensors, where a
@@ -184,7 +185,7 @@ def quantize(
             outside the range, infinities included, to +-max.
         sr_bits: random bits per stochastic decision (1..24).
         backend: auto (compiled for large tensors), compiled (Inductor kernels; on the CPU,
-            MX, BFP and MX9/6/4 blocks along the last axis run hand-written C++ kernels,
+            element, integer and block formats run hand-written C++ kernels,
             ``numerics.kernels.native``), eager, reference (NumPy float64) or qtorch (the
             optional qtorch library, where it has the format).
     """
@@ -397,9 +398,9 @@ def _block_kernel(
 def _native_kernel(
     name: str, extra: bool | int, blocks: torch.Tensor, mode: Rounding
 ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None:
-    """The hand-written C++ kernel for these blocks where one applies (CPU, blocks along the
-    last axis of whole 16-lane vectors: ``kernels/native``), in place of the compiled block
-    kernel; else None."""
+    """The hand-written C++ kernel for these blocks where one applies (CPU; last-axis blocks
+    of whole 16-lane vectors, or blocks read in place: ``kernels/native``), in place of the
+    compiled block kernel; else None."""
     if name in ("block_fixed", "block_float") and _native.supports(blocks):
         return lambda b, p, q: _native.block(b, p, q, bool(extra), mode)
     if name == "smx" and _native.supports(blocks, int(extra)):
@@ -458,14 +459,18 @@ def _prepare(
     src = x32.movedim(ax, -1) if moved else x32
     sax = src.dim() - 1 if moved else ax
     sub = fmt.sub_block if isinstance(fmt, SharedMicroExpFormat) else 1
-    # the C++ kernels take whole blocks (16-lane vectors along the last axis)
-    blocks, pad = _blocks_in_place(src, sax, fmt.block_size, sub, whole=cpp)
+    blocks, pad = _blocks_in_place(src, sax, fmt.block_size, sub)
     name, fn, extra, p, qf = _block_kernel(fmt, None, sr_bits, dev)
     hand = _native_kernel(name, extra, blocks, mode) if cpp else None
+    if hand is None and cpp and blocks.dim() == 2 and blocks.shape[1] < fmt.block_size:
+        # a last axis shorter than a block, taken as one block as it is: the C++ kernels
+        # want whole blocks of 16-lane vectors there, so pad it to one
+        whole, whole_pad = _blocks_in_place(src, sax, fmt.block_size, sub, whole=True)
+        hand = _native_kernel(name, extra, whole, mode)
+        if hand is not None:
+            blocks, pad = whole, whole_pad
     if hand is None and lean:
         return None
-    if hand is None and cpp:  # an axis shorter than a block is one block as it is
-        blocks, pad = _blocks_in_place(src, sax, fmt.block_size, sub)
     sshape = src.shape
     length, view = sshape[sax], tuple(blocks.shape)
     pre, post = math.prod(sshape[:sax]), math.prod(sshape[sax + 1 :])

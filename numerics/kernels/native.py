@@ -1,15 +1,18 @@
-"""Hand-written C++ kernels on the CPU, beside the Inductor ones: block formats, and
-nearest_even of element formats by float arithmetic.
+"""Hand-written C++ kernels on the CPU, beside the Inductor ones, for every family of formats.
 
-Which casts:
+Which casts, each in every rounding mode:
 - OCP MX (mxfp8/6/4, mxint8), BFP (bfp8_b16, msfp12/16, user BFP formats) and the shared
-  micro-exponent formats (mx9/mx6/mx4), in every rounding mode, with blocks along the last
-  axis (contiguous (nblocks, block) rows) of a whole number of 16-lane vectors, and
-  micro-exponent runs of 1 to 16 elements;
-- nearest_even of the element formats on the float-arithmetic paths ("float", "float_ftz",
-  "float_twos" of ``kernels.element.rne_path``: fp8, fp6, fp4, eXmY, fixed point).
-Everything else (blocks along another axis, read in place; other element paths; stochastic
-and directed rounding of element formats; CUDA) runs the Inductor kernels.
+  micro-exponent formats (mx9/mx6/mx4): blocks along the last axis (contiguous (nblocks,
+  block) rows) of a whole number of 16-lane vectors with micro-exponent runs of 1 to 16
+  elements, and blocks along another axis read in place ((nblocks, block, post), any block
+  and run);
+- the element formats (fp8, fp6, fp4, eXmY, fixed point, bf16 and fp16 variants): the
+  float-arithmetic nearest_even where ``kernels.element.rne_path`` picks it, the integer
+  core on the bit patterns otherwise;
+- int8/int4 with a scale per tensor or per channel.
+Left to Inductor: nearest_even of the grids that are torch's own bf16/fp16 casts (which it
+vectorises already), last-axis blocks that are not whole vectors (bfp8_b8), runs longer
+than 16, and everything on CUDA.
 
 Source: ``native.cpp`` beside this file. It follows ``kernels/block.py``, ``kernels/grid.py``
 and ``kernels/core.py`` operation for operation, and the tests hold it equal to the eager
