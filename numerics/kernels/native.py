@@ -284,8 +284,10 @@ def element(
     x: torch.Tensor, p: torch.Tensor, q: torch.Tensor, path: str, mode: Rounding
 ) -> torch.Tensor:
     """``element_kernel(x, x.view(int32), p, q, path, mode=mode)`` as float32, for float32
-    ``x`` (contiguous, numbered row-major for stochastic rounding)."""
+    ``x`` of any layout (a strided one is copied; elements are numbered row-major for
+    stochastic rounding)."""
     assert supports_element(x, path, mode)
+    x = x.contiguous()
     near = mode is Rounding.NEAREST_EVEN and path in _FLOAT_VARIANTS
     variant = _FLOAT_VARIANTS[path] if near else _BITS
     return _run("numerics_element", x, x.numel(), p.data_ptr(), q.data_ptr(), variant, mode=mode)

@@ -313,6 +313,21 @@ def test_quantize_takes_native_element_kernels(monkeypatch, name):
     QMOD._plan.cache_clear()
 
 
+@pytest.mark.parametrize("name", ["fp8_e4m3", "bf16", "int8", "int8_pc", "mxfp8_e4m3", "mx6"])
+@pytest.mark.parametrize("mode", ["nearest_even", "stochastic"])
+def test_strided_inputs(monkeypatch, name, mode):
+    """Every element of a strided 1-d view and of a transposed matrix reaches the kernels in
+    the order the reference numbers it."""
+    use_native(monkeypatch, True)
+    g = torch.Generator().manual_seed(10)
+    for x in (torch.randn(400, generator=g)[::3], torch.randn(64, 48, generator=g).t()):
+        for backend in ("compiled", "auto"):
+            got = numerics.quantize(x, name, mode, generator=2, backend=backend)
+            ref = numerics.quantize(x, name, mode, generator=2, backend="reference")
+            assert same_bits(got, ref), (x.shape, backend)
+    QMOD._plan.cache_clear()
+
+
 def test_other_layouts_keep_the_compiled_kernels(monkeypatch):
     """Blocks along the last axis that are not whole vectors, and sub-blocks longer than a
     vector, stay with Inductor."""
