@@ -2,7 +2,8 @@
 
 For each (format, rounding mode) it times ``quantize(x, fmt, rounding, generator=0,
 backend="compiled")`` on a float32 tensor of standard normals and reports GB/s as bytes read
-plus bytes written (``2 * 4 * numel``) over the median time. Beside it:
+plus bytes written (``2 * 4 * numel``) over the median time, and which fast kernel ran the
+cast: the hand-written C++ one (``numerics.kernels.native``) or Inductor's. Beside it:
 
 - ``torch.clone`` of the same tensor, the memory-bound yardstick with the same traffic (one
   read, one freshly allocated write). Clone timings here are dominated by allocating and
@@ -40,6 +41,7 @@ import torch
 
 import numerics
 from numerics import formats as _formats
+from numerics.kernels import native
 from numerics.rounding import Rounding, parse
 
 DEFAULT_FORMATS = [
@@ -176,9 +178,13 @@ def bench_one(
         times = time_interleaved(fns, reps)
     clone_s = statistics.median(times[0])
     ours_s = statistics.median(times[1])
+    before = native.calls()
+    ours()
     row: dict[str, Any] = {
         "format": fmt.name,
         "rounding": mode.value,
+        # which fast kernel ran: the hand-written C++ one or Inductor's (numerics.kernels)
+        "kernel": "C++" if native.calls() > before else "Inductor",
         "seconds": ours_s,
         "gbps": _gbps(nbytes, ours_s),
         "clone_seconds": clone_s,
@@ -263,13 +269,17 @@ def format_report(doc: dict[str, Any]) -> str:
         qt_line,
         "",
     ]
-    header = ["format", "rounding", "GB/s", "clone GB/s", "x clone", "qtorch GB/s", "x qtorch"]
+    header = [
+        *("format", "rounding", "kernel", "GB/s", "clone GB/s", "x clone"),
+        *("qtorch GB/s", "x qtorch"),
+    ]
     table = [header]
     for r in doc["results"]:
         table.append(
             [
                 r["format"],
                 r["rounding"],
+                r["kernel"],
                 _cell(r["gbps"]),
                 _cell(r["clone_gbps"]),
                 _cell(r["x_clone"]),
@@ -280,7 +290,7 @@ def format_report(doc: dict[str, Any]) -> str:
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         cells = [
-            c.ljust(w) if i < 2 else c.rjust(w)
+            c.ljust(w) if i < 3 else c.rjust(w)
             for i, (c, w) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("  ".join(cells).rstrip())

@@ -83,6 +83,7 @@ PARALLEL_MIN_NUMEL = 1 << 15
 _LOCK = threading.Lock()
 _LIB: ctypes.CDLL | None = None
 _FAILED = False
+_CALLS = 0  # kernel calls so far (``numerics bench`` reports which kernel ran a cast)
 
 
 def enabled() -> bool:
@@ -203,6 +204,11 @@ LANES = 16  # float32 lanes of the C++ kernels' vectors; a block is a whole numb
 SUB_BLOCKS = (1, 2, 4, 8, 16)  # the micro-exponent runs they take
 
 
+def calls() -> int:
+    """How many native kernel calls this process has made."""
+    return _CALLS
+
+
 def supports(blocks: torch.Tensor, sub: int = 1) -> bool:
     """Whether the native block kernels take these blocks: float32 and contiguous on the
     CPU, either (nblocks, block) with block a multiple of 16 and micro-exponent runs of
@@ -226,6 +232,8 @@ def _threads(numel: int) -> int:
 
 def _run(entry: str, x: torch.Tensor, *args: int | float, mode: Rounding) -> torch.Tensor:
     """The library's ``entry(x, out, *args, mode, threads)`` into a fresh output like x."""
+    global _CALLS
+    _CALLS += 1
     lib = library()
     assert lib is not None and x.is_contiguous()
     out = torch.empty_like(x)

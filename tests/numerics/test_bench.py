@@ -11,6 +11,7 @@ import math
 import pytest
 
 from numerics import bench
+from numerics.kernels import native
 
 TINY = ["--numel", "4096", "--reps", "2", "--no-qtorch", "--threads", "1"]
 
@@ -45,6 +46,9 @@ def test_json_structure(capsys: pytest.CaptureFixture[str]) -> None:
         # No qtorch column without qtorch, and no compiler fallback on these kernels.
         assert r["qtorch_gbps"] is None and r["x_qtorch"] is None
         assert r["warnings"] == []
+    # which kernel ran each row: the C++ kernels take these casts where a compiler exists
+    want = "C++" if native.library() is not None else "Inductor"
+    assert [r["kernel"] for r in rows] == [want] * 4
 
 
 def test_text_table(capsys: pytest.CaptureFixture[str]) -> None:
@@ -56,12 +60,12 @@ def test_text_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert "qtorch not timed: disabled (--no-qtorch)" in out
     header = next(i for i, line in enumerate(lines) if line.startswith("format"))
     assert lines[header].split() == [
-        "format", "rounding", "GB/s", "clone", "GB/s", "x", "clone", "qtorch", "GB/s", "x",
-        "qtorch",
+        "format", "rounding", "kernel", "GB/s", "clone", "GB/s", "x", "clone", "qtorch", "GB/s",
+        "x", "qtorch",
     ]  # fmt: skip
     cells = lines[header + 1].split()
-    assert cells[:2] == ["fp16", "nearest_even"]
-    assert all(float(c) > 0 for c in cells[2:5]) and cells[5:] == ["-", "-"]
+    assert cells[:3] == ["fp16", "nearest_even", "Inductor"]  # torch's cast, compiled
+    assert all(float(c) > 0 for c in cells[3:6]) and cells[6:] == ["-", "-"]
 
 
 @pytest.mark.parametrize(
