@@ -262,7 +262,9 @@ class Plan:
             return x.clone()
         use = _use_compiled(self.backend, numel, self.eager_below)
         with torch.no_grad():
-            x32 = x.detach().float()
+            # contiguous: a compiled kernel is traced for dense inputs, and a strided view
+            # (x[::3], x.t()) would fail its stride check (tests/numerics/kernels/test_native.py)
+            x32 = x.detach().float().contiguous()
             if x32.dim() == 0:
                 x32 = x32.reshape(1)
             lean = self.lean and not use
