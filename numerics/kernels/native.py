@@ -23,11 +23,10 @@ runs a per-block loop with a horizontal reduction and scalar scale work per vect
 the element pass's vectors wait behind. The C++ kernels are written with GCC/Clang vector
 extensions (16 float32 lanes), take the block maximum as an integer maximum of the ``|x|``
 bit patterns (which orders non-NaN values as floats and marks inf and NaN as patterns >=
-0x7F800000), and keep the scale work in vector registers. At 16M elements, against
-torch.clone (``numerics bench``; Inductor -> these): bfp8_b16 nearest_even 0.58 -> 0.77-0.79,
-mx6 0.42-0.43 -> 0.73-0.78, MX 0.61-0.65 -> 0.83-0.90, their stochastic rounding 0.39-0.52
--> 0.45-0.75; fp8_e4m3 nearest_even 0.78-0.81 -> 0.84-0.85 (interleaved A/B with
-``NUMERICS_NATIVE=0``).
+0x7F800000), and keep the scale work in vector registers. At 16M elements against
+torch.clone (``numerics bench``, Inductor's kernels -> these) bfp8_b16 went from 0.58x to
+0.78-0.80x and mx6 from 0.42-0.43x to 0.76-0.79x; the README's Speed section has the table,
+docs/formats.md the before and after of each family.
 
 How they are built: on first use, with the system C++ compiler (``$CXX``, else ``c++``;
 Inductor needs one on a CPU too), ``-O3 -march=native -fopenmp -ffp-contract=off``: no
@@ -38,8 +37,8 @@ version and the CPU's feature flags, and written atomically. The library's ``lib
 resolves to the one torch has loaded, so its threads are torch's OpenMP threads
 (``torch.get_num_threads()``).
 
-``NUMERICS_NATIVE=0`` turns them off (read when a cast is first prepared; the Inductor
-kernels run instead). A build or load failure warns once and does the same, so a missing
+``NUMERICS_NATIVE=0`` turns them off (read when a cast's plan is made; the Inductor kernels
+run instead). A build or load failure warns once and does the same, so a missing
 compiler never costs a result.
 """
 
