@@ -32,8 +32,9 @@ How they are built: on first use, with the system C++ compiler (``$CXX``, else `
 Inductor needs one on a CPU too), ``-O3 -march=native -fopenmp -ffp-contract=off``: no
 fast-math, so every float operation is the IEEE operation the eager kernel performs. About
 a second, once per machine: the library is cached under ``$XDG_CACHE_HOME/numerics/native``
-(or ``NUMERICS_NATIVE_CACHE``), named by a hash of the source, the flags, the compiler's
-version and the CPU's feature flags, and written atomically. The library's ``libgomp.so.1``
+(or ``NUMERICS_NATIVE_CACHE``; where that cannot be written, the temporary folder), named by
+a hash of the source, the flags, the compiler's version and the CPU's feature flags, and
+written atomically. The library's ``libgomp.so.1``
 resolves to the one torch has loaded, so its threads are torch's OpenMP threads
 (``torch.get_num_threads()``).
 
@@ -130,11 +131,19 @@ def _build() -> Path:
     for part in (_SOURCE.read_bytes(), " ".join(_command("", Path())).encode(), version.encode()):
         digest.update(part)
     digest.update(_cpu_flags().encode())
-    target = _cache_dir() / f"kernels-{digest.hexdigest()[:20]}.so"
+    name = f"kernels-{digest.hexdigest()[:20]}.so"
+    target = _cache_dir() / name
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    except OSError:  # a cache folder we cannot write: build in the temporary folder instead
+        target = Path(tempfile.gettempdir()) / "numerics-native" / name
+        if target.exists():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
         done = subprocess.run(_command(compiler, Path(tmp)), capture_output=True, text=True)

@@ -386,3 +386,13 @@ def test_the_library_is_cached_by_content(monkeypatch, tmp_path):
     )
     assert native._build() == first
     assert [c[1:] for c in commands] == [["--version"]]
+
+
+def test_an_unwritable_cache_folder_builds_in_the_temporary_folder(monkeypatch, tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("NUMERICS_NATIVE_CACHE", str(blocked / "native"))
+    monkeypatch.setattr(native.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    built = native._build()
+    assert built.parent == tmp_path / "tmp" / "numerics-native" and built.exists()
+    assert native._build() == built  # and found there next time
