@@ -25,7 +25,7 @@ extensions (16 float32 lanes), take the block maximum as an integer maximum of t
 bit patterns (which orders non-NaN values as floats and marks inf and NaN as patterns >=
 0x7F800000), and keep the scale work in vector registers. At 16M elements against
 torch.clone (``numerics bench``, Inductor's kernels -> these) bfp8_b16 went from 0.58x to
-0.78-0.80x and mx6 from 0.42-0.43x to 0.76-0.79x; the README's Speed section has the table,
+0.87x and mx6 from 0.42-0.43x to 0.86-0.88x; the README's Speed section has the table,
 docs/formats.md the before and after of each family.
 
 How they are built: on first use, with the system C++ compiler (``$CXX``, else ``c++``;
