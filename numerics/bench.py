@@ -168,6 +168,7 @@ def bench_one(
     with_qtorch = qtorch and qtorch_backend.supports(fmt, mode)
     if with_qtorch:
         fns.append(their)
+    before = native.calls()  # which kernel ran ours: the C++ one counts its calls
     with warnings.catch_warnings(record=True) as caught:
         # A compiler failure falls back to the eager kernels with a RuntimeWarning: report it
         # beside the row, since the numbers then are not the compiled kernel's.
@@ -178,8 +179,6 @@ def bench_one(
         times = time_interleaved(fns, reps)
     clone_s = statistics.median(times[0])
     ours_s = statistics.median(times[1])
-    before = native.calls()
-    ours()
     row: dict[str, Any] = {
         "format": fmt.name,
         "rounding": mode.value,

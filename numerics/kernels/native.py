@@ -80,6 +80,18 @@ _MODES = {
 # Below this many elements a call runs on one thread: waking the others costs more.
 PARALLEL_MIN_NUMEL = 1 << 15
 
+# Each entry point's arguments between (x, out) and (mode, threads); all return 0, or -1
+# for arguments they refuse.
+_I64, _PTR, _INT = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
+_SIGNATURES = {
+    "numerics_block": (_I64, _I64, _PTR, _PTR, _INT),  # nblocks, vectors per block, p, q, fixed
+    "numerics_smx": (_I64, _I64, _INT, _PTR, _PTR),  # nblocks, vectors per block, sub, p, q
+    "numerics_block_post": (_I64, _I64, _I64, _PTR, _PTR, _INT),  # nblocks, block, post, ...
+    "numerics_smx_post": (_I64, _I64, _I64, _I64, _PTR, _PTR),  # nblocks, block, post, sub, ...
+    "numerics_element": (_I64, _PTR, _PTR, _INT),  # n, p, q, variant
+    "numerics_scaled_int": (_I64, _I64, _PTR, _PTR, ctypes.c_float),  # rows, n, p, q, qmax
+}
+
 _LOCK = threading.Lock()
 _LIB: ctypes.CDLL | None = None
 _FAILED = False
@@ -132,18 +144,19 @@ def _build() -> Path:
         digest.update(part)
     digest.update(_cpu_flags().encode())
     name = f"kernels-{digest.hexdigest()[:20]}.so"
-    target = _cache_dir() / name
-    if target.exists():
-        return target
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    except OSError:  # a cache folder we cannot write: build in the temporary folder instead
-        target = Path(tempfile.gettempdir()) / "numerics-native" / name
+    # the cache folder, or where that cannot be written, the temporary folder
+    for folder in (_cache_dir(), Path(tempfile.gettempdir()) / "numerics-native"):
+        target = folder / name
         if target.exists():
             return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
+            break
+        except OSError as exc:
+            unwritable = exc
+    else:
+        raise unwritable
     os.close(fd)
     try:
         done = subprocess.run(_command(compiler, Path(tmp)), capture_output=True, text=True)
@@ -159,43 +172,18 @@ def _build() -> Path:
 def library() -> ctypes.CDLL | None:
     """The loaded kernels, built on first use; None when disabled or the build failed."""
     global _LIB, _FAILED
-    if _LIB is not None or _FAILED or not enabled():
-        return _LIB if enabled() else None
+    if not enabled():
+        return None
+    if _LIB is not None or _FAILED:
+        return _LIB
     with _LOCK:
         if _LIB is None and not _FAILED:
             try:
                 lib = ctypes.CDLL(str(_build()))
-                i64, ptr, cint = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
-                lib.numerics_block.argtypes = [ptr, ptr, i64, i64, ptr, ptr, cint, cint, cint]
-                lib.numerics_smx.argtypes = [ptr, ptr, i64, i64, cint, ptr, ptr, cint, cint]
-                lib.numerics_block_post.argtypes = [
-                    *(ptr, ptr, i64, i64, i64, ptr, ptr, cint, cint, cint)
-                ]
-                lib.numerics_smx_post.argtypes = [
-                    ptr,
-                    ptr,
-                    i64,
-                    i64,
-                    i64,
-                    i64,
-                    ptr,
-                    ptr,
-                    cint,
-                    cint,
-                ]
-                lib.numerics_element.argtypes = [ptr, ptr, i64, ptr, ptr, cint, cint, cint]
-                lib.numerics_scaled_int.argtypes = [
-                    *(ptr, ptr, i64, i64, ptr, ptr, ctypes.c_float, cint, cint)
-                ]
-                for fn in (
-                    lib.numerics_block,
-                    lib.numerics_smx,
-                    lib.numerics_block_post,
-                    lib.numerics_smx_post,
-                    lib.numerics_element,
-                    lib.numerics_scaled_int,
-                ):
-                    fn.restype = cint
+                for entry, args in _SIGNATURES.items():
+                    fn = getattr(lib, entry)
+                    fn.argtypes = [_PTR, _PTR, *args, _INT, _INT]
+                    fn.restype = _INT
                 _LIB = lib
             except Exception as exc:
                 _FAILED = True
@@ -286,12 +274,14 @@ _BITS = 3
 
 
 def supports_element(x: torch.Tensor, path: str, mode: Rounding) -> bool:
-    """Whether ``element`` takes float32 ``x`` on this element path in this mode: on the
-    CPU, everything but the nearest_even paths that are torch's own casts (bf16, fp16)."""
+    """Whether ``element`` takes float32 ``x`` (contiguous) on this element path in this
+    mode: on the CPU, everything but the nearest_even paths that are torch's own casts (bf16,
+    fp16)."""
     return (
         not (mode is Rounding.NEAREST_EVEN and path.startswith("cast"))
         and x.device.type == "cpu"
         and x.dtype == torch.float32
+        and x.is_contiguous()
         and library() is not None
     )
 
@@ -300,10 +290,8 @@ def element(
     x: torch.Tensor, p: torch.Tensor, q: torch.Tensor, path: str, mode: Rounding
 ) -> torch.Tensor:
     """``element_kernel(x, x.view(int32), p, q, path, mode=mode)`` as float32, for float32
-    ``x`` of any layout (a strided one is copied; elements are numbered row-major for
-    stochastic rounding)."""
+    ``x`` (contiguous, its elements numbered row-major for stochastic rounding)."""
     assert supports_element(x, path, mode)
-    x = x.contiguous()
     near = mode is Rounding.NEAREST_EVEN and path in _FLOAT_VARIANTS
     variant = _FLOAT_VARIANTS[path] if near else _BITS
     return _run("numerics_element", x, x.numel(), p.data_ptr(), q.data_ptr(), variant, mode=mode)
