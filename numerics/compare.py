@@ -9,16 +9,22 @@ Each run falls in one cell of the table:
   ``bf16-nomaster-sr``), or with ``--by KEY`` the value of a dotted recipe key
   (``train.batch_size``, ``large_batch.rule``, ``numerics.update_method``).
 
-A cell shows the metric's mean over the cell's runs (its seeds) with the sample standard
-deviation (ddof=1; none for one run), ``n`` the runs averaged, and the difference to the
-baseline column of the same row (``Δ``; ``--baseline``, default ``fp32``). The metric is the
-row's ``primary_metric`` (accuracy for image, bits_per_byte for language, auc for recsys) unless
-``--metric`` names another, which is looked up in the summary's ``metrics`` and then among its
-top-level numbers (``wall_s``, ``peak_memory_mb``). Only completed runs with a finite value
-enter the mean; every other run is counted in its cell, never dropped: ``diverged``, ``failed``,
+A cell shows the metric's mean over the cell's runs (its seeds) with the half-width of its
+confidence interval (Student t, ``--ci``, default 95%; none for one run: ``numerics.stats``),
+``n`` the runs averaged, and the difference to the baseline column of the same row (``Δ``;
+``--baseline``, default ``fp32``) with the half-width of its interval: paired by seed where both
+cells ran the same seeds, Welch's unequal-variance interval otherwise (marked ``(Welch)``). A
+``Δ`` whose interval contains 0 is marked ``≈`` (not significant at that level); one with a
+single run on either side is ``(untested)``. The metric is the row's ``primary_metric``
+(accuracy for image, bits_per_byte for language, auc for recsys) unless ``--metric`` names
+another, which is looked up in the summary's ``metrics`` and then among its top-level numbers
+(``wall_s``, ``peak_memory_mb``). Only completed runs with a finite value enter the mean;
+every other run is counted in its cell, never dropped: ``diverged``, ``failed``,
 ``unfinished`` (no summary.json yet: running, or killed), ``non-finite`` (completed with a NaN
-metric). The best mean of a row (higher is better for accuracy/auc, lower for the losses) is
-marked ``*`` when the row has two means or more to compare.
+metric). A cell is marked best (``*``) only when it is significantly better (higher for
+accuracy/auc, lower for the losses) than every other cell of its row that has a mean, each
+pair compared as the deltas are; a row whose leader is within noise of another cell has no
+mark. The intervals are per comparison, not corrected for the number of cells in a row.
 
 Cells pool runs that share the column value; if those runs differ in some other recipe key
 (``model.width``, ``train.lr``; seeds aside) the table says so, since their mean then mixes two
@@ -43,6 +49,15 @@ from typing import Any
 import yaml
 
 from numerics.rundir import CONFIG, METRICS, STATUSES, SUMMARY, read_metrics
+from numerics.stats import (
+    DEFAULT_LEVEL,
+    Difference,
+    Interval,
+    Pairing,
+    check_level,
+    difference,
+    mean_interval,
+)
 
 SWEEP_INDEX = "sweep.yaml"
 UNFINISHED = "unfinished"
@@ -285,15 +300,20 @@ def value_label(v: Any) -> str:
 
 @dataclass
 class Cell:
-    """One (recipe, column) cell: the runs in it, the mean/std of the metric over the
-    completed ones, and the runs left out of the mean counted by reason (``EXCLUDED``)."""
+    """One (recipe, column) cell: the runs in it, the metric of each completed one (``values``,
+    with the run's seed label in ``seeds``), their mean, sample std and confidence interval, the
+    difference to the baseline cell, and the runs left out of the mean counted by reason
+    (``EXCLUDED``)."""
 
     runs: list[Run]
     values: list[float]
     counts: dict[str, int]
+    seeds: list[str] = field(default_factory=list)
+    level: float = DEFAULT_LEVEL
     mean: float | None = None
     std: float | None = None
-    delta: float | None = None
+    interval: Interval | None = None
+    diff: Difference | None = None
     best: bool = False
 
     @property
@@ -301,23 +321,49 @@ class Cell:
         return len(self.values)
 
     @property
+    def half(self) -> float | None:
+        """The half-width of the mean's confidence interval (None for one run)."""
+        return self.interval.half if self.interval is not None else None
+
+    @property
+    def delta(self) -> float | None:
+        return self.diff.delta if self.diff is not None else None
+
+    @property
+    def paired(self) -> list[tuple[str, float]]:
+        return list(zip(self.seeds, self.values, strict=True))
+
+    @property
+    def delta_text(self) -> str:
+        """``Δ-0.0100 ± 0.0080``, ``Δ-0.0100 ± 0.0150 ≈`` (interval holds 0), ``Δ-0.11
+        (untested)`` (one run on a side); ``(Welch)`` where the seeds could not be paired."""
+        d = self.diff
+        if d is None:
+            return ""
+        if d.half is None:
+            return f"Δ{_delta(d.delta)} (untested)"
+        s = f"Δ{_delta(d.delta)} ± {_num(d.half)}" + ("" if d.significant else " ≈")
+        return s + (" (Welch)" if d.pairing is Pairing.WELCH else "")
+
+    @property
     def text(self) -> str:
-        """``0.9100 ± 0.0141 (n=2, 1 diverged) Δ-0.0100 *``, ``diverged (2)``, ``—``."""
+        """``0.9100 ± 0.0141 (n=3, 1 diverged) Δ-0.0100 ± 0.0080 *``, ``diverged (2)``, ``—``."""
         extra = [f"{self.counts[k]} {k}" for k in EXCLUDED if self.counts.get(k)]
         if self.mean is None:
             if self.counts.get(NO_METRIC):  # completed runs that lack the metric
                 rest = [e for e in extra if not e.endswith(NO_METRIC)]
                 return "—" + (f" ({', '.join(rest)})" if rest else "")
             return ", ".join(f"{k} ({self.counts[k]})" for k in EXCLUDED if self.counts.get(k))
-        s = _num(self.mean) + (f" ± {_num(self.std)}" if self.std is not None else "")
+        s = _num(self.mean) + (f" ± {_num(self.half)}" if self.half is not None else "")
         s += f" (n={', '.join([str(self.n), *extra])})"
-        if self.delta is not None:
-            s += f" Δ{_delta(self.delta)}"
+        if self.diff is not None:
+            s += " " + self.delta_text
         return s + (" *" if self.best else "")
 
 
-def make_cell(runs: list[Run], metric: str | None) -> Cell:
+def make_cell(runs: list[Run], metric: str | None, level: float = DEFAULT_LEVEL) -> Cell:
     values: list[float] = []
+    seeds: list[str] = []
     counts: Counter[str] = Counter()
     for r in runs:
         v = r.metric(metric) if metric and r.status == "completed" else None
@@ -329,9 +375,11 @@ def make_cell(runs: list[Run], metric: str | None) -> Cell:
             counts[NON_FINITE] += 1
         else:
             values.append(v)
-    cell = Cell(runs, values, dict(counts))
+            seeds.append(value_label(r.seed))
+    cell = Cell(runs, values, dict(counts), seeds, level)
     if values:
-        cell.mean = statistics.fmean(values)
+        cell.interval = mean_interval(values, level)
+        cell.mean = cell.interval.mean
         cell.std = statistics.stdev(values) if len(values) > 1 else None
     return cell
 
@@ -349,6 +397,7 @@ class Table:
     by: str = "format"
     baseline: str | None = None
     requested_baseline: str | None = None
+    level: float = DEFAULT_LEVEL  # of every confidence interval in the table
     pooled: list[str] = field(default_factory=list)  # keys that differ inside a cell
     swept: list[str] = field(default_factory=list)  # keys sweep.yaml files say were swept
 
@@ -392,9 +441,12 @@ def aggregate(
     metric: str | None = None,
     by: str | None = None,
     baseline: str | None = "fp32",
+    level: float = DEFAULT_LEVEL,
 ) -> Table:
     """The comparison table of ``runs``: rows by recipe, columns by the value of ``by`` (a
-    dotted recipe key; default the format label), cells over seeds; see the module docstring."""
+    dotted recipe key; default the format label), cells over seeds with intervals at
+    ``level``; see the module docstring."""
+    level = check_level(level)
     key = by or "format"
     groups: dict[tuple[str, str], list[Run]] = {}
     labels: dict[str, Any] = {}
@@ -405,7 +457,7 @@ def aggregate(
         groups.setdefault((r.recipe, label), []).append(r)
     rows = sorted({row for row, _ in groups})
     base = baseline if baseline is not None and baseline in labels else None
-    table = Table(rows, _column_order(labels, base), {}, {}, {}, key, base, baseline)
+    table = Table(rows, _column_order(labels, base), {}, {}, {}, key, base, baseline, level)
     pooled: set[str] = set()
     for row in rows:
         in_row = [r for (rw, _), rs in groups.items() if rw == row for r in rs]
@@ -417,26 +469,36 @@ def aggregate(
         table.higher_is_better[row] = DIRECTION.get(m) if m else None
         for col in table.columns:
             if (row, col) in groups:
-                table.cells[(row, col)] = make_cell(groups[(row, col)], m)
+                table.cells[(row, col)] = make_cell(groups[(row, col)], m, level)
                 pooled.update(pooled_keys(groups[(row, col)], key))
         _mark(table, row)
     table.pooled = sorted(pooled)
     return table
 
 
+def better(a: Cell, b: Cell, higher: bool) -> bool:
+    """Whether ``a`` is significantly better than ``b`` (both with a mean): the interval of
+    their difference lies wholly on the better side of 0."""
+    d = difference(a.paired, b.paired, a.level)
+    if d.half is None:
+        return False
+    return d.delta - d.half > 0 if higher else d.delta + d.half < 0
+
+
 def _mark(table: Table, row: str) -> None:
-    """Deltas to the baseline and the best mean of ``row``."""
+    """Differences to the baseline, and the best cell of ``row``: one significantly better
+    than every other cell with a mean (none when the leader is within noise of another)."""
     cells = {c: table.cells[(row, c)] for c in table.columns if (row, c) in table.cells}
     ref = cells.get(table.baseline) if table.baseline is not None else None
     for cell in cells.values():
         if ref is not None and ref.mean is not None and cell.mean is not None and cell is not ref:
-            cell.delta = cell.mean - ref.mean
-    means = [c.mean for c in cells.values() if c.mean is not None]
+            cell.diff = difference(cell.paired, ref.paired, table.level)
+    with_mean = [c for c in cells.values() if c.mean is not None]
     higher = table.higher_is_better[row]
-    if len(means) >= 2 and higher is not None:
-        best = max(means) if higher else min(means)
-        for cell in cells.values():
-            cell.best = cell.mean == best
+    if len(with_mean) < 2 or higher is None:
+        return
+    for cell in with_mean:
+        cell.best = all(better(cell, o, higher) for o in with_mean if o is not cell)
 
 
 # --- the plain-text table ---------------------------------------------------------------------
@@ -459,9 +521,19 @@ def table_grid(table: Table) -> list[list[str]]:
 
 def legend(table: Table) -> list[str]:
     """The lines under the table: what ``*``, the arrows and ``Δ`` mean, and pooling notes."""
-    lines = ["* best mean in its row (↑ higher is better, ↓ lower); std is the sample std"]
+    pct = interval_name(table.level)
+    lines = [
+        f"mean ± half-width of its {pct} (n: completed runs averaged; none for n=1)",
+        f"* significantly better ({pct} of the difference) than every other cell of its row "
+        "(↑ higher is better, ↓ lower); no mark where the leader is within noise",
+    ]
     if table.baseline is not None:
-        lines.append(f"Δ: mean minus the mean of the {table.baseline!r} column of the same row")
+        lines.append(
+            f"Δ ± half-width: mean minus the mean of the {table.baseline!r} column of the same "
+            f"row, {pct} of the difference, paired by seed where both cells ran the same seeds, "
+            "Welch's unequal-variance interval where not (marked (Welch)); ≈: the interval "
+            "holds 0, not significant; (untested): one run on a side"
+        )
     elif table.requested_baseline is not None:
         lines.append(f"no {table.requested_baseline!r} column (--baseline): no deltas")
     if table.swept:
@@ -479,6 +551,11 @@ def run_counts(runs: list[Run]) -> str:
     order = ("completed", "diverged", "failed", UNFINISHED)
     parts = [f"{counts[s]} {s}" for s in order if counts.get(s)]
     return f"{len(runs)} runs: {', '.join(parts)}" if runs else "0 runs"
+
+
+def interval_name(level: float) -> str:
+    """``95% CI (Student t, over seeds)`` for level 0.95."""
+    return f"{level * 100:g}% CI (Student t, over seeds)"
 
 
 def format_table(table: Table) -> str:
@@ -500,14 +577,17 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
         "compare",
         help="tabulate and plot the runs of a results folder",
-        description="One table of final metrics (recipes by formats, mean ± std over seeds, "
-        "delta to a baseline), written with plots to report.md / report.html.",
+        description="One table of final metrics (recipes by formats, mean and confidence "
+        "interval over seeds, difference to a baseline with its interval and significance), "
+        "written with plots to report.md / report.html.",
     )
     p.add_argument("results", help="a results folder (runs one or two levels down) or a run")
     p.add_argument("--metric", help="metric to compare (default: each recipe's primary metric)")
     p.add_argument("--baseline", default="fp32", help="column the deltas are taken to (fp32)")
     p.add_argument("--by", help="columns by this dotted recipe key, e.g. train.batch_size "
                    "(default: the format label)")  # fmt: skip
+    p.add_argument("--ci", type=float, default=DEFAULT_LEVEL, metavar="LEVEL",
+                   help="confidence level of the intervals, in (0, 1) (0.95)")  # fmt: skip
     p.add_argument("--out", help="folder for report.md, report.html and plots (default RESULTS)")
     p.set_defaults(func=cmd_compare)
     return p
@@ -516,6 +596,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def cmd_compare(args: argparse.Namespace) -> int:
     from numerics.report import write_report
 
+    try:
+        level = check_level(args.ci)
+    except ValueError as exc:
+        print(f"numerics compare: --ci: {exc}", file=sys.stderr)
+        return 2
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RunWarning)
         try:
@@ -523,7 +608,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         except FileNotFoundError as exc:
             print(f"numerics compare: {exc}", file=sys.stderr)
             return 2
-        table = aggregate(runs, metric=args.metric, by=args.by, baseline=args.baseline)
+        table = aggregate(runs, args.metric, args.by, args.baseline, level)
         table.swept = swept_keys(args.results)
     for w in caught:
         print(f"numerics compare: warning: {w.message}", file=sys.stderr)

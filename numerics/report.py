@@ -2,14 +2,17 @@
 
 ``write_report(table, runs, out)`` writes, from a ``numerics.compare.Table``:
 
-- ``metric.png``: each recipe's metric per column (format), mean with the sample std as error
-  bar, the baseline's mean as a dashed line; columns without a mean say why (``diverged (2)``);
+- ``metric.png``: each recipe's metric per column (format), mean with its confidence interval
+  (the table's: Student t over seeds, ``--ci``) as error bar, the best cell (significantly
+  better than the rest of its row) as a star, the baseline's mean as a dashed line; columns
+  without a mean say why (``diverged (2)``);
 - ``curves.png``: training loss against step (metrics.jsonl, split ``train``) per column,
   averaged over the cell's completed runs at each logged step (a cell with none completed
   shows its other runs' mean, dashed);
 - ``batch_size.png``, only when a recipe's runs span more than one ``train.batch_size``: the
   metric against batch size (log2 axis), one line per large-batch rule: ``large_batch.rule``
-  where any run sets one, else ``train.lr_scaling`` (and per format where several are mixed);
+  where any run sets one, else ``train.lr_scaling`` (and per format where several are mixed),
+  with the same intervals as error bars;
 - ``report.md``: the table as markdown, its legend, the runs left out of the means with their
   error line (failed), reason (diverged) or state (unfinished), every run, and the plots;
 - ``report.html``: the same in one file that needs no server: inline CSS, no scripts, the PNGs
@@ -27,7 +30,6 @@ import html
 import io
 import math
 import os
-import statistics
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -37,6 +39,7 @@ from numerics.compare import (
     UNFINISHED,
     Run,
     Table,
+    interval_name,
     legend,
     metric_label,
     run_counts,
@@ -44,14 +47,21 @@ from numerics.compare import (
     value_label,
 )
 from numerics.rundir import atomic_write_bytes, atomic_write_text
+from numerics.stats import mean_interval
 
 MARKDOWN, HTML = "report.md", "report.html"
 METRIC_PNG, CURVES_PNG, BATCH_PNG = "metric.png", "curves.png", "batch_size.png"
 CAPTIONS = {
-    METRIC_PNG: "Final metric per column: mean ± sample std over seeds",
+    METRIC_PNG: "Final metric per column: mean with its {ci}",
     CURVES_PNG: "Training loss per column (mean over completed seeds)",
-    BATCH_PNG: "Final metric against batch size, one line per large-batch rule",
+    BATCH_PNG: "Final metric against batch size, one line per large-batch rule; bars: {ci}",
 }
+
+
+def caption(name: str, table: Table) -> str:
+    return CAPTIONS.get(name, name).format(ci=interval_name(table.level))
+
+
 Curve = tuple[list[int], list[float], bool]  # steps, mean values, from completed runs
 
 
@@ -66,7 +76,7 @@ def mean_curve(runs: Iterable[Run], name: str = "loss", split: str = "train") ->
             if math.isfinite(v):
                 at[step].append(v)
     steps = sorted(at)
-    return steps, [statistics.fmean(at[s]) for s in steps]
+    return steps, [math.fsum(at[s]) / len(at[s]) for s in steps]
 
 
 def mean_curves(table: Table, name: str = "loss", split: str = "train") -> dict[
@@ -92,12 +102,14 @@ def rule_key(runs: list[Run]) -> str:
     return "large_batch.rule" if rules - {"none"} else "train.lr_scaling"
 
 
-Point = tuple[float, float, float | None, int]  # batch size, mean, std (None for n=1), n
+# batch size, mean, half-width of the mean's interval (None for n=1), n
+Point = tuple[float, float, float | None, int]
 
 
 def batch_size_series(table: Table) -> dict[str, tuple[str, dict[str, list[Point]]]]:
-    """row -> (rule key, line -> [(batch size, mean, std, n)] by batch size) for the rows whose
-    completed runs with a finite metric span more than one ``train.batch_size``."""
+    """row -> (rule key, line -> [(batch size, mean, half-width, n)] by batch size) for the rows
+    whose completed runs with a finite metric span more than one ``train.batch_size``; the
+    half-width is of the mean's interval at the table's level."""
     out: dict[str, tuple[str, dict[str, list[Point]]]] = {}
     for row in table.rows:
         metric = table.metrics[row]
@@ -120,8 +132,8 @@ def batch_size_series(table: Table) -> dict[str, tuple[str, dict[str, list[Point
             groups[(f"{line} · {r.format}" if several_formats else line, bs)].append(v)
         lines: dict[str, list[Point]] = defaultdict(list)
         for (line, bs), vs in sorted(groups.items()):
-            sd = statistics.stdev(vs) if len(vs) > 1 else None
-            lines[line].append((bs, statistics.fmean(vs), sd, len(vs)))
+            iv = mean_interval(vs, table.level)
+            lines[line].append((bs, iv.mean, iv.half, len(vs)))
         out[row] = (key, dict(lines))
     return out
 
@@ -171,12 +183,16 @@ def plot_metric(table: Table) -> bytes:
                 ax.text(x, 0.04, cell.text, transform=below, rotation=90, ha="center",
                         va="bottom", fontsize=8, color="firebrick")  # fmt: skip
                 continue
-            ax.errorbar(x, cell.mean, yerr=cell.std or 0.0, fmt="*" if cell.best else "o",
+            ax.errorbar(x, cell.mean, yerr=cell.half or 0.0, fmt="*" if cell.best else "o",
                         ms=11 if cell.best else 7, capsize=5, color=colors[col])  # fmt: skip
+        ax.errorbar([], [], yerr=[], fmt="o", capsize=5, color="black",
+                    label=f"mean ± {interval_name(table.level)}")  # fmt: skip
+        if any((c := table.cell(row, col)) is not None and c.best for col in table.columns):
+            ax.plot([], [], "*", ms=11, color="black", label="significantly best of its row")
         ref = table.cell(row, table.baseline) if table.baseline is not None else None
         if ref is not None and ref.mean is not None:
             ax.axhline(ref.mean, ls="--", lw=0.8, color="grey", label=f"{table.baseline} mean")
-            ax.legend(fontsize=7)
+        ax.legend(fontsize=7)
         ax.set_xticks(list(xs), table.columns, rotation=30, ha="right", fontsize=8)
         ax.set_xlim(-0.6, len(table.columns) - 0.4)
         ax.set_title(row, fontsize=10)
@@ -227,7 +243,8 @@ def plot_batch_size(table: Table) -> bytes | None:
         ax.set_xlabel("train.batch_size")
         ax.set_ylabel(metric_label(table, row))
         ax.grid(alpha=0.3)
-        ax.legend(title=key, fontsize=7, title_fontsize=7)
+        ax.legend(title=f"{key}; bars: {interval_name(table.level)}", fontsize=7,
+                  title_fontsize=7)  # fmt: skip
     return _png(fig)
 
 
@@ -304,7 +321,7 @@ def to_markdown(table: Table, runs: list[Run], out: Path, pngs: Iterable[str]) -
     names = list(pngs)
     if names:
         lines += ["## Plots", ""]
-        lines += [f"![{CAPTIONS.get(n, n)}]({n})\n" for n in names]
+        lines += [f"![{caption(n, table)}]({n})\n" for n in names]
     lines += ["## All runs", "", *_md_table(_run_rows(table, runs, out)), ""]
     return "\n".join(lines)
 
@@ -366,7 +383,7 @@ def to_html(table: Table, runs: list[Run], out: Path, pngs: dict[str, bytes]) ->
         parts.append("<h2>Plots</h2>")
     for name, png in pngs.items():
         data = base64.b64encode(png).decode("ascii")
-        cap = e(CAPTIONS.get(name, name))
+        cap = e(caption(name, table))
         parts.append(
             f'<figure><img alt="{cap}" src="data:image/png;base64,{data}">'
             f"<figcaption>{cap} ({e(name)})</figcaption></figure>"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -156,39 +158,109 @@ def test_malformed_files_are_skipped_with_a_warning_naming_them(tmp_path: Path) 
 
 
 # --- the numbers ------------------------------------------------------------------------------
-def test_cells_mean_sample_std_delta_best_and_counts(tmp_path: Path) -> None:
+T1, T2 = 12.706205, 4.302653  # two-sided 95% t critical values for 1 and 2 degrees of freedom
+
+
+def test_cells_mean_interval_delta_best_and_counts(tmp_path: Path) -> None:
     t = aggregate(load_runs(build_results(tmp_path)))
     assert t.rows == [IMG, LANG]
     assert t.columns == ["fp32", "bf16", "fp8_e4m3", "fp8_e5m2"]  # baseline first
     assert t.baseline == "fp32" and t.metrics == {IMG: "accuracy", LANG: "bits_per_byte"}
+    assert t.level == 0.95
 
-    fp32 = t.cells[(IMG, "fp32")]
+    fp32 = t.cells[(IMG, "fp32")]  # 0.90 and 0.92: the interval is t(1) * s / sqrt(2)
     assert (fp32.mean, fp32.n) == (pytest.approx(0.91), 2)
     assert fp32.std == pytest.approx(SD2)
-    assert fp32.counts == {"unfinished": 1} and fp32.delta is None and fp32.best
-    assert fp32.text == "0.9100 ± 0.0141 (n=2, 1 unfinished) *"
+    assert fp32.half == pytest.approx(T1 * SD2 / math.sqrt(2), rel=1e-6)
+    assert fp32.counts == {"unfinished": 1} and fp32.delta is None
+    # fp32 beats bf16 by 0.01 on both seeds (paired: significant) but is untested against
+    # fp8_e4m3's single run, so it is not significantly best: no mark in the row
+    assert not fp32.best
+    assert fp32.text == "0.9100 ± 0.1271 (n=2, 1 unfinished)"
 
     bf16 = t.cells[(IMG, "bf16")]
     assert bf16.mean == pytest.approx(0.90) and bf16.std == pytest.approx(SD2)
     assert bf16.delta == pytest.approx(-0.01) and not bf16.best
-    assert bf16.text == "0.9000 ± 0.0141 (n=2, 1 failed) Δ-0.0100"
+    assert bf16.diff is not None and bf16.diff.pairing.value == "paired"
+    assert bf16.diff.significant  # the same shift on every seed: no spread
+    assert bf16.text == "0.9000 ± 0.1271 (n=2, 1 failed) Δ-0.0100 ± 0.0000"
 
     e4m3 = t.cells[(IMG, "fp8_e4m3")]  # the diverged run's planted 0.10 is not averaged
-    assert (e4m3.mean, e4m3.std, e4m3.n) == (pytest.approx(0.80), None, 1)
+    assert (e4m3.mean, e4m3.std, e4m3.half, e4m3.n) == (pytest.approx(0.80), None, None, 1)
     assert e4m3.delta == pytest.approx(-0.11)
-    assert e4m3.text == "0.8000 (n=1, 1 diverged) Δ-0.1100"
+    assert e4m3.text == "0.8000 (n=1, 1 diverged) Δ-0.1100 (untested)"
 
     e5m2 = t.cells[(IMG, "fp8_e5m2")]
     assert e5m2.mean is None and e5m2.counts == {"diverged": 2} and e5m2.text == "diverged (2)"
     assert len(e5m2.runs) == 2
 
-    # bits_per_byte: lower is better, so bf16 (2.0) beats fp32 (2.1)
+    # bits_per_byte: lower is better, so bf16 (2.0) beats fp32 (2.1) on both seeds
     lm32, lm16 = t.cells[(LANG, "fp32")], t.cells[(LANG, "bf16")]
     assert lm32.mean == pytest.approx(2.1) and lm32.std == pytest.approx(math.sqrt(0.02))
     assert lm16.delta == pytest.approx(-0.1)
     assert lm16.best and not lm32.best
+    assert lm16.text.endswith("Δ-0.1000 ± 0.0000 *")
     assert t.higher_is_better == {IMG: True, LANG: False}
     assert t.cell(LANG, "fp8_e4m3") is None  # no such runs: an empty cell
+
+
+def plant_columns(root: Path, columns: dict[str, list[float]], seeds: list[int] | None = None,
+                  **kw: Any) -> Path:  # fmt: skip
+    for fmt, values in columns.items():
+        for seed, v in zip(seeds or range(len(values)), values, strict=True):
+            write_run(root, f"{fmt}-{seed}", fmt=fmt, seed=seed, metrics=img(v), **kw)
+    return root
+
+
+def test_planted_columns_same_distribution_and_5_standard_errors_apart(tmp_path: Path) -> None:
+    """Planted data: a column drawn from the baseline's distribution is shown as not different
+    (≈, no best); one 5 standard errors of the difference above both is different and best."""
+    rng = random.Random(3)
+    n, sd = 6, 0.01
+    base = [rng.gauss(0.90, sd) for _ in range(n)]
+    same = [rng.gauss(0.90, sd) for _ in range(n)]
+    se = statistics.stdev([a - b for a, b in zip(same, base, strict=True)]) / math.sqrt(n)
+    up = [b + 5 * se + (a - b) for a, b in zip(same, base, strict=True)]  # same + 5 SE
+    t = aggregate(load_runs(plant_columns(tmp_path, {"fp32": base, "bf16": same})))
+    cell = t.cells[(IMG, "bf16")]
+    assert cell.diff is not None and cell.diff.significant is False
+    assert cell.text.endswith("≈") and not any(c.best for c in t.cells.values())
+
+    t = aggregate(load_runs(plant_columns(tmp_path / "b", {"fp32": base, "bf16": same, "mx": up})))
+    mx = t.cells[(IMG, "mx")]
+    assert mx.delta == pytest.approx(5 * se + statistics.fmean(same) - statistics.fmean(base))
+    assert mx.diff is not None and mx.diff.significant and "≈" not in mx.text
+    assert mx.best and mx.text.endswith("*")  # also significantly above bf16 (by 5 SE)
+    assert not t.cells[(IMG, "fp32")].best and not t.cells[(IMG, "bf16")].best
+    assert "95% CI (Student t, over seeds)" in format_table(t)
+
+
+def test_best_needs_significance_against_every_cell(tmp_path: Path) -> None:
+    # "hi" leads both others on average; it is clearly above "lo" but within noise of "mid"
+    cols = {"fp32": [0.80, 0.81, 0.79], "mid": [0.86, 0.91, 0.84], "hi": [0.90, 0.89, 0.88]}
+    t = aggregate(load_runs(plant_columns(tmp_path, cols)))
+    assert not any(c.best for c in t.cells.values())
+    hi, mid = t.cells[(IMG, "hi")], t.cells[(IMG, "mid")]
+    assert hi.diff is not None and hi.diff.significant
+    assert mid.diff is not None and mid.diff.significant
+    # a tighter level (50%) narrows the intervals enough for "hi" to beat "mid"
+    t50 = aggregate(load_runs(tmp_path), level=0.5)
+    assert t50.cells[(IMG, "hi")].best and "50% CI" in format_table(t50)
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        aggregate(load_runs(tmp_path), level=95)
+
+
+def test_deltas_are_welch_when_the_seeds_differ(tmp_path: Path) -> None:
+    plant_columns(tmp_path, {"fp32": [0.90, 0.91, 0.92]}, seeds=[0, 1, 2])
+    plant_columns(tmp_path, {"bf16": [0.80, 0.82, 0.81]}, seeds=[3, 4, 5])
+    cell = aggregate(load_runs(tmp_path)).cells[(IMG, "bf16")]
+    a, b = [0.80, 0.82, 0.81], [0.90, 0.91, 0.92]
+    half = T2 * math.sqrt(statistics.variance(a) / 3 + statistics.variance(b) / 3)
+    assert cell.diff is not None and cell.diff.pairing.value == "welch"
+    assert cell.diff.df == pytest.approx(4.0)  # equal variances and sizes: 2(n-1)
+    # t(0.975, 4) = 2.776 with the Welch-Satterthwaite df of 4
+    assert cell.diff.half == pytest.approx(half * 2.776445 / T2, rel=1e-5)
+    assert cell.text.endswith("(Welch)")
 
 
 def test_metric_override_and_rows_lacking_it(tmp_path: Path) -> None:
@@ -197,7 +269,10 @@ def test_metric_override_and_rows_lacking_it(tmp_path: Path) -> None:
     assert t.metrics == {IMG: "loss", LANG: "loss"}
     fp32, bf16 = t.cells[(IMG, "fp32")], t.cells[(IMG, "bf16")]
     assert fp32.mean == pytest.approx(0.32) and bf16.mean == pytest.approx(0.29)
-    assert bf16.best and not fp32.best  # lower is better for loss
+    # lower is better for loss; 0.28/0.30 against 0.30/0.34: better on both seeds, but the
+    # paired differences (-0.02, -0.04) over two seeds leave an interval that holds 0
+    assert not bf16.best and not fp32.best
+    assert bf16.diff is not None and bf16.diff.significant is False
     assert bf16.delta == pytest.approx(-0.03)
     assert t.cells[(LANG, "fp32")].text == "—" and t.cells[(LANG, "fp32")].mean is None
     assert t.cells[(LANG, "bf16")].counts == {"no metric": 2}
@@ -206,7 +281,7 @@ def test_metric_override_and_rows_lacking_it(tmp_path: Path) -> None:
     assert v.cells[(IMG, "fp32")].text == "— (1 unfinished)"
     assert v.cells[(IMG, "fp8_e5m2")].text == "diverged (2)"
     assert v.cells[(LANG, "bf16")].mean == pytest.approx(2.0 * LN2)
-    assert v.cells[(LANG, "bf16")].best
+    assert v.cells[(LANG, "bf16")].best  # 0.1 lower on both seeds: significant
 
     w = aggregate(runs, metric="wall_s")  # a top-level summary number
     assert w.cells[(IMG, "bf16")].mean == pytest.approx(1.0) and w.higher_is_better[IMG] is False
@@ -216,7 +291,7 @@ def test_missing_baseline_gives_no_deltas(tmp_path: Path) -> None:
     t = aggregate(load_runs(build_results(tmp_path)), baseline="fp64")
     assert t.baseline is None
     assert all(c.delta is None for c in t.cells.values())
-    assert t.cells[(IMG, "fp32")].best  # best marking does not need a baseline
+    assert t.cells[(LANG, "bf16")].best  # best marking does not need a baseline
     assert "no 'fp64' column" in format_table(t)
     b = aggregate(load_runs(tmp_path), baseline="bf16")
     assert b.columns[0] == "bf16" and b.cells[(IMG, "fp32")].delta == pytest.approx(0.01)
@@ -256,7 +331,7 @@ def test_format_table_is_aligned(tmp_path: Path) -> None:
             text = cell.text if cell is not None else ""
             assert line[start : start + len(text)] == text
             assert line[start - 2 : start] in ("  ", "")  # two spaces before every column
-    assert "* best mean" in format_table(t)
+    assert "* significantly better" in format_table(t)
 
 
 # --- the command ------------------------------------------------------------------------------
@@ -297,6 +372,13 @@ def test_cmd_compare_end_to_end_on_a_real_run(
     assert "swept (sweep.yaml): numerics.format, train.lr" in out
     names = {p.name for p in (tmp_path / "report").iterdir()}
     assert {"report.md", "report.html", "metric.png", "curves.png"} <= names
+
+    assert cmd_compare(_args(str(res), "--ci", "0.9", "--out", str(tmp_path / "r90"))) == 0
+    assert "90% CI (Student t, over seeds)" in capsys.readouterr().out
+    assert "90% CI" in (tmp_path / "r90" / "report.md").read_text()
+    assert cmd_compare(_args(str(res), "--ci", "95")) == 2
+    err = capsys.readouterr().err
+    assert "--ci" in err and "95" in err and "strictly between 0 and 1" in err
 
     assert cmd_compare(_args(str(tmp_path / "missing"))) == 2
     (tmp_path / "empty").mkdir()

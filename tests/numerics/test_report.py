@@ -4,7 +4,6 @@ curves and batch-size series the plots draw (checked against planted values)."""
 from __future__ import annotations
 
 import base64
-import math
 import re
 from pathlib import Path
 
@@ -32,10 +31,13 @@ def test_report_files_markdown_and_self_contained_html(tmp_path: Path) -> None:
     md = (out / "report.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("| image/mlp/digits |")]
     assert len(rows) == 1
-    assert "**0.9100 ± 0.0141 (n=2, 1 unfinished) \\***" in rows[0]  # best: bold
-    assert "0.9000 ± 0.0141 (n=2, 1 failed) Δ-0.0100" in rows[0]
+    assert "| 0.9100 ± 0.1271 (n=2, 1 unfinished) |" in rows[0]  # not significantly best
+    assert "0.9000 ± 0.1271 (n=2, 1 failed) Δ-0.0100 ± 0.0000" in rows[0]
     assert "diverged (2)" in rows[0]
-    assert any(line.startswith("| language/gpt/stdlib |") for line in md.splitlines())
+    lm = next(line for line in md.splitlines() if line.startswith("| language/gpt/stdlib |"))
+    assert "| **2.0000 ± 1.2706 (n=2) " in lm  # best: bold
+    assert "Δ-0.1000 ± 0.0000 \\***" in lm
+    assert "95% CI (Student t, over seeds)" in md
     failed = next(line for line in md.splitlines() if line.startswith("- failed:"))
     assert "sweep-a/bf16-2" in failed and "RuntimeError: boom" in failed
     assert "loss nan at step 2" in md and "sweep-a/fp32-2" in md
@@ -47,7 +49,7 @@ def test_report_files_markdown_and_self_contained_html(tmp_path: Path) -> None:
     assert "url(" not in page  # no external fonts or images from CSS
     for data in re.findall(r'src="data:image/png;base64,([^"]+)"', page):
         assert base64.b64decode(data).startswith(PNG_MAGIC)
-    assert '<td class="best">0.9100 ± 0.0141 (n=2, 1 unfinished) *</td>' in page
+    assert '<td class="best">2.0000 ± 1.2706 (n=2) Δ-0.1000 ± 0.0000 *</td>' in page
     assert "RuntimeError: boom" in page
     assert page.count("<table>") == page.count("</table>") == 2
 
@@ -76,8 +78,9 @@ def test_batch_size_series_lines_per_rule(tmp_path: Path) -> None:
     assert set(lines) == {"lars · fp32", "none · fp32", "none · bf16"}  # two formats mixed
     (b32, m32, s32, n32), (b128, m128, s128, n128) = lines["none · fp32"]
     assert (b32, n32, b128, n128) == (32, 2, 128, 2)
-    assert m32 == pytest.approx(0.91) and s32 == pytest.approx(math.sqrt(2) * 0.01)
-    assert m128 == pytest.approx(0.86) and s128 == pytest.approx(math.sqrt(2) * 0.01)
+    # the error bars are the means' 95% intervals: t(0.975, 1) * s / sqrt(2), s = sqrt(2) / 100
+    assert m32 == pytest.approx(0.91) and s32 == pytest.approx(12.706205 * 0.01, rel=1e-6)
+    assert m128 == pytest.approx(0.86) and s128 == pytest.approx(12.706205 * 0.01, rel=1e-6)
     assert lines["lars · fp32"] == [(128, 0.95, None, 1), (512, 0.93, None, 1)]
     assert write_report(table, load_runs(root), tmp_path / "o")[-1].name == "batch_size.png"
     assert (tmp_path / "o" / "batch_size.png").read_bytes().startswith(PNG_MAGIC)
