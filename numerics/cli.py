@@ -8,6 +8,7 @@ numerics train RECIPE [--set K=V ...] [--out DIR] [--resume] [--nproc N]
 numerics sweep SWEEP [--jobs N] [--executor local|ray|slurm] [--resume] [--dry-run]
 numerics compare RESULTS_DIR [--metric M] [--baseline fp32] [--by KEY] [--ci 0.95]
 numerics qsnr [--formats ...] [--dist ...]    quantization SNR of formats on planted data
+numerics docs FILE.md [...] [--check]        regenerate the tables marked in docs from runs
 """
 
 from __future__ import annotations
@@ -185,12 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     from numerics.compare import add_parser as add_compare
+    from numerics.docgen import add_parser as add_docs
     from numerics.qsnr import add_parser as add_qsnr
     from numerics.sweep import add_parser as add_sweep
 
     add_sweep(sub)
     add_compare(sub)
     add_qsnr(sub)
+    add_docs(sub)
 
     p = sub.add_parser("bench", help="quantizer throughput beside torch.clone", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)

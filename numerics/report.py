@@ -309,15 +309,23 @@ def _best_positions(table: Table) -> set[tuple[int, int]]:
     }
 
 
+def markdown_table(table: Table) -> list[str]:
+    """The table in markdown (the best cells bold) and its legend as a bullet list."""
+    lines = _md_table(table_grid(table), _best_positions(table))
+    return [*lines, "", *(f"- {_md_escape(s)}" for s in legend(table))]
+
+
+def markdown_left_out(runs: list[Run], out: Path) -> list[str]:
+    """One bullet per run that is in no mean, with why; paths relative to ``out``."""
+    return [f"- {r.status}: `{_rel(r.path, out)}`: {_md_escape(_why(r))}" for r in left_out(runs)]
+
+
 def to_markdown(table: Table, runs: list[Run], out: Path, pngs: Iterable[str]) -> str:
     lines = ["# numerics compare", "", f"{run_counts(runs)}; columns: `{table.by}`.", ""]
-    lines += _md_table(table_grid(table), _best_positions(table))
-    lines += ["", *(f"- {_md_escape(s)}" for s in legend(table)), ""]
-    skipped = left_out(runs)
+    lines += [*markdown_table(table), ""]
+    skipped = markdown_left_out(runs, out)
     if skipped:
-        lines += ["## Runs not in the means", ""]
-        lines += [f"- {r.status}: `{_rel(r.path, out)}`: {_md_escape(_why(r))}" for r in skipped]
-        lines.append("")
+        lines += ["## Runs not in the means", "", *skipped, ""]
     names = list(pngs)
     if names:
         lines += ["## Plots", ""]

@@ -23,13 +23,15 @@ expected to show as significant. Nothing here corrects for that; the docs say so
 
 A sample whose values are all equal (a metric that saturates, bit-identical runs) has a zero
 standard deviation: its interval is the point itself, and a difference with zero spread is
-significant exactly when it is not zero.
+significant exactly when it is not zero. Paired differences that differ only by the rounding of
+the subtraction (a few ulps of the values) count as one shift.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+import sys
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -127,6 +129,9 @@ def paired_difference(
             f"paired_difference: needs two equally long samples, got {len(a)}, {len(b)}"
         )
     d = [x - y for x, y in zip(a, b, strict=True)]
+    scale = max(abs(v) for v in (*a, *b))
+    if max(d) - min(d) <= 8 * sys.float_info.epsilon * scale:  # one shift, up to rounding
+        d = [statistics.fmean(d)] * len(d)
     iv = mean_interval(d, level)
     df = None if iv.half is None else float(len(d) - 1)
     return Difference(iv.mean, iv.half, df, Pairing.PAIRED, level)

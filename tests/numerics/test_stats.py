@@ -146,3 +146,11 @@ def test_coverage_of_the_intervals_over_planted_truths() -> None:
     assert 0.03 < false_pos / trials < 0.07
     assert 0.03 < welch_fp / trials < 0.075  # Welch is approximate: near, not exactly, 5%
     assert detected / trials > 0.95
+
+
+def test_paired_shift_up_to_rounding_is_one_shift() -> None:
+    # 0.7 - 0.8 and 0.8 - 0.9 differ in their last bits; both are the shift -0.1
+    assert (0.7 - 0.8) != (0.8 - 0.9)
+    d = paired_difference([0.7, 0.8], [0.8, 0.9])
+    assert d.half == 0.0 and d.significant
+    assert paired_difference([0.7, 0.8 + 1e-9], [0.8, 0.9]).half > 0  # a real spread stays

@@ -1,0 +1,240 @@
+"""Generated blocks in markdown: tables and plots in the docs come from run directories.
+
+A doc marks where a generated block goes with two HTML comments (invisible when rendered):
+
+    <!-- numerics: compare results/demo --sweep sweeps/demo.yaml --plot docs/demo/metric.png -->
+    (everything here is replaced by ``numerics docs FILE``)
+    <!-- numerics: end -->
+
+The words after ``numerics:`` are a command, parsed like a command line:
+
+- ``compare RESULTS [--metric M] [--by KEY] [--baseline B] [--ci LEVEL] [--sweep FILE]
+  [--plot PNG] [--curves PNG]``: the comparison table of ``numerics compare`` (mean and
+  confidence interval per cell, the difference to the baseline with its interval, ``≈`` where
+  not significant, the best cell bold), its legend, the runs not in the means, and with
+  ``--sweep`` the runs the sweep file asks for that have no result yet (a partly run sweep
+  still makes a table, and says what is missing). ``--plot``/``--curves`` write the metric
+  and training-curve plots to those paths.
+- ``cell RESULTS --row ROW --column COL [--metric M] [--baseline B] [--ci LEVEL] [--by KEY]``:
+  one cell's text (for a summary table), in a block that may sit inside a line.
+- ``qsnr [--formats ...] [--dist ...] [--numel N] [--seed S]``: the ``numerics qsnr`` table.
+
+Paths are relative to the folder ``numerics docs`` runs in (the project root). Each file is
+rewritten atomically, and only when a block changed; ``--check`` rewrites nothing and exits 1
+when a file is out of date. A block whose command fails is filled with the error, and the other
+blocks are still made: one bad block never loses the rest of a document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import sys
+import warnings
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from numerics.rundir import atomic_write_bytes, atomic_write_text
+
+BLOCK = re.compile(
+    r"(?P<open><!-- numerics: (?P<command>(?:(?!-->).)*?) -->)"
+    r"(?P<body>.*?)(?P<close><!-- numerics: end -->)",
+    re.DOTALL,
+)
+NOTE = (
+    "Runs are bit for bit repeatable on one machine with one thread count; on another CPU "
+    "model float sums round differently and the last digits move."
+)
+
+
+class DocError(ValueError):
+    """A block's command that cannot be carried out (bad arguments, missing files)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # never exit from inside a doc
+        raise DocError(f"{self.prog}: {message}")
+
+
+def _parsers() -> dict[str, _Parser]:
+    from numerics.qsnr import DISTRIBUTIONS, LADDER
+
+    compare = _Parser(prog="compare", add_help=False)
+    compare.add_argument("results")
+    compare.add_argument("--metric")
+    compare.add_argument("--by")
+    compare.add_argument("--baseline", default="fp32")
+    compare.add_argument("--ci", type=float, default=0.95)
+    compare.add_argument("--sweep")
+    compare.add_argument("--plot")
+    compare.add_argument("--curves")
+    cell = _Parser(prog="cell", add_help=False)
+    cell.add_argument("results")
+    cell.add_argument("--row", required=True)
+    cell.add_argument("--column", required=True)
+    cell.add_argument("--metric")
+    cell.add_argument("--by")
+    cell.add_argument("--baseline", default="fp32")
+    cell.add_argument("--ci", type=float, default=0.95)
+    qsnr = _Parser(prog="qsnr", add_help=False)
+    qsnr.add_argument("--formats", nargs="+", default=list(LADDER))
+    qsnr.add_argument("--dist", nargs="+", default=list(DISTRIBUTIONS))
+    qsnr.add_argument("--numel", type=int, default=1 << 20)
+    qsnr.add_argument("--seed", type=int, default=0)
+    return {"compare": compare, "cell": cell, "qsnr": qsnr}
+
+
+def _table(args: argparse.Namespace) -> tuple[Any, list[Any]]:
+    from numerics.compare import RunWarning, aggregate, load_runs
+
+    if not Path(args.results).is_dir():
+        return None, []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RunWarning)
+        runs = load_runs(args.results)
+    return aggregate(runs, args.metric, args.by, args.baseline, args.ci), runs
+
+
+def missing_runs(sweep_file: str, results: str) -> tuple[int, dict[str, list[str]]]:
+    """(runs the sweep asks for, what is missing: ``recipe · params`` -> the seeds without a
+    completed, diverged or failed run under ``results``)."""
+    from numerics.rundir import RunDir
+    from numerics.sweep import expand, load_sweep
+
+    sweep = load_sweep(sweep_file)
+    folder = Path(results)
+    if folder.name != sweep.name:
+        raise DocError(f"--sweep {sweep_file}: its runs go to <results>/{sweep.name}, not {folder}")
+    specs = expand(sweep, folder.parent).runs
+    missing: dict[str, list[str]] = defaultdict(list)
+    for spec in specs:
+        summary = RunDir(folder / spec.run_id).read_summary()
+        if summary is None or summary.get("status") not in ("completed", "diverged", "failed"):
+            params = {k: v for k, v in spec.params.items() if k != "train.seed"}
+            label = Path(str(spec.source)).stem + (f" · {params}" if params else "")
+            missing[label].append(str(spec.params.get("train.seed", "?")))
+    return len(specs), dict(missing)
+
+
+def render_compare(args: argparse.Namespace) -> str:
+    from numerics.compare import run_counts
+    from numerics.report import markdown_left_out, markdown_table, plot_curves, plot_metric
+
+    table, runs = _table(args)
+    lines: list[str] = []
+    if not runs:
+        lines.append(f"No runs in `{args.results}` yet.")
+    else:
+        lines += [f"{run_counts(runs)} in `{args.results}`.", ""]
+        lines += markdown_table(table)
+        skipped = markdown_left_out(runs, Path("."))
+        if skipped:
+            lines += ["", "Runs not in the means:", "", *skipped]
+        if args.plot:
+            atomic_write_bytes(Path(args.plot), plot_metric(table))
+        if args.curves and (png := plot_curves(table)) is not None:
+            atomic_write_bytes(Path(args.curves), png)
+    if args.sweep:
+        total, missing = missing_runs(args.sweep, args.results)
+        n = sum(len(s) for s in missing.values())
+        if n:
+            lines += ["", f"Missing: {n} of the {total} runs `{args.sweep}` asks for have no "
+                      f"result yet (`numerics sweep {args.sweep} --resume`):", ""]  # fmt: skip
+            lines += [f"- {label}: seeds {', '.join(s)}" for label, s in sorted(missing.items())]
+        else:
+            lines += ["", f"All {total} runs of `{args.sweep}` are in."]
+    if runs:
+        lines += ["", NOTE]
+    return "\n".join(lines)
+
+
+def render_cell(args: argparse.Namespace) -> str:
+    table, _ = _table(args)
+    cell = table.cell(args.row, args.column) if table is not None else None
+    if cell is None:
+        return f"(no runs for {args.row} · {args.column} in {args.results})"
+    return str(cell.text)
+
+
+def render_qsnr(args: argparse.Namespace) -> str:
+    from numerics import qsnr
+
+    values = qsnr.table(args.formats, args.dist, args.numel, args.seed)
+    head = f"QSNR in dB (`numerics qsnr`), {args.numel:,} draws per distribution, seed {args.seed}:"
+    return "\n".join([head, "", *qsnr.markdown(values)])
+
+
+def render(command: str) -> str:
+    """The text of one block, or the error that stopped it."""
+    try:
+        words = shlex.split(command)
+        if not words or words[0] not in ("compare", "cell", "qsnr"):
+            raise DocError(f"unknown block {command!r}: allowed: compare, cell, qsnr")
+        args = _parsers()[words[0]].parse_args(words[1:])
+        if words[0] == "compare":
+            return render_compare(args)
+        if words[0] == "cell":
+            return render_cell(args)
+        return render_qsnr(args)
+    except (DocError, ValueError, KeyError, OSError) as exc:
+        return f"**numerics docs: this block failed: {type(exc).__name__}: {exc}**"
+
+
+def regenerate(text: str) -> tuple[str, list[str]]:
+    """``text`` with every block remade, and the errors of the blocks that failed."""
+    errors: list[str] = []
+
+    def one(m: re.Match[str]) -> str:
+        body = render(m.group("command"))
+        if body.startswith("**numerics docs: this block failed"):
+            errors.append(f"<!-- numerics: {m.group('command')} -->: {body.strip('*')}")
+        inline = "\n" not in m.group("body")
+        sep = "" if inline else "\n"
+        return f"{m.group('open')}{sep}{body}{sep}{m.group('close')}"
+
+    return BLOCK.sub(one, text), errors
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "docs",
+        help="regenerate the tables and plots marked in markdown files from run directories",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("files", nargs="+", help="markdown files, e.g. README.md docs/findings.md")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if out of date")
+    p.set_defaults(func=cmd_docs)
+    return p
+
+
+def cmd_docs(args: argparse.Namespace) -> int:
+    stale, failed = [], False
+    for name in args.files:
+        path = Path(name)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            print(f"numerics docs: {name}: cannot read ({exc})", file=sys.stderr)
+            return 2
+        new, errors = regenerate(text)
+        for e in errors:
+            print(f"numerics docs: {name}: {e}", file=sys.stderr)
+        failed |= bool(errors)
+        if new != text:
+            stale.append(name)
+            if not args.check:
+                atomic_write_text(path, new)
+    verb = "out of date" if args.check else "rewrote"
+    print(f"numerics docs: {verb}: {', '.join(stale)}" if stale else "numerics docs: up to date")
+    return 1 if (args.check and stale) or failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="numerics")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    return int(args.func(args))
