@@ -15,6 +15,11 @@ What the policy controls here:
   follow their weights when the weights format is element-wise; other parameters (norms,
   biases next to block-format weights) stay fp32.
 
+Without master weights the optimizer counts, over the elements of the weights that live in a
+format, how many had a nonzero update (``new != w``) and how many of those the rounding
+cancelled (the stored weight did not change): ``update_stats`` and ``cancelled_fraction``,
+the quantity Zamirai et al. show grows as training goes on and the updates shrink.
+
 The arithmetic follows torch's single-tensor implementations operation by operation, so under
 the fp32 policy ``QuantizedOptimizer`` gives the same bits as ``torch.optim.SGD`` /
 ``Adam`` / ``AdamW`` (``foreach=False``); tests hold it to that. Random bits come from one
@@ -101,6 +106,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
                 "weight's format: pass model= (the model quantize_model converted)"
             )
         self.caster = Caster(self.policy.seed + 1)
+        self.update_stats = {"updates": 0, "cancelled": 0}
         defaults = dict(
             lr=lr,
             momentum=momentum,
@@ -131,20 +137,22 @@ class QuantizedOptimizer(torch.optim.Optimizer):
             y = delta - comp
             t = quantize(p + y, cast.format, Rounding.NEAREST_EVEN, None, axis, cast.saturate)
             comp.copy_(quantize((t - p) - y, cast.format, Rounding.NEAREST_EVEN, None, axis, True))
-            p.copy_(t)
-            return
-        gen = self.caster.generators["weights"]
-        rounding = self.policy.update_rounding
-        p.copy_(
-            quantize(
-                new,
-                cast.format,
-                rounding,
-                gen if rounding is Rounding.STOCHASTIC else None,
-                axis,
-                cast.saturate,
-            )
-        )
+        else:
+            gen = self.caster.generators["weights"]
+            rounding = self.policy.update_rounding
+            gen = gen if rounding is Rounding.STOCHASTIC else None
+            t = quantize(new, cast.format, rounding, gen, axis, cast.saturate)
+        moved = new != p
+        self.update_stats["updates"] += int(moved.sum())
+        self.update_stats["cancelled"] += int((moved & (t == p)).sum())
+        p.copy_(t)
+
+    @property
+    def cancelled_fraction(self) -> float | None:
+        """Of the nonzero updates to weights kept in a format, the fraction rounding cancelled
+        (None with master weights, or before any update)."""
+        n = self.update_stats["updates"]
+        return self.update_stats["cancelled"] / n if n else None
 
     # -- the step -----------------------------------------------------------------------------
 
@@ -217,11 +225,15 @@ class QuantizedOptimizer(torch.optim.Optimizer):
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
         sd["numerics_generators"] = self.caster.state_dict()
+        sd["numerics_update_stats"] = dict(self.update_stats)
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = dict(state_dict)
         gens = state_dict.pop("numerics_generators", None)
+        stats = state_dict.pop("numerics_update_stats", None)
+        if stats is not None:
+            self.update_stats = {k: int(v) for k, v in stats.items()}
         super().load_state_dict(state_dict)
         if gens is not None:
             self.caster.load_state_dict(gens)

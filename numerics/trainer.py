@@ -342,6 +342,10 @@ def _train(
     model_opts = {k: v for k, v in recipe.model.items() if k != "name"}
     model: nn.Module = MODELS.get(recipe.model["name"])(data.info, **model_opts)
     n_params = sum(p.numel() for p in model.parameters())
+    # reference values that depend on the validation slice (the language n-gram's bits)
+    references: dict[str, float | int] = {}
+    if main and task.reference is not None:
+        references = task.reference(data, t.eval_batch_size, t.max_eval_batches)
 
     # 2. numerics: SR streams seeded from numerics.seed and train.seed
     policy = replace(recipe.numerics, seed=recipe.numerics.seed * 1_000_003 + t.seed)
@@ -545,8 +549,13 @@ def _train(
             extra["eval_error"] = f"{type(exc).__name__}: {exc}"
         if reg is not None and status == "completed":
             extra["metrics_before_hardening"] = final
+            distance = reg.distance()  # mean |w - nearest level| / step, before rounding
             report = reg.harden_()
-            extra["hardening"] = {"bits": report.bits, "max_change_steps": report.max_change_steps}
+            extra["hardening"] = {
+                "bits": report.bits,
+                "max_change_steps": report.max_change_steps,
+                "mean_distance_steps": distance,
+            }
             final = _evaluate(task, model, data, recipe, device)
         sink.emit(steps_done, "eval", final)
     save_checkpoint(steps_done if status != "completed" else steps)
@@ -574,8 +583,12 @@ def _train(
         "nproc": world,
         "resumes": resumes,
         "skipped_steps": scaler.skipped,
+        "cancelled_update_fraction": getattr(opt, "cancelled_fraction", None),
         "embedding_bytes": _embedding_bytes(model),
-        "data_info": {k: v for k, v in data.info.items() if not isinstance(v, list | dict)},
+        "data_info": {
+            **{k: v for k, v in data.info.items() if not isinstance(v, list | dict)},
+            **references,
+        },
         "torch": torch.__version__,
         "python": platform.python_version(),
         **extra,

@@ -64,26 +64,51 @@ def test_quantized_state_holds_format_values():
         assert torch.equal(buf, quantize(buf, "fp8_e5m2")) and buf.abs().sum() > 0
 
 
-def _one_weight_step(update_rounding, update_method="round", steps=1, lr=1e-4, n=256):
+def _bf16_sgd(update_rounding, update_method="round", steps=1, lr=1e-4, n=256):
     """bf16 weights of 1.0 and gradients of 1: an update below half the bf16 step under 1.0
-    (2**-8 = 0.0039) is lost by nearest-even rounding."""
+    (2**-8 = 0.0039) is lost by nearest-even rounding. The optimizer after ``steps`` steps."""
     model = nn.Sequential(nn.Linear(n, 1, bias=False))
     with torch.no_grad():
         model[0].weight.fill_(1.0)
-    quantize_model(
-        model,
-        {
-            "format": "bf16",
-            "master_weights": False,
-            "update_rounding": update_rounding,
-            "update_method": update_method,
-        },
-    )
+    policy = {"format": "bf16", "master_weights": False, "update_rounding": update_rounding,
+              "update_method": update_method}  # fmt: skip
+    quantize_model(model, policy)
     opt = QuantizedOptimizer(model.parameters(), "sgd", model=model, lr=lr)
     for _ in range(steps):
         model[0].weight.grad = torch.ones_like(model[0].weight)
         opt.step()
-    return model[0].weight.detach()
+    return opt
+
+
+def _one_weight_step(update_rounding, update_method="round", steps=1, lr=1e-4, n=256):
+    opt = _bf16_sgd(update_rounding, update_method, steps, lr, n)
+    return opt.param_groups[0]["params"][0].detach()
+
+
+def test_cancelled_update_fraction():
+    # 1e-3 below 1.0 is under half a bf16 step (2**-9): nearest-even cancels every update
+    rne = _bf16_sgd("nearest_even", steps=5, lr=1e-3)
+    assert rne.update_stats == {"updates": 5 * 256, "cancelled": 5 * 256}
+    assert rne.cancelled_fraction == 1.0
+    # a step of 3e-3 is past half a step: none cancelled
+    assert _bf16_sgd("nearest_even", steps=3, lr=3e-3).cancelled_fraction == 0.0
+    # stochastic rounding moves each weight down with p = 1e-3 / 2**-8 = 0.256 on the first step
+    n = 4096
+    sr = _bf16_sgd("stochastic", lr=1e-3, n=n)
+    p = 1e-3 / 2**-8
+    sd = (p * (1 - p) / n) ** 0.5
+    assert sr.cancelled_fraction is not None and abs(sr.cancelled_fraction - (1 - p)) < 5 * sd
+    # the counts survive a checkpoint
+    again = _bf16_sgd("stochastic", lr=1e-3, n=n)
+    again.load_state_dict(sr.state_dict())
+    assert again.update_stats == sr.update_stats
+    # with master weights nothing is rounded on update: no fraction
+    model = nn.Sequential(nn.Linear(4, 1))
+    quantize_model(model, "bf16")
+    opt = QuantizedOptimizer(model.parameters(), "sgd", model=model, lr=1e-3)
+    model[0].weight.grad = torch.ones_like(model[0].weight)
+    opt.step()
+    assert opt.cancelled_fraction is None
 
 
 def test_stochastic_updates_move_bf16_weights_that_nearest_leaves_unchanged():

@@ -147,6 +147,12 @@ def test_resume_equals_an_uninterrupted_run(tmp_path: Path, numerics: dict[str, 
     resumed = train(r, tmp_path / "cut", resume=True)
     assert resumed["metrics"] == full["metrics"]
     assert resumed["resumes"] == 1
+    # the cancelled-update count is part of the optimizer's state: resumed, it is the same
+    assert resumed["cancelled_update_fraction"] == full["cancelled_update_fraction"]
+    if numerics.get("master_weights") is False:
+        assert 0.0 < full["cancelled_update_fraction"] < 1.0
+    else:
+        assert full["cancelled_update_fraction"] is None
     wf, wc = weights(tmp_path / "full"), weights(tmp_path / "cut")
     assert all(torch.equal(wf[k], wc[k]) for k in wf)  # bit for bit
 
@@ -195,6 +201,10 @@ def test_periodic_format_hardens_weights_onto_the_grid(tmp_path: Path) -> None:
     )  # fmt: skip
     s = train(r, tmp_path)
     assert s["status"] == "completed" and "metrics_before_hardening" in s
+    # the mean distance to the grid before rounding, in grid steps: between 0 (on the grid)
+    # and 0.5 (every weight halfway), and at most the largest change the rounding made
+    d = s["hardening"]["mean_distance_steps"]
+    assert 0.0 <= d <= 0.5 and d <= s["hardening"]["max_change_steps"] + 1e-9
     w = weights(tmp_path)
     for name in ("net.0.weight", "net.2.weight") if "net.0.weight" in w else []:
         assert torch.unique(w[name]).numel() <= 7  # 2**3 - 1 levels
