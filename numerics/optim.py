@@ -138,9 +138,9 @@ class QuantizedOptimizer(torch.optim.Optimizer):
             t = quantize(p + y, cast.format, Rounding.NEAREST_EVEN, None, axis, cast.saturate)
             comp.copy_(quantize((t - p) - y, cast.format, Rounding.NEAREST_EVEN, None, axis, True))
         else:
-            gen = self.caster.generators["weights"]
             rounding = self.policy.update_rounding
-            gen = gen if rounding is Rounding.STOCHASTIC else None
+            stochastic = rounding is Rounding.STOCHASTIC
+            gen = self.caster.generators["weights"] if stochastic else None
             t = quantize(new, cast.format, rounding, gen, axis, cast.saturate)
         moved = new != p
         self.update_stats["updates"] += int(moved.sum())
