@@ -136,12 +136,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"numerics train: {type(exc).__name__}: {exc}{where}", file=sys.stderr)
         return 1
     metrics = ", ".join(f"{k} {_fmt_num(v)}" for k, v in summary.get("metrics", {}).items())
-    # the reference each task's number is read against: the corpus's unigram entropy, the
-    # planted model's optimum
+    # the reference each task's number is read against: the corpus's unigram entropy and
+    # n-gram model, the planted model's optimum
     refs = {
         k: v
         for k, v in summary.get("data_info", {}).items()
-        if k.startswith(("planted_", "unigram_")) and isinstance(v, int | float)
+        if k.startswith(("planted_", "unigram_", "kneser_ney_")) and isinstance(v, int | float)
     }
     if refs:
         metrics += " [reference: " + ", ".join(f"{k} {_fmt_num(v)}" for k, v in refs.items())

@@ -275,14 +275,17 @@ def cached_window_bits_per_byte(
     starts: np.ndarray,
     block_size: int,
     order: int,
-    corpus_sha256: str,
+    corpus_sha256: str | None,
     folder: Path | None = None,
 ) -> float:
     """``window_bits_per_byte`` of the order-``order`` model fitted on ``train``, read from
     ``folder`` (default ``cache_dir()``) when an earlier run stored it. ``corpus_sha256`` must
-    identify ``train`` and ``stream`` (the language datasets' ``info`` has it); the windows are
-    part of the key. A cache that cannot be read or written is recomputed, never an error."""
+    identify ``train`` and ``stream`` (the language datasets' ``info`` has it; None: computed,
+    not cached); the windows are part of the key. A cache that cannot be read or written is
+    recomputed, never an error."""
     starts = np.asarray(starts, dtype=np.int64)
+    if corpus_sha256 is None:
+        return window_bits_per_byte(KneserNey(train, order), stream, starts, block_size)
     key = {
         "version": CACHE_VERSION,
         "corpus_sha256": corpus_sha256,
