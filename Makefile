@@ -10,7 +10,7 @@ EXTRAS ?= dev
 # Compiled kernels are cached here, so only the first run pays for compilation.
 export TORCHINDUCTOR_CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/numerics/inductor
 
-.PHONY: venv test lint demo bench clean
+.PHONY: venv test lint demo bench docs findings clean
 
 $(VENV)/.stamp: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,6 +34,19 @@ demo: venv
 
 bench: venv
 	$(VENV)/bin/numerics bench
+
+# Regenerate the tables and plots marked in the docs from the run directories under results/.
+docs: venv
+	$(VENV)/bin/numerics docs README.md docs/findings.md
+
+# Every findings sweep (resumable: finished runs are kept), then the docs. A sweep with a failed
+# run does not stop the others; docs/findings.md lists what is missing.
+FINDINGS := $(sort $(wildcard sweeps/findings/*.yaml))
+findings: venv
+	@for s in $(FINDINGS); do \
+		$(VENV)/bin/numerics sweep $$s --resume || echo "findings: $$s has failed runs (see its table)"; \
+	done
+	$(MAKE) docs
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

@@ -283,6 +283,11 @@ def _num(v: float) -> str:
     return f"{v:.4f}" if 0.01 <= abs(v) < 1000 or v == 0 else f"{v:.4g}"
 
 
+def _half(v: float) -> str:
+    """A half-width, to the mean's four decimals (two significant digits below 0.0001)."""
+    return f"{v:.4f}" if v == 0 or 1e-4 <= abs(v) < 1000 else f"{v:.2g}"
+
+
 def _delta(v: float) -> str:
     return f"{v:+.4f}" if abs(v) < 1000 else f"{v:+.5g}"
 
@@ -342,7 +347,7 @@ class Cell:
             return ""
         if d.half is None:
             return f"Δ{_delta(d.delta)} (untested)"
-        s = f"Δ{_delta(d.delta)} ± {_num(d.half)}" + ("" if d.significant else " ≈")
+        s = f"Δ{_delta(d.delta)} ± {_half(d.half)}" + ("" if d.significant else " ≈")
         return s + (" (Welch)" if d.pairing is Pairing.WELCH else "")
 
     @property
@@ -354,7 +359,7 @@ class Cell:
                 rest = [e for e in extra if not e.endswith(NO_METRIC)]
                 return "—" + (f" ({', '.join(rest)})" if rest else "")
             return ", ".join(f"{k} ({self.counts[k]})" for k in EXCLUDED if self.counts.get(k))
-        s = _num(self.mean) + (f" ± {_num(self.half)}" if self.half is not None else "")
+        s = _num(self.mean) + (f" ± {_half(self.half)}" if self.half is not None else "")
         s += f" (n={', '.join([str(self.n), *extra])})"
         if self.diff is not None:
             s += " " + self.delta_text

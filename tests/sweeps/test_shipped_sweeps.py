@@ -1,4 +1,4 @@
-"""Every shipped sweep (sweeps/*.yaml) expands into valid runs, and the demo sweep runs end to
+"""Every shipped sweep (sweeps/**/*.yaml) expands into valid runs, and the demo sweep runs end to
 end at a reduced size (two steps per run, one seed) through the sweep engine and compare."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from numerics.compare import aggregate, load_runs
 from tests.smallrun import small_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
-SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))
+SWEEPS = sorted((ROOT / "sweeps").rglob("*.yaml"))
 # runs expected per sweep, counted by hand from the files: recipes x values
 EXPECTED = {
-    "demo": 3 * 8 * 2,
+    "demo": 3 * 8 * 3,
     "format_ladder_image": 15 * 3,
     "format_ladder_language": 15 * 3,
     "format_ladder_recsys": 15 * 3,
@@ -25,18 +25,27 @@ EXPECTED = {
     "periodic_bits": 3 * 3 * 2,
     "mx_scale_rules": 2 * 8 * 2,
     "embedding_cache": 3 * 3 * 2,
+    "findings/bf16_kalamkar": 3 * 3 * 3,
+    "findings/bf16_nomaster_zamirai": 4 * 2 * 3,
+    "findings/fixed_point_gupta": 9 * 3,
+    "findings/periodic_naumov": 2 * 2 * 3,
+    "findings/mx_ladder_rouhani": 2 * 10 * 3,
 }
 
 
+def _key(path: Path) -> str:
+    return path.relative_to(ROOT / "sweeps").with_suffix("").as_posix()
+
+
 def test_every_shipped_sweep_is_listed() -> None:
-    assert {p.stem for p in SWEEPS} == set(EXPECTED)
+    assert {_key(p) for p in SWEEPS} == set(EXPECTED)
 
 
-@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", SWEEPS, ids=_key)
 def test_shipped_sweep_expands(path: Path, tmp_path: Path) -> None:
     sw = sweeps.load_sweep(path)
     ex = sweeps.expand(sw, tmp_path)
-    assert len(ex.runs) == EXPECTED[path.stem]
+    assert len(ex.runs) == EXPECTED[_key(path)]
     assert len({r.run_id for r in ex.runs}) == len(ex.runs)
 
 
@@ -60,7 +69,7 @@ def test_demo_sweep_runs_reduced_and_compares(tmp_path: Path) -> None:
     assert len(table.rows) == 3
 
 
-@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", SWEEPS, ids=_key)
 def test_shipped_sweep_runs_reduced_and_compares(path: Path, tmp_path: Path) -> None:
     """The first and the last run of every shipped sweep, shrunk to two steps on small data,
     run through the executor's run function and come out in the comparison."""
