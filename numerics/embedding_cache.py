@@ -176,6 +176,9 @@ class CachedEmbedding(nn.Module):
             to pool bags, as ``nn.EmbeddingBag``: ``ids`` (B, L), or 1-d ``ids`` with
             ``offsets`` (B,) giving where each bag starts (an empty bag pools to zeros).
         refresh_every: refresh the cache every this many ``step`` calls (0: only on demand).
+        rounding: how updated and evicted rows are written back to the store: ``stochastic``
+            (the paper's choice, and the default) or ``nearest_even``, which loses every
+            update smaller than half a code step (the ablation the paper compares against).
         seed: seeds the generator of the initial rows and of stochastic rounding.
         weight: initial rows (N, dim); None draws N(0, 1) rows from the seeded generator.
     """
@@ -196,6 +199,7 @@ class CachedEmbedding(nn.Module):
         refresh_every: int = 0,
         seed: int = 0,
         weight: torch.Tensor | None = None,
+        rounding: str = "stochastic",
     ) -> None:
         super().__init__()
         if isinstance(num_embeddings, bool) or not isinstance(num_embeddings, int):
@@ -218,6 +222,9 @@ class CachedEmbedding(nn.Module):
             raise ValueError(f"refresh_every={refresh_every!r}; must be an int >= 0")
         if refresh_every < 0:
             raise ValueError(f"refresh_every={refresh_every}; must be >= 0")
+        if rounding not in ("stochastic", "nearest_even"):
+            raise ValueError(f"rounding={rounding!r}; allowed: stochastic, nearest_even")
+        self.rounding = rounding
         self.num_embeddings, self.dim = num_embeddings, dim
         self.refresh_every = refresh_every
         self.num_steps = 0
@@ -264,10 +271,11 @@ class CachedEmbedding(nn.Module):
         return dequantize_rows(self._codes_of(ids), self.scales[ids])
 
     def _write(self, ids: torch.Tensor, rows: torch.Tensor) -> None:
-        """Stochastically round fp32 ``rows`` into the store at ``ids``."""
+        """Round fp32 ``rows`` into the store at ``ids`` (stochastically by default)."""
         if ids.numel() == 0:
             return
-        codes, scales = quantize_rows(rows.detach(), self.storage, "stochastic", self.generator)
+        gen = self.generator if self.rounding == "stochastic" else None
+        codes, scales = quantize_rows(rows.detach(), self.storage, self.rounding, gen)
         self.codes[ids] = self._pack(codes)
         self.scales[ids] = scales
 

@@ -584,7 +584,11 @@ def _train(
         "resumes": resumes,
         "skipped_steps": scaler.skipped,
         "cancelled_update_fraction": getattr(opt, "cancelled_fraction", None),
-        "embedding_bytes": _embedding_bytes(model),
+        "embedding_bytes": (emb_bytes := _embedding_bytes(model))["total"],
+        "embedding_bytes_parts": emb_bytes,
+        "embedding_fraction_of_fp32": emb_bytes["total"] / emb_bytes["fp32_table"]
+        if emb_bytes["fp32_table"]
+        else None,
         "data_info": {
             **{k: v for k, v in data.info.items() if not isinstance(v, list | dict)},
             **references,
@@ -639,15 +643,22 @@ class _Sink:
         self.finish(summary["status"])
 
 
-def _embedding_bytes(model: nn.Module) -> int:
-    """Bytes the model's embedding tables hold (codes, scales and cache for cached tables)."""
-    total = 0
+def _embedding_bytes(model: nn.Module) -> dict[str, int]:
+    """Bytes the model's embedding tables hold, by part: ``total``; for cached tables also the
+    ``codes``, ``scales``, ``cache_rows``, ``cache_index`` and ``counters``, and
+    ``fp32_table``, what the same tables take in fp32 (plain tables count there too)."""
+    parts: dict[str, int] = {"total": 0, "fp32_table": 0}
     for m in model.modules():
         if isinstance(m, CachedEmbedding):
-            total += m.bytes_used().total
+            used = m.bytes_used()
+            parts["total"] += used.total
+            for name in ("codes", "scales", "cache_rows", "cache_index", "counters"):
+                parts[name] = parts.get(name, 0) + int(getattr(used, name))
+            parts["fp32_table"] += used.fp32_table
         elif isinstance(m, nn.Embedding | nn.EmbeddingBag):
-            total += m.weight.numel() * m.weight.element_size()
-    return total
+            parts["total"] += m.weight.numel() * m.weight.element_size()
+            parts["fp32_table"] += m.weight.numel() * 4
+    return parts
 
 
 def _cowclip(

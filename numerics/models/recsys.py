@@ -92,6 +92,7 @@ class DLRM(nn.Module):
         embedding_cache: str = "none",
         cache_fraction: float = 0.1,
         cache_refresh_every: int = 100,
+        cache_rounding: str = "stochastic",
     ) -> None:
         super().__init__()
         if embedding_cache not in ("none", "int8", "int4"):
@@ -122,6 +123,7 @@ class DLRM(nn.Module):
                     refresh_every=cache_refresh_every,
                     seed=int(torch.randint(2**31, ())),
                     weight=t.weight.detach(),
+                    rounding=cache_rounding,
                 )
                 for t in tables
             ]
@@ -211,12 +213,14 @@ def dlrm(
     embedding_cache: str = "none",
     cache_fraction: float = 0.1,
     cache_refresh_every: int = 100,
+    cache_rounding: str = "stochastic",
 ) -> DLRM:
     """DLRM; the last ``bottom_mlp`` width must equal ``embedding_dim``; a final Linear to one
     output follows ``top_mlp``; ``interaction``: "dot" or "cat". ``embedding_cache`` "int8" or
     "int4" stores every table in that format with ``cache_fraction`` of its rows (the most
     used, refreshed every ``cache_refresh_every`` steps) in fp32
-    (``numerics.embedding_cache.CachedEmbedding``; the trainer steps the stored rows)."""
+    (``numerics.embedding_cache.CachedEmbedding``; the trainer steps the stored rows), written
+    back with ``cache_rounding`` (stochastic, or nearest_even for the ablation)."""
     num_dense, cards = _recsys_info(info)
     return DLRM(
         num_dense,
@@ -228,6 +232,7 @@ def dlrm(
         embedding_cache,
         cache_fraction,
         cache_refresh_every,
+        cache_rounding,
     )
 
 

@@ -182,6 +182,26 @@ def test_untouched_and_zero_gradient_rows_are_not_rewritten() -> None:
     assert changed == [3]
 
 
+def test_nearest_write_back_loses_small_updates_stochastic_keeps_them() -> None:
+    """Rows (1, 64/127), on the int8 grid of step 1/127: an update of 0.1 step to the second
+    element is lost by nearest rounding every time, and kept in expectation by stochastic
+    rounding."""
+    weight = torch.tensor([[1.0, 64 / 127]]).repeat(400, 1)
+    near = CachedEmbedding(400, 2, cache_fraction=0.0, rounding="nearest_even", weight=weight)
+    sr = CachedEmbedding(400, 2, cache_fraction=0.0, seed=3, weight=weight)
+    start = near.dense_weight()
+    assert torch.equal(start, sr.dense_weight())
+    grad = torch.tensor([0.0, -0.1 / 127])  # lr 1: the second element moves up by 0.1 step
+    for emb in (near, sr):
+        for _ in range(5):
+            out = emb(torch.arange(400))
+            (out * grad).sum().backward()
+            emb.step(1.0)
+    assert torch.equal(near.dense_weight(), start)  # every update rounded away
+    gained = float((sr.dense_weight()[:, 1] - start[:, 1]).mean()) * 127  # 5 x 0.1 expected
+    assert abs(gained - 0.5) < 0.1
+
+
 # --- the cache ------------------------------------------------------------------------------------
 def test_refresh_holds_the_most_frequent_ids() -> None:
     emb = CachedEmbedding(50, 4, cache_fraction=0.1, seed=2)  # 5 rows, 0..4 at first
@@ -248,6 +268,7 @@ def test_bytes_used_by_hand() -> None:
         ({"mode": "max"}, "mode="),
         ({"cache_fraction": 1.5}, "cache_fraction="),
         ({"refresh_every": -1}, "refresh_every="),
+        ({"rounding": "up"}, "rounding="),
         ({"weight": torch.zeros(3, 3)}, "weight"),
     ],
 )

@@ -308,3 +308,8 @@ def test_resume_with_an_int4_embedding_cache_is_exact(tmp_path: Path) -> None:
     # 26 tables of 50 rows x 16: int4 codes (8 bytes a row), a 4-byte scale and an 8-byte use
     # count per row; 5 cached fp32 rows with their id and slot (two int64)
     assert full["embedding_bytes"] == 26 * (50 * (8 + 4 + 8) + 5 * (16 * 4 + 2 * 8))
+    parts = full["embedding_bytes_parts"]
+    assert parts == {"total": full["embedding_bytes"], "fp32_table": 26 * 50 * 16 * 4,
+                     "codes": 26 * 50 * 8, "scales": 26 * 50 * 4, "counters": 26 * 50 * 8,
+                     "cache_rows": 26 * 5 * 16 * 4, "cache_index": 26 * 5 * 16}  # fmt: skip
+    assert full["embedding_fraction_of_fp32"] == full["embedding_bytes"] / (26 * 50 * 64)
