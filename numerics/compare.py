@@ -7,7 +7,8 @@ Each run falls in one cell of the table:
 - the row is its recipe, ``task/model/data`` (``image/resnet20/digits``), from config.yaml;
 - the column is its format label (summary.json's ``format``: ``bf16``, ``mxfp8_e4m3``,
   ``bf16-nomaster-sr``), or with ``--by KEY`` the value of a dotted recipe key
-  (``train.batch_size``, ``large_batch.rule``, ``numerics.update_method``).
+  (``train.batch_size``, ``large_batch.rule``, ``numerics.update_method``); ``--by K1,K2``
+  joins several keys' values (``int8 · 0.05``).
 
 A cell shows the metric's mean over the cell's runs (its seeds) with the half-width of its
 confidence interval (Student t, ``--ci``, default 95%; none for one run: ``numerics.stats``),
@@ -425,11 +426,11 @@ def pooled_keys(runs: list[Run], by: str) -> list[str]:
     flats = [_flat(r.config) for r in runs if r.config]
     keys: set[str] = set()
     for k in set().union(*flats) if flats else set():
-        if k.endswith("seed") or k.startswith("logging.") or k == by:
+        if k.endswith("seed") or k.startswith("logging.") or k in by.split(","):
             continue
         if len({f.get(k) for f in flats}) > 1:
             keys.add("format" if k.startswith("numerics.") else k)
-    keys.discard(by)
+    keys.difference_update(by.split(","))
     return sorted(keys)
 
 
@@ -455,10 +456,11 @@ def aggregate(
     key = by or "format"
     groups: dict[tuple[str, str], list[Run]] = {}
     labels: dict[str, Any] = {}
+    keys = key.split(",")
     for r in runs:
-        v = r.get(key, _MISSING)
-        label = "(unset)" if v is _MISSING else value_label(v)
-        labels.setdefault(label, v)
+        vs = [r.get(k, _MISSING) for k in keys]
+        label = " · ".join("(unset)" if v is _MISSING else value_label(v) for v in vs)
+        labels.setdefault(label, vs[0] if len(vs) == 1 else label)
         groups.setdefault((r.recipe, label), []).append(r)
     rows = sorted({row for row, _ in groups})
     base = baseline if baseline is not None and baseline in labels else None
@@ -589,8 +591,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("results", help="a results folder (runs one or two levels down) or a run")
     p.add_argument("--metric", help="metric to compare (default: each recipe's primary metric)")
     p.add_argument("--baseline", default="fp32", help="column the deltas are taken to (fp32)")
-    p.add_argument("--by", help="columns by this dotted recipe key, e.g. train.batch_size "
-                   "(default: the format label)")  # fmt: skip
+    p.add_argument("--by", help="columns by this dotted recipe key, e.g. train.batch_size, "
+                   "or several joined by commas (default: the format label)")  # fmt: skip
     p.add_argument("--ci", type=float, default=DEFAULT_LEVEL, metavar="LEVEL",
                    help="confidence level of the intervals, in (0, 1) (0.95)")  # fmt: skip
     p.add_argument("--out", help="folder for report.md, report.html and plots (default RESULTS)")

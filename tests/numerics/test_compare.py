@@ -316,6 +316,12 @@ def test_by_batch_size_columns_sorted_numerically(tmp_path: Path) -> None:
     assert r.columns == ["lars", "none"] and r.cells[(IMG, "lars")].mean == pytest.approx(0.95)
     assert aggregate(runs).pooled == ["large_batch.rule", "train.batch_size"]
 
+    two = aggregate(runs, by="train.batch_size,large_batch.rule", baseline="32 · none")
+    assert two.columns == ["32 · none", "128 · lars", "128 · none"]  # baseline first
+    assert two.cells[(IMG, "128 · none")].mean == pytest.approx((0.85 + 0.87 + 0.84) / 3)
+    assert two.cells[(IMG, "128 · lars")].delta == pytest.approx(0.95 - 0.91)
+    assert two.pooled == ["format"]  # the bf16 run shares "128 · none" with fp32 runs
+
 
 def test_format_table_is_aligned(tmp_path: Path) -> None:
     t = aggregate(load_runs(build_results(tmp_path)))

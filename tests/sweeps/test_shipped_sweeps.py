@@ -30,6 +30,7 @@ EXPECTED = {
     "findings/fixed_point_gupta": 9 * 3,
     "findings/periodic_naumov": 2 * 2 * 3,
     "findings/mx_ladder_rouhani": 2 * 10 * 3,
+    "findings/embedding_cache_yang": 5 * 3,
 }
 
 
