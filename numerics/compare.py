@@ -170,13 +170,17 @@ class Run:
         return str(p) if p else TASK_PRIMARY.get(self.task)
 
     def metric(self, name: str) -> float | None:
-        """The final value of ``name`` (summary ``metrics``, then a top-level number)."""
+        """The final value of ``name`` (summary ``metrics``, then a top-level number, then a
+        dotted path into the summary: ``hardening.mean_distance_steps``)."""
         if self.summary is None:
             return None
         metrics = self.summary.get("metrics")
         if isinstance(metrics, dict) and name in metrics:
             return _number(metrics[name])
-        return _number(self.summary.get(name))
+        if name in self.summary:
+            return _number(self.summary[name])
+        v = _dig(self.summary, name)
+        return None if v is _MISSING else _number(v)
 
     @property
     def error(self) -> str | None:
@@ -442,6 +446,18 @@ def _column_order(labels: dict[str, Any], baseline: str | None) -> list[str]:
     return ([baseline] if baseline in labels else []) + rest
 
 
+def where(runs: list[Run], conditions: list[str]) -> list[Run]:
+    """The runs whose dotted recipe key has the given value, for each ``KEY=VALUE`` (the
+    value as the table labels it: ``--where train.lr=0.01``, ``--where format=bf16``)."""
+    out = runs
+    for cond in conditions:
+        key, sep, value = cond.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--where {cond!r}: expected KEY=VALUE, e.g. train.lr=0.01")
+        out = [r for r in out if value_label(r.get(key, _MISSING)) == value]
+    return out
+
+
 def aggregate(
     runs: list[Run],
     metric: str | None = None,
@@ -473,7 +489,7 @@ def aggregate(
             names = Counter(p for r in in_row if (p := r.primary_metric))
             m = names.most_common(1)[0][0] if names else None
         table.metrics[row] = m
-        table.higher_is_better[row] = DIRECTION.get(m) if m else None
+        table.higher_is_better[row] = DIRECTION.get(m.rsplit(".", 1)[-1]) if m else None
         for col in table.columns:
             if (row, col) in groups:
                 table.cells[(row, col)] = make_cell(groups[(row, col)], m, level)
@@ -593,6 +609,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--baseline", default="fp32", help="column the deltas are taken to (fp32)")
     p.add_argument("--by", help="columns by this dotted recipe key, e.g. train.batch_size, "
                    "or several joined by commas (default: the format label)")  # fmt: skip
+    p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                   help="only runs whose recipe key has this value (repeatable)")  # fmt: skip
     p.add_argument("--ci", type=float, default=DEFAULT_LEVEL, metavar="LEVEL",
                    help="confidence level of the intervals, in (0, 1) (0.95)")  # fmt: skip
     p.add_argument("--out", help="folder for report.md, report.html and plots (default RESULTS)")
@@ -613,6 +631,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         try:
             runs = load_runs(args.results)
         except FileNotFoundError as exc:
+            print(f"numerics compare: {exc}", file=sys.stderr)
+            return 2
+        try:
+            runs = where(runs, args.where)
+        except ValueError as exc:
             print(f"numerics compare: {exc}", file=sys.stderr)
             return 2
         table = aggregate(runs, args.metric, args.by, args.baseline, level)

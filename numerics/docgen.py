@@ -8,14 +8,15 @@ A doc marks where a generated block goes with two HTML comments (invisible when 
 
 The words after ``numerics:`` are a command, parsed like a command line:
 
-- ``compare RESULTS [--metric M] [--by KEY] [--baseline B] [--ci LEVEL] [--sweep FILE]
-  [--plot PNG] [--curves PNG]``: the comparison table of ``numerics compare`` (mean and
-  confidence interval per cell, the difference to the baseline with its interval, ``≈`` where
-  not significant, the best cell bold), its legend, the runs not in the means, and with
+- ``compare RESULTS [--metric M] [--by KEY] [--where KEY=VALUE] [--baseline B] [--ci LEVEL]
+  [--sweep FILE] [--plot PNG] [--curves PNG]``: the comparison table of ``numerics compare``
+  (mean and confidence interval per cell, the difference to the baseline with its interval,
+  ``≈`` where not significant, the best cell bold), its legend, the runs not in the means, and with
   ``--sweep`` the runs the sweep file asks for that have no result yet (a partly run sweep
   still makes a table, and says what is missing). ``--plot``/``--curves`` write the metric
   and training-curve plots to those paths.
-- ``cell RESULTS --row ROW --column COL [--metric M] [--baseline B] [--ci LEVEL] [--by KEY]``:
+- ``cell RESULTS --row ROW --column COL [--metric M] [--baseline B] [--ci LEVEL] [--by KEY]
+  [--where KEY=VALUE]``:
   one cell's text (for a summary table), in a block that may sit inside a line.
 - ``qsnr [--formats ...] [--dist ...] [--numel N] [--seed S]``: the ``numerics qsnr`` table.
 
@@ -68,6 +69,7 @@ def _parsers() -> dict[str, _Parser]:
     compare.add_argument("--by")
     compare.add_argument("--baseline", default="fp32")
     compare.add_argument("--ci", type=float, default=0.95)
+    compare.add_argument("--where", action="append", default=[])
     compare.add_argument("--sweep")
     compare.add_argument("--plot")
     compare.add_argument("--curves")
@@ -77,6 +79,7 @@ def _parsers() -> dict[str, _Parser]:
     cell.add_argument("--column", required=True)
     cell.add_argument("--metric")
     cell.add_argument("--by")
+    cell.add_argument("--where", action="append", default=[])
     cell.add_argument("--baseline", default="fp32")
     cell.add_argument("--ci", type=float, default=0.95)
     qsnr = _Parser(prog="qsnr", add_help=False)
@@ -88,13 +91,13 @@ def _parsers() -> dict[str, _Parser]:
 
 
 def _table(args: argparse.Namespace) -> tuple[Any, list[Any]]:
-    from numerics.compare import RunWarning, aggregate, load_runs
+    from numerics.compare import RunWarning, aggregate, load_runs, where
 
     if not Path(args.results).is_dir():
         return None, []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RunWarning)
-        runs = load_runs(args.results)
+        runs = where(load_runs(args.results), args.where)
     return aggregate(runs, args.metric, args.by, args.baseline, args.ci), runs
 
 

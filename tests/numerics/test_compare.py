@@ -22,6 +22,7 @@ from numerics.compare import (
     cmd_compare,
     format_table,
     load_runs,
+    where,
 )
 from numerics.trainer import train
 
@@ -285,6 +286,24 @@ def test_metric_override_and_rows_lacking_it(tmp_path: Path) -> None:
 
     w = aggregate(runs, metric="wall_s")  # a top-level summary number
     assert w.cells[(IMG, "bf16")].mean == pytest.approx(1.0) and w.higher_is_better[IMG] is False
+
+
+def test_where_filters_runs_and_dotted_metrics_reach_into_the_summary(tmp_path: Path) -> None:
+    write_run(tmp_path, "a", metrics=img(0.9), hardening={"mean_distance_steps": 0.25})
+    write_run(tmp_path, "b", seed=1, metrics=img(0.8), hardening={"mean_distance_steps": 0.05})
+    write_run(tmp_path, "c", fmt="bf16", metrics=img(0.7))
+    runs = load_runs(tmp_path)
+    assert [r.path.name for r in where(runs, ["train.seed=1"])] == ["b"]
+    assert [r.path.name for r in where(runs, ["format=bf16"])] == ["c"]
+    assert where(runs, ["format=fp32", "train.seed=0"])[0].path.name == "a"
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        where(runs, ["train.seed"])
+    t = aggregate(where(runs, ["format=fp32"]), metric="hardening.mean_distance_steps")
+    assert t.cells[(IMG, "fp32")].mean == pytest.approx(0.15)
+    assert t.higher_is_better[IMG] is None  # no direction known for it: no best
+    t = aggregate(runs, metric="metrics.loss")
+    assert t.cells[(IMG, "bf16")].mean == pytest.approx(0.5)
+    assert t.higher_is_better[IMG] is False  # the last part, "loss", sets the direction
 
 
 def test_missing_baseline_gives_no_deltas(tmp_path: Path) -> None:

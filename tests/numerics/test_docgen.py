@@ -75,6 +75,9 @@ def test_compare_block_table_legend_note_and_plot(project: Path) -> None:
     assert (project / "m.png").read_bytes().startswith(b"\x89PNG")
     assert main(["docs", "doc.md", "--check"]) == 0  # idempotent
     assert regenerate(text)[0] == text
+    only, _ = regenerate("<!-- numerics: compare results/x --where format=bf16 -->\n"
+                         "<!-- numerics: end -->")  # fmt: skip
+    assert "| recipe | metric | bf16 |" in only and "3 runs: 3 completed" in only
 
 
 def test_partly_run_sweep_lists_missing_cells(project: Path) -> None:
