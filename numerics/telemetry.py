@@ -13,12 +13,17 @@ values. Only every ``every``-th step is active, so the cost elsewhere is one fla
         tel.begin_step(step)
         ... forward, backward ...
         logger.log(tel.flush(), step)   # {} on inactive steps
+
+Besides the per-flush numbers, the collector keeps running totals per role over the whole run
+(``totals()``: the same fractions and SQNR over every active step and layer), which the trainer
+writes to summary.json as ``telemetry`` and checkpoints with ``state_dict``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 
@@ -35,6 +40,27 @@ class _Acc:
     noise: float = 0.0
     tracks_saturation: bool = True
 
+    def add(self, other: _Acc) -> None:
+        self.count += other.count
+        self.overflow += other.overflow
+        self.saturated += other.saturated
+        self.underflow += other.underflow
+        self.signal += other.signal
+        self.noise += other.noise
+        self.tracks_saturation &= other.tracks_saturation
+
+    def stats(self) -> dict[str, float]:
+        """Fractions of the finite values cast, and the SQNR (inf for an exact cast)."""
+        n = max(self.count, 1)
+        out = {"overflow": self.overflow / n, "underflow": self.underflow / n}
+        if self.tracks_saturation:
+            out["saturated"] = self.saturated / n
+        if self.noise > 0:
+            out["sqnr_db"] = 10 * math.log10(self.signal / self.noise) if self.signal else 0.0
+        else:
+            out["sqnr_db"] = math.inf
+        return out
+
 
 class Telemetry:
     """Collects cast statistics on every ``every``-th step (see the module docstring)."""
@@ -45,6 +71,7 @@ class Telemetry:
         self.every = every
         self.active = False
         self._acc: dict[tuple[str, str], _Acc] = {}
+        self._totals: dict[str, _Acc] = {}  # per role, over the whole run
 
     def begin_step(self, step: int) -> None:
         self.active = step % self.every == 0
@@ -79,15 +106,17 @@ class Telemetry:
         """
         out: dict[str, float] = {}
         for (layer, role), a in sorted(self._acc.items()):
-            key = f"numerics/{layer}/{role}"
-            n = max(a.count, 1)
-            out[f"{key}/overflow"] = a.overflow / n
-            out[f"{key}/underflow"] = a.underflow / n
-            if a.tracks_saturation:
-                out[f"{key}/saturated"] = a.saturated / n
-            if a.noise > 0:
-                out[f"{key}/sqnr_db"] = 10 * math.log10(a.signal / a.noise) if a.signal else 0.0
-            else:
-                out[f"{key}/sqnr_db"] = math.inf
+            out |= {f"numerics/{layer}/{role}/{k}": v for k, v in a.stats().items()}
+            self._totals.setdefault(role, _Acc()).add(a)
         self._acc.clear()
         return out
+
+    def totals(self) -> dict[str, dict[str, float]]:
+        """role -> its statistics over every flushed step and layer of the run."""
+        return {role: a.stats() for role, a in sorted(self._totals.items())}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"totals": {role: asdict(a) for role, a in self._totals.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._totals = {role: _Acc(**a) for role, a in state["totals"].items()}

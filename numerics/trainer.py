@@ -406,6 +406,8 @@ def _train(
             m.num_steps = n
         if reg is not None and ck.get("periodic") is not None:
             reg._deltas, reg._grid_step = ck["periodic"]
+        if telemetry is not None and ck.get("telemetry") is not None:
+            telemetry.load_state_dict(ck["telemetry"])
         start, acc, elapsed = ck["next_step"], ck["acc"], ck["elapsed"]
         resumes = ck.get("resumes", 0) + 1
         if main:
@@ -423,6 +425,7 @@ def _train(
                 "caster": model.numerics_caster.state_dict(),  # type: ignore[union-attr]
                 "torch_rng": torch.get_rng_state(),
                 "periodic": (reg._deltas, reg._grid_step) if reg is not None else None,
+                "telemetry": telemetry.state_dict() if telemetry is not None else None,
                 "cached": [(m.generator.get_state(), m.num_steps) for m in cached],
                 "next_step": next_step,
                 "acc": dict(acc),
@@ -584,6 +587,7 @@ def _train(
         "resumes": resumes,
         "skipped_steps": scaler.skipped,
         "cancelled_update_fraction": getattr(opt, "cancelled_fraction", None),
+        "telemetry": telemetry.totals() if telemetry is not None else None,
         "embedding_bytes": (emb_bytes := _embedding_bytes(model))["total"],
         "embedding_bytes_parts": emb_bytes,
         "embedding_fraction_of_fp32": emb_bytes["total"] / emb_bytes["fp32_table"]

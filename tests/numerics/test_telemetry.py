@@ -43,3 +43,26 @@ def test_saturation_is_counted_for_saturating_formats():
     stats = tel.flush()
     assert stats["numerics/l/w/saturated"] == 0.5
     assert stats["numerics/l/w/overflow"] == 0.0
+
+
+def test_totals_pool_every_flush_by_role_and_survive_a_checkpoint():
+    tel = Telemetry(every=1)
+    f = formats.get("fp16")
+    tel.begin_step(0)
+    x = torch.tensor([1.0, 1e-9, 2.0, 0.0])  # 1e-9 is below fp16's smallest subnormal
+    tel.record("a", "errors", x, quantize(x, "fp16"), f)
+    tel.record("b", "errors", torch.tensor([3.0, 4.0]), torch.tensor([3.0, 4.0]), f)
+    tel.flush()
+    tel.begin_step(1)
+    y = torch.tensor([1e-10, 1e-10])
+    tel.record("a", "errors", y, quantize(y, "fp16"), f)
+    tel.record("a", "weights", torch.ones(5), torch.ones(5), f)
+    tel.flush()
+    totals = tel.totals()
+    assert set(totals) == {"errors", "weights"}
+    assert totals["errors"]["underflow"] == 3 / 8  # 1e-9, 1e-10, 1e-10 of 8 values
+    assert totals["weights"] == {"overflow": 0.0, "underflow": 0.0, "saturated": 0.0,
+                                 "sqnr_db": float("inf")}  # fmt: skip
+    again = Telemetry(every=1)
+    again.load_state_dict(tel.state_dict())
+    assert again.totals() == totals

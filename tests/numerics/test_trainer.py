@@ -228,6 +228,13 @@ def test_telemetry_is_logged_every_n_steps(tmp_path: Path) -> None:
     tel = [x for x in RunDir(tmp_path).read_metrics() if x["split"] == "telemetry"]
     assert sorted({x["step"] for x in tel}) == [1, 6, 11]  # steps 0, 5, 10 done
     assert any(x["name"].endswith("/activations/sqnr_db") for x in tel)
+    # the summary pools each role over the logged steps: the count-weighted mean of the layers'
+    # per-step fractions (each step's cast counts are the same, so weights are the counts)
+    s = RunDir(tmp_path).read_summary()
+    assert s is not None and set(s["telemetry"]) >= {"weights", "activations", "errors"}
+    under = [x["value"] for x in tel if x["name"].endswith("/errors/underflow")]
+    assert min(under) <= s["telemetry"]["errors"]["underflow"] <= max(under)
+    assert s["telemetry"]["errors"]["underflow"] > 0  # fp8_e4m3 errors do underflow
 
 
 def test_config_yaml_records_resolved_overrides(tmp_path: Path) -> None:
