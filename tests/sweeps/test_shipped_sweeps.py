@@ -27,7 +27,7 @@ EXPECTED = {
     "embedding_cache": 3 * 3 * 2,
     "findings/bf16_kalamkar": 3 * 3 * 3,
     "findings/bf16_nomaster_zamirai": 4 * 2 * 3,
-    "findings/fixed_point_gupta": 9 * 3,
+    "findings/fixed_point_gupta": 14 * 3,
     "findings/periodic_naumov": 2 * 3 * 8,
     "findings/mx_ladder_rouhani": 2 * 10 * 3,
     "findings/embedding_cache_yang": 5 * 3,
