@@ -37,7 +37,7 @@ bench: venv
 
 # Regenerate the tables and plots marked in the docs from the run directories under results/.
 docs: venv
-	$(VENV)/bin/numerics docs README.md docs/findings.md
+	$(VENV)/bin/numerics docs docs/findings.md README.md
 
 # Every findings sweep (resumable: finished runs are kept), then the docs. A sweep with a failed
 # run does not stop the others; docs/findings.md lists what is missing.

@@ -19,6 +19,9 @@ The words after ``numerics:`` are a command, parsed like a command line:
   [--where KEY=VALUE]``:
   one cell's text (for a summary table), in a block that may sit inside a line.
 - ``qsnr [--formats ...] [--dist ...] [--numel N] [--seed S]``: the ``numerics qsnr`` table.
+- ``include FILE --heading TITLE``: the section of another markdown file under ``## TITLE``
+  (up to the next ``## ``), its own generated blocks' markers removed (their text kept), so
+  the README can show docs/findings.md's summary; regenerate FILE first.
 
 Paths are relative to the folder ``numerics docs`` runs in (the project root). Each file is
 rewritten atomically, and only when a block changed; ``--check`` rewrites nothing and exits 1
@@ -49,6 +52,9 @@ NOTE = (
     "Runs are bit for bit repeatable on one machine with one thread count; on another CPU "
     "model float sums round differently and the last digits move."
 )
+
+
+MARKERS = re.compile(r"<!-- numerics: (?:(?!-->).)*? -->")
 
 
 class DocError(ValueError):
@@ -87,7 +93,10 @@ def _parsers() -> dict[str, _Parser]:
     qsnr.add_argument("--dist", nargs="+", default=list(DISTRIBUTIONS))
     qsnr.add_argument("--numel", type=int, default=1 << 20)
     qsnr.add_argument("--seed", type=int, default=0)
-    return {"compare": compare, "cell": cell, "qsnr": qsnr}
+    include = _Parser(prog="include", add_help=False)
+    include.add_argument("file")
+    include.add_argument("--heading", required=True)
+    return {"compare": compare, "cell": cell, "qsnr": qsnr, "include": include}
 
 
 def _table(args: argparse.Namespace) -> tuple[Any, list[Any]]:
@@ -170,17 +179,29 @@ def render_qsnr(args: argparse.Namespace) -> str:
     return "\n".join([head, "", *qsnr.markdown(values)])
 
 
+def render_include(args: argparse.Namespace) -> str:
+    lines = Path(args.file).read_text().splitlines()
+    head = f"## {args.heading}"
+    if head not in lines:
+        raise DocError(f"{args.file}: no section '{head}'")
+    start = lines.index(head) + 1
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return MARKERS.sub("", "\n".join(lines[start:end]).strip())
+
+
 def render(command: str) -> str:
     """The text of one block, or the error that stopped it."""
     try:
         words = shlex.split(command)
-        if not words or words[0] not in ("compare", "cell", "qsnr"):
-            raise DocError(f"unknown block {command!r}: allowed: compare, cell, qsnr")
+        if not words or words[0] not in ("compare", "cell", "qsnr", "include"):
+            raise DocError(f"unknown block {command!r}: allowed: compare, cell, qsnr, include")
         args = _parsers()[words[0]].parse_args(words[1:])
         if words[0] == "compare":
             return render_compare(args)
         if words[0] == "cell":
             return render_cell(args)
+        if words[0] == "include":
+            return render_include(args)
         return render_qsnr(args)
     except (DocError, ValueError, KeyError, OSError) as exc:
         return f"**numerics docs: this block failed: {type(exc).__name__}: {exc}**"

@@ -123,7 +123,7 @@ def test_a_bad_block_does_not_stop_the_others(
     assert main(["docs", "doc.md"]) == 1
     text = doc.read_text()
     assert "unrecognized arguments: --frobnicate" in text
-    assert "unknown block 'tabulate x': allowed: compare, cell, qsnr" in text
+    assert "unknown block 'tabulate x': allowed: compare, cell, qsnr, include" in text
     # the inline cell block stays on its line, inside the table
     cell = "--column bf16 -->0.7500 ± 0.6353 (n=2) Δ-0.1000 ± 0.0000<!-- numerics: end --> |"
     assert f"| a | <!-- numerics: cell results/x --row {IMG} {cell}\n" in text
@@ -140,3 +140,20 @@ def test_qsnr_block(project: Path) -> None:
     assert abs(float(line.split("|")[3]) - 48.1) < 0.3
     assert "| mx6 | 6 |" in text
     assert os.path.exists("doc.md") is False  # regenerate writes nothing
+
+
+def test_include_copies_a_section_without_its_markers(project: Path) -> None:
+    plant_columns(project / "results" / "x", {"fp32": [0.8, 0.9], "bf16": [0.7, 0.8]})
+    cell = f"<!-- numerics: cell results/x --row {IMG} --column bf16 -->?<!-- numerics: end -->"
+    (project / "f.md").write_text(f"# F\n\n## Summary\n\n| a | {cell} |\n\n## Next\n\nmore\n")
+    assert main(["docs", "f.md"]) == 0
+    text, errors = regenerate("<!-- numerics: include f.md --heading Summary -->\n"
+                              "<!-- numerics: end -->")  # fmt: skip
+    assert not errors
+    body = text.split("-->\n", 1)[1].rsplit("\n<!-- numerics: end", 1)[0]
+    assert body == "| a | 0.7500 ± 0.6353 (n=2) Δ-0.1000 ± 0.0000 |"  # no markers, no "## Next"
+    assert regenerate(text)[0] == text  # stable: the copy holds no markers to match
+    bad, errors = regenerate(
+        "<!-- numerics: include f.md --heading Nope -->\n<!-- numerics: end -->"
+    )
+    assert errors and "no section '## Nope'" in bad
