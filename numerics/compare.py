@@ -438,11 +438,23 @@ def pooled_keys(runs: list[Run], by: str) -> list[str]:
     return sorted(keys)
 
 
+def _natural(label: str) -> tuple[tuple[int, float, str], ...]:
+    """Sort key of a column label: each `` · `` part a number where it reads as one, so
+    ``128 · linear`` comes before ``1024 · linear``."""
+    key = []
+    for part in label.split(" · "):
+        try:
+            key.append((0, float(part), ""))
+        except ValueError:
+            key.append((1, 0.0, part))
+    return tuple(key)
+
+
 def _column_order(labels: dict[str, Any], baseline: str | None) -> list[str]:
     raw = list(labels.values())
     if raw and all(isinstance(v, int | float) and not isinstance(v, bool) for v in raw):
         return sorted(labels, key=lambda k: float(labels[k]))
-    rest = sorted(k for k in labels if k != baseline)
+    rest = sorted((k for k in labels if k != baseline), key=_natural)
     return ([baseline] if baseline in labels else []) + rest
 
 

@@ -337,6 +337,9 @@ def test_by_batch_size_columns_sorted_numerically(tmp_path: Path) -> None:
 
     two = aggregate(runs, by="train.batch_size,large_batch.rule", baseline="32 · none")
     assert two.columns == ["32 · none", "128 · lars", "128 · none"]  # baseline first
+    write_run(tmp_path, "b1024", batch_size=1024, metrics=img(0.5))
+    every = aggregate(load_runs(tmp_path), by="train.batch_size,large_batch.rule", baseline=None)
+    assert every.columns == ["32 · none", "128 · lars", "128 · none", "1024 · none"]  # numbers
     assert two.cells[(IMG, "128 · none")].mean == pytest.approx((0.85 + 0.87 + 0.84) / 3)
     assert two.cells[(IMG, "128 · lars")].delta == pytest.approx(0.95 - 0.91)
     assert two.pooled == ["format"]  # the bf16 run shares "128 · none" with fp32 runs
