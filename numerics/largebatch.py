@@ -30,20 +30,34 @@ What the authors' code does (github.com/bytedance/LargeBatchCTR, commit d01fd8e 
   ``g_clip = g * clip_t / tf.maximum(||g||_row, clip_t)`` (a zero-gradient row stays zero).
 
 So the row threshold is ``r * c * max(||w_row||, r * sqrt(d) * zeta)``: the formula in our issue,
-r appearing twice. Two details go beyond that formula. (1) Ids absent from the batch get count 1,
+r appearing twice (the paper's Algorithm 1 writes ``c * max(r * ||w_row||, zeta)``; with r = 1
+the two differ only in the floor, by sqrt(d)). The gradient clipped is that of the batch-mean loss
+(Algorithm 1 line 3 divides by b; ``train.py`` compiles ``SUM_OVER_BATCH_SIZE``), so a present
+row is clipped only when the mean of its per-occurrence gradients exceeds
+``b * r * max(||w_row||, floor)``: at a fixed weight norm the clip loosens in proportion to the
+batch, and binds mostly on rows whose norm the L2 term has pulled towards the floor.
+
+Two details go beyond that formula. (1) Ids absent from the batch get count 1,
 not 0 (the scatter into ones). That matters only if an absent row's gradient is non-zero, and in
 the authors' setup it is: their L2 is a Keras ``embeddings_regularizer`` added to the loss, so
 ``2*lambda*w`` of every row is in the gradient that is clipped. By default we leave count-0 rows
 untouched (in PyTorch, an optimizer's weight_decay is not in ``.grad``, so they are zero anyway);
-``clip_absent=True`` reproduces the authors. (2) ``train.py`` skips the wide part's 1-wide
-"linear" embedding tables; ``CowClip`` clips exactly the modules it is given.
+``clip_absent=True`` reproduces the authors. Where the L2 term is in the gradient (the trainer
+adds it so), an absent row's gradient is ``2*lambda*w``, which the count-1 threshold clips only if
+``2*lambda > r``: far from the authors' values, so the choice is inert there. (2) ``train.py``
+skips the wide part's 1-wide "linear" embedding tables; ``CowClip`` clips exactly the modules it
+is given.
 
 Defaults, from the repository's README: r = 1 (``--clip 1`` in every large-batch command) and
 zeta = 1e-5 for Criteo (1e-4 for Avazu from 4K up, 1e-3 at 1K/2K). The README's Criteo table is
 the scaling rule of ``cowclip_scaling``: from bs 1K, dense lr 8e-4 scaled by sqrt(k) (11.31e-4 at
-2K ... 90.50e-4 at 128K), L2 scaled by k (1e-4 ... 128e-4), embedding lr 1e-4 at every size.
-(The README's example commands use 8e-05 at 8K and 128e-05 at 128K, a tenth of its table; both are
-linear in k.) The authors warm up only the dense lr, for one epoch from 1e-8, with Adam for both.
+2K ... 90.50e-4 at 128K), L2 scaled by k (1e-5 ... 128e-5 since the README's 2023-02-08 revision,
+which agrees with its example commands, ``--l2 8e-05`` at 8K; the table read 1e-4 ... 128e-4
+before), embedding lr 1e-4 at every size. ``train.py``: Adam for both groups; only the dense lr is
+warmed up, linearly from 1e-8 over one epoch, then held (no decay); the embedding lr is constant;
+10 epochs (the ``--epoch`` default, which the README's commands keep); the DeepFM's 1-wide
+"linear" tables take the embedding lr and the L2 (``l2_reg_linear``) but no clip; the DNN has no
+L2; ``--init_stddev 1e-2`` in the large-batch commands.
 """
 
 from __future__ import annotations
