@@ -36,6 +36,7 @@ EXPECTED = {
     "findings/fp16_loss_scaling_micikevicius": 7 * 3,
     "findings/fp16_loss_scaling_micikevicius_recsys": 5 * 3,
     "findings/linear_scaling_goyal": 11 * 3,
+    "findings/cowclip_zheng": 3 * 3 * 3,
 }
 
 
