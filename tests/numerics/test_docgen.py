@@ -14,14 +14,7 @@ from numerics.cli import main
 from numerics.docgen import NOTE, missing_runs, regenerate
 from numerics.sweep import expand, load_sweep
 from tests.numerics.test_compare import IMG, img, plant_columns
-
-RECIPE = {
-    "task": "image",
-    "model": {"name": "mlp", "hidden": [8]},
-    "data": {"name": "digits"},
-    "train": {"steps": 2, "batch_size": 16, "lr": 0.05, "optimizer": "sgd"},
-    "logging": {"progress": False},
-}
+from tests.numerics.test_sweep import TINY
 
 
 @pytest.fixture
@@ -32,7 +25,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _sweep(root: Path) -> Path:
     (root / "recipes").mkdir()
-    (root / "recipes" / "tiny.yaml").write_text(yaml.safe_dump(RECIPE))
+    (root / "recipes" / "tiny.yaml").write_text(yaml.safe_dump(TINY))
     (root / "sweeps").mkdir()
     sweep = {"name": "ladder", "recipe": "../recipes/tiny.yaml", "method": "grid",
              "parameters": {"numerics.format": {"values": ["fp32", "bf16"]},
