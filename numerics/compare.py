@@ -320,11 +320,18 @@ class Cell:
     counts: dict[str, int]
     seeds: list[str] = field(default_factory=list)
     level: float = DEFAULT_LEVEL
-    mean: float | None = None
-    std: float | None = None
     interval: Interval | None = None
     diff: Difference | None = None
     best: bool = False
+
+    @property
+    def mean(self) -> float | None:
+        return self.interval.mean if self.interval is not None else None
+
+    @property
+    def std(self) -> float | None:
+        """The sample standard deviation (ddof=1; None below two runs)."""
+        return statistics.stdev(self.values) if len(self.values) > 1 else None
 
     @property
     def n(self) -> int:
@@ -389,8 +396,6 @@ def make_cell(runs: list[Run], metric: str | None, level: float = DEFAULT_LEVEL)
     cell = Cell(runs, values, dict(counts), seeds, level)
     if values:
         cell.interval = mean_interval(values, level)
-        cell.mean = cell.interval.mean
-        cell.std = statistics.stdev(values) if len(values) > 1 else None
     return cell
 
 
@@ -515,9 +520,9 @@ def better(a: Cell, b: Cell, higher: bool) -> bool:
     """Whether ``a`` is significantly better than ``b`` (both with a mean): the interval of
     their difference lies wholly on the better side of 0."""
     d = difference(a.paired, b.paired, a.level)
-    if d.half is None:
+    if d.low is None or d.high is None:
         return False
-    return d.delta - d.half > 0 if higher else d.delta + d.half < 0
+    return d.low > 0 if higher else d.high < 0
 
 
 def _mark(table: Table, row: str) -> None:
@@ -607,15 +612,9 @@ def format_table(table: Table) -> str:
 
 
 # --- the command ------------------------------------------------------------------------------
-def add_parser(sub: Any) -> argparse.ArgumentParser:
-    """Add ``compare`` to an argparse subparsers object."""
-    p: argparse.ArgumentParser = sub.add_parser(
-        "compare",
-        help="tabulate and plot the runs of a results folder",
-        description="One table of final metrics (recipes by formats, mean and confidence "
-        "interval over seeds, difference to a baseline with its interval and significance), "
-        "written with plots to report.md / report.html.",
-    )
+def add_table_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments that choose a table: the results folder, metric, columns, filters,
+    baseline and confidence level (``numerics compare`` and the docs' blocks share them)."""
     p.add_argument("results", help="a results folder (runs one or two levels down) or a run")
     p.add_argument("--metric", help="metric to compare (default: each recipe's primary metric)")
     p.add_argument("--baseline", default="fp32", help="column the deltas are taken to (fp32)")
@@ -625,6 +624,18 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="only runs whose recipe key has this value (repeatable)")  # fmt: skip
     p.add_argument("--ci", type=float, default=DEFAULT_LEVEL, metavar="LEVEL",
                    help="confidence level of the intervals, in (0, 1) (0.95)")  # fmt: skip
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Add ``compare`` to an argparse subparsers object."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        "compare",
+        help="tabulate and plot the runs of a results folder",
+        description="One table of final metrics (recipes by formats, mean and confidence "
+        "interval over seeds, difference to a baseline with its interval and significance), "
+        "written with plots to report.md / report.html.",
+    )
+    add_table_arguments(p)
     p.add_argument("--out", help="folder for report.md, report.html and plots (default RESULTS)")
     p.set_defaults(func=cmd_compare)
     return p

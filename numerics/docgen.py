@@ -67,32 +67,20 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parsers() -> dict[str, _Parser]:
-    from numerics.qsnr import DISTRIBUTIONS, LADDER
+    from numerics.compare import add_table_arguments
+    from numerics.qsnr import add_sample_arguments
 
     compare = _Parser(prog="compare", add_help=False)
-    compare.add_argument("results")
-    compare.add_argument("--metric")
-    compare.add_argument("--by")
-    compare.add_argument("--baseline", default="fp32")
-    compare.add_argument("--ci", type=float, default=0.95)
-    compare.add_argument("--where", action="append", default=[])
+    add_table_arguments(compare)
     compare.add_argument("--sweep")
     compare.add_argument("--plot")
     compare.add_argument("--curves")
     cell = _Parser(prog="cell", add_help=False)
-    cell.add_argument("results")
+    add_table_arguments(cell)
     cell.add_argument("--row", required=True)
     cell.add_argument("--column", required=True)
-    cell.add_argument("--metric")
-    cell.add_argument("--by")
-    cell.add_argument("--where", action="append", default=[])
-    cell.add_argument("--baseline", default="fp32")
-    cell.add_argument("--ci", type=float, default=0.95)
     qsnr = _Parser(prog="qsnr", add_help=False)
-    qsnr.add_argument("--formats", nargs="+", default=list(LADDER))
-    qsnr.add_argument("--dist", nargs="+", default=list(DISTRIBUTIONS))
-    qsnr.add_argument("--numel", type=int, default=1 << 20)
-    qsnr.add_argument("--seed", type=int, default=0)
+    add_sample_arguments(qsnr)
     include = _Parser(prog="include", add_help=False)
     include.add_argument("file")
     include.add_argument("--heading", required=True)

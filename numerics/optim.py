@@ -106,7 +106,8 @@ class QuantizedOptimizer(torch.optim.Optimizer):
                 "weight's format: pass model= (the model quantize_model converted)"
             )
         self.caster = Caster(self.policy.seed + 1)
-        self.update_stats = {"updates": 0, "cancelled": 0}
+        # (updates, cancelled) counts, kept on the weights' device: no host sync per step
+        self._counts: torch.Tensor | None = None
         defaults = dict(
             lr=lr,
             momentum=momentum,
@@ -143,16 +144,23 @@ class QuantizedOptimizer(torch.optim.Optimizer):
             gen = self.caster.generators["weights"] if stochastic else None
             t = quantize(new, cast.format, rounding, gen, axis, cast.saturate)
         moved = new != p
-        self.update_stats["updates"] += int(moved.sum())
-        self.update_stats["cancelled"] += int((moved & (t == p)).sum())
+        counts = torch.stack([moved.sum(), (moved & (t == p)).sum()])
+        self._counts = counts if self._counts is None else self._counts + counts
         p.copy_(t)
+
+    @property
+    def update_stats(self) -> dict[str, int]:
+        """Nonzero updates to weights kept in a format, and how many rounding cancelled."""
+        updates, cancelled = (0, 0) if self._counts is None else self._counts.tolist()
+        return {"updates": int(updates), "cancelled": int(cancelled)}
 
     @property
     def cancelled_fraction(self) -> float | None:
         """Of the nonzero updates to weights kept in a format, the fraction rounding cancelled
         (None with master weights, or before any update)."""
-        n = self.update_stats["updates"]
-        return self.update_stats["cancelled"] / n if n else None
+        stats = self.update_stats
+        n = stats["updates"]
+        return stats["cancelled"] / n if n else None
 
     # -- the step -----------------------------------------------------------------------------
 
@@ -225,7 +233,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
         sd["numerics_generators"] = self.caster.state_dict()
-        sd["numerics_update_stats"] = dict(self.update_stats)
+        sd["numerics_update_stats"] = self.update_stats
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -233,7 +241,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         gens = state_dict.pop("numerics_generators", None)
         stats = state_dict.pop("numerics_update_stats", None)
         if stats is not None:
-            self.update_stats = {k: int(v) for k, v in stats.items()}
+            self._counts = torch.tensor([int(stats["updates"]), int(stats["cancelled"])])
         super().load_state_dict(state_dict)
         if gens is not None:
             self.caster.load_state_dict(gens)

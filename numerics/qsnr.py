@@ -106,6 +106,14 @@ def markdown(values: dict[str, dict[str, float]]) -> list[str]:
     return lines
 
 
+def add_sample_arguments(p: argparse.ArgumentParser) -> None:
+    """Which formats, distributions, draws and seed (``numerics qsnr`` and the docs' block)."""
+    p.add_argument("--formats", nargs="+", default=list(LADDER), metavar="F")
+    p.add_argument("--dist", nargs="+", default=list(DISTRIBUTIONS), choices=DISTRIBUTIONS)
+    p.add_argument("--numel", type=int, default=1 << 20, help="draws per distribution (1M)")
+    p.add_argument("--seed", type=int, default=0)
+
+
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
         "qsnr",
@@ -113,10 +121,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         description="QSNR = 10 log10(sum x^2 / sum (x - Q(x))^2) of each format on planted "
         "data (fixed seed); blocks along rows of 1024.",
     )
-    p.add_argument("--formats", nargs="+", default=list(LADDER), metavar="F")
-    p.add_argument("--dist", nargs="+", default=list(DISTRIBUTIONS), choices=DISTRIBUTIONS)
-    p.add_argument("--numel", type=int, default=1 << 20, help="draws per distribution (1M)")
-    p.add_argument("--seed", type=int, default=0)
+    add_sample_arguments(p)
     p.add_argument("--rounding", default="nearest_even")
     p.add_argument("--markdown", action="store_true", help="print a markdown table")
     p.set_defaults(func=cmd_qsnr)
