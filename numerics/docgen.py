@@ -24,8 +24,9 @@ The words after ``numerics:`` are a command, parsed like a command line:
   the README can show docs/findings.md's summary; regenerate FILE first.
 
 Paths are relative to the folder ``numerics docs`` runs in (the project root). Each file is
-rewritten atomically, and only when a block changed; ``--check`` rewrites nothing and exits 1
-when a file is out of date. A block whose command fails is filled with the error, and the other
+rewritten atomically, and only when a block changed, and so is each plot, only when its bytes
+changed; ``--check`` writes nothing (no file, no plot) and exits 1 when a file or plot is out
+of date. A block whose command fails is filled with the error, and the other
 blocks are still made: one bad block never loses the rest of a document.
 """
 
@@ -119,7 +120,7 @@ def missing_runs(sweep_file: str, results: str) -> tuple[int, dict[str, list[str
     return len(specs), dict(missing)
 
 
-def render_compare(args: argparse.Namespace) -> str:
+def render_compare(args: argparse.Namespace, files: dict[Path, bytes]) -> str:
     from numerics.compare import run_counts
     from numerics.report import markdown_left_out, markdown_table, plot_curves, plot_metric
 
@@ -134,9 +135,9 @@ def render_compare(args: argparse.Namespace) -> str:
         if skipped:
             lines += ["", "Runs not in the means:", "", *skipped]
         if args.plot:
-            atomic_write_bytes(Path(args.plot), plot_metric(table))
+            files[Path(args.plot)] = plot_metric(table)
         if args.curves and (png := plot_curves(table)) is not None:
-            atomic_write_bytes(Path(args.curves), png)
+            files[Path(args.curves)] = png
     if args.sweep:
         total, missing = missing_runs(args.sweep, args.results)
         n = sum(len(s) for s in missing.values())
@@ -177,15 +178,16 @@ def render_include(args: argparse.Namespace) -> str:
     return MARKERS.sub("", "\n".join(lines[start:end]).strip())
 
 
-def render(command: str) -> str:
-    """The text of one block, or the error that stopped it."""
+def render(command: str, files: dict[Path, bytes] | None = None) -> str:
+    """The text of one block, or the error that stopped it. Plots the block makes go into
+    ``files`` (path -> bytes), not to disk."""
     try:
         words = shlex.split(command)
         if not words or words[0] not in ("compare", "cell", "qsnr", "include"):
             raise DocError(f"unknown block {command!r}: allowed: compare, cell, qsnr, include")
         args = _parsers()[words[0]].parse_args(words[1:])
         if words[0] == "compare":
-            return render_compare(args)
+            return render_compare(args, {} if files is None else files)
         if words[0] == "cell":
             return render_cell(args)
         if words[0] == "include":
@@ -195,19 +197,28 @@ def render(command: str) -> str:
         return f"**numerics docs: this block failed: {type(exc).__name__}: {exc}**"
 
 
-def regenerate(text: str) -> tuple[str, list[str]]:
-    """``text`` with every block remade, and the errors of the blocks that failed."""
+def regenerate(text: str) -> tuple[str, list[str], dict[Path, bytes]]:
+    """``text`` with every block remade, the errors of the blocks that failed, and the plot
+    files the blocks make (path -> bytes; nothing is written here)."""
     errors: list[str] = []
+    files: dict[Path, bytes] = {}
 
     def one(m: re.Match[str]) -> str:
-        body = render(m.group("command"))
+        body = render(m.group("command"), files)
         if body.startswith("**numerics docs: this block failed"):
             errors.append(f"<!-- numerics: {m.group('command')} -->: {body.strip('*')}")
         inline = "\n" not in m.group("body")
         sep = "" if inline else "\n"
         return f"{m.group('open')}{sep}{body}{sep}{m.group('close')}"
 
-    return BLOCK.sub(one, text), errors
+    return BLOCK.sub(one, text), errors, files
+
+
+def _differs(path: Path, data: bytes) -> bool:
+    try:
+        return path.read_bytes() != data
+    except OSError:
+        return True
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -232,7 +243,7 @@ def cmd_docs(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"numerics docs: {name}: cannot read ({exc})", file=sys.stderr)
             return 2
-        new, errors = regenerate(text)
+        new, errors, files = regenerate(text)
         for e in errors:
             print(f"numerics docs: {name}: {e}", file=sys.stderr)
         failed |= bool(errors)
@@ -240,6 +251,11 @@ def cmd_docs(args: argparse.Namespace) -> int:
             stale.append(name)
             if not args.check:
                 atomic_write_text(path, new)
+        for png, data in files.items():
+            if _differs(png, data):
+                stale.append(str(png))
+                if not args.check:
+                    atomic_write_bytes(png, data)
     verb = "out of date" if args.check else "rewrote"
     print(f"numerics docs: {verb}: {', '.join(stale)}" if stale else "numerics docs: up to date")
     return 1 if (args.check and stale) or failed else 0

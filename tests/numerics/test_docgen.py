@@ -57,6 +57,7 @@ def test_compare_block_table_legend_note_and_plot(project: Path) -> None:
     doc.write_text("# Title\n\nintro\n<!-- numerics: compare results/x --plot m.png -->\nstale "
                    "text\n<!-- numerics: end -->\n\noutro\n")  # fmt: skip
     assert main(["docs", "doc.md", "--check"]) == 1  # stale
+    assert not (project / "m.png").exists()  # --check writes nothing, not even the plot
     assert main(["docs", "doc.md"]) == 0
     text = doc.read_text()
     assert text.startswith("# Title\n\nintro\n<!-- numerics: compare results/x --plot m.png -->\n")
@@ -66,10 +67,16 @@ def test_compare_block_table_legend_note_and_plot(project: Path) -> None:
     assert "Δ-0.0900 ± 0.0248 |" in row  # the same noise, shifted: paired
     assert "95% CI (Student t, over seeds)" in text and NOTE in text
     assert (project / "m.png").read_bytes().startswith(b"\x89PNG")
+    assert main(["docs", "doc.md", "--check"]) == 0  # text and plot up to date
+    (project / "m.png").write_bytes(b"old plot")
+    assert main(["docs", "doc.md", "--check"]) == 1  # a stale plot is stale
+    assert (project / "m.png").read_bytes() == b"old plot"
+    assert main(["docs", "doc.md"]) == 0
+    assert (project / "m.png").read_bytes().startswith(b"\x89PNG")
     assert main(["docs", "doc.md", "--check"]) == 0  # idempotent
     assert regenerate(text)[0] == text
-    only, _ = regenerate("<!-- numerics: compare results/x --where format=bf16 -->\n"
-                         "<!-- numerics: end -->")  # fmt: skip
+    only, _, _ = regenerate("<!-- numerics: compare results/x --where format=bf16 -->\n"
+                            "<!-- numerics: end -->")  # fmt: skip
     assert "| recipe | metric | bf16 |" in only and "3 runs: 3 completed" in only
 
 
@@ -81,13 +88,13 @@ def test_partly_run_sweep_lists_missing_cells(project: Path) -> None:
     assert total == 6
     assert missing == {"tiny · {'numerics.format': 'bf16'}": ["1", "2"]}
     block = "<!-- numerics: compare results/ladder --sweep sweeps/ladder.yaml -->\n"
-    text, errors = regenerate(block + "<!-- numerics: end -->")
+    text, errors, _ = regenerate(block + "<!-- numerics: end -->")
     assert not errors
     assert "Missing: 2 of the 6 runs `sweeps/ladder.yaml` asks for" in text
     assert "- tiny · {'numerics.format': 'bf16'}: seeds 1, 2" in text
     assert "0.7500 (n=1) Δ-0.0500 (untested)" in text  # the partial cell is still shown
 
-    empty, errors = regenerate("<!-- numerics: compare results/none --sweep sweeps/ladder.yaml "
+    empty, errors, _ = regenerate("<!-- numerics: compare results/none --sweep sweeps/ladder.yaml "
                                "-->\n<!-- numerics: end -->")  # fmt: skip
     assert "block failed" in empty and "its runs go to <results>/ladder" in empty
     assert errors and "not results/none" in errors[0]
@@ -97,7 +104,7 @@ def test_partly_run_sweep_lists_missing_cells(project: Path) -> None:
         if not d.exists():
             d.mkdir(parents=True)
             (d / "config.yaml").write_text(yaml.safe_dump(spec.config))
-    text, _ = regenerate("<!-- numerics: compare results/ladder --sweep sweeps/ladder.yaml -->"
+    text, _, _ = regenerate("<!-- numerics: compare results/ladder --sweep sweeps/ladder.yaml -->"
                          "\n<!-- numerics: end -->")  # fmt: skip
     assert "Missing: 2 of the 6" in text and "2 unfinished" in text
 
@@ -126,8 +133,8 @@ def test_a_bad_block_does_not_stop_the_others(
 
 
 def test_qsnr_block(project: Path) -> None:
-    text, errors = regenerate("<!-- numerics: qsnr --formats int8 mx6 --dist uniform --numel 4096 "
-                              "-->\n<!-- numerics: end -->")  # fmt: skip
+    block = "<!-- numerics: qsnr --formats int8 mx6 --dist uniform --numel 4096 -->\n"
+    text, errors, _ = regenerate(block + "<!-- numerics: end -->")
     assert not errors
     line = next(x for x in text.splitlines() if x.startswith("| int8 |"))
     assert abs(float(line.split("|")[3]) - 48.1) < 0.3
@@ -140,13 +147,13 @@ def test_include_copies_a_section_without_its_markers(project: Path) -> None:
     cell = f"<!-- numerics: cell results/x --row {IMG} --column bf16 -->?<!-- numerics: end -->"
     (project / "f.md").write_text(f"# F\n\n## Summary\n\n| a | {cell} |\n\n## Next\n\nmore\n")
     assert main(["docs", "f.md"]) == 0
-    text, errors = regenerate("<!-- numerics: include f.md --heading Summary -->\n"
+    text, errors, _ = regenerate("<!-- numerics: include f.md --heading Summary -->\n"
                               "<!-- numerics: end -->")  # fmt: skip
     assert not errors
     body = text.split("-->\n", 1)[1].rsplit("\n<!-- numerics: end", 1)[0]
     assert body == "| a | 0.7500 ± 0.6353 (n=2) Δ-0.1000 ± 0.0000 |"  # no markers, no "## Next"
     assert regenerate(text)[0] == text  # stable: the copy holds no markers to match
-    bad, errors = regenerate(
+    bad, errors, _ = regenerate(
         "<!-- numerics: include f.md --heading Nope -->\n<!-- numerics: end -->"
     )
     assert errors and "no section '## Nope'" in bad
