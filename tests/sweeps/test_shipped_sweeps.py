@@ -33,6 +33,7 @@ EXPECTED = {
     "findings/mx_ladder_rouhani": 10 * 3,
     "findings/mx_ladder_rouhani_language": 10 * 3,
     "findings/embedding_cache_yang": 7 * 3,
+    "findings/embedding_cache_yang_sgd": 4 * 3,
     "findings/fp16_loss_scaling_micikevicius": 7 * 3,
     "findings/fp16_loss_scaling_micikevicius_recsys": 5 * 3,
     "findings/linear_scaling_goyal": 11 * 3,
