@@ -135,22 +135,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         where = f" (traceback in {out / 'summary.json'})" if failed else ""
         print(f"numerics train: {type(exc).__name__}: {exc}{where}", file=sys.stderr)
         return 1
-    metrics = ", ".join(f"{k} {_fmt_num(v)}" for k, v in summary.get("metrics", {}).items())
+    metrics = ", ".join(f"{k} {_fmt_num(v)}" for k, v in summary.metrics.items())
     # the reference each task's number is read against: the corpus's unigram entropy and
     # n-gram model, the planted model's optimum
     refs = {
         k: v
-        for k, v in summary.get("data_info", {}).items()
+        for k, v in summary.data_info.items()
         if k.startswith(("planted_", "unigram_", "kneser_ney_")) and isinstance(v, int | float)
     }
     if refs:
         metrics += " [reference: " + ", ".join(f"{k} {_fmt_num(v)}" for k, v in refs.items())
         metrics += "]"
     print(
-        f"{summary['status']}: {summary.get('label', '')} {metrics} "
-        f"({summary.get('steps')} steps, {summary.get('wall_s')} s) -> {out}"
+        f"{summary.status}: {summary.label or ''} {metrics} "
+        f"({summary.steps} steps, {summary.wall_s} s) -> {out}"
     )
-    return {"completed": 0, "diverged": 3}.get(summary["status"], 1)
+    return {"completed": 0, "diverged": 3}.get(summary.status, 1)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,6 +38,7 @@ run whose summary cannot be read is skipped whole: its status is unknown).
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import statistics
 import sys
@@ -49,7 +50,7 @@ from typing import Any
 
 import yaml
 
-from numerics.rundir import CONFIG, METRICS, STATUSES, SUMMARY, read_metrics
+from numerics.rundir import CONFIG, METRICS, SUMMARY, read_metrics
 from numerics.stats import (
     DEFAULT_LEVEL,
     Difference,
@@ -59,6 +60,7 @@ from numerics.stats import (
     difference,
     mean_interval,
 )
+from numerics.summary import RunSummary, SummaryError
 
 SWEEP_INDEX = "sweep.yaml"
 UNFINISHED = "unfinished"
@@ -117,8 +119,13 @@ class Run:
 
     path: Path
     config: dict[str, Any]
-    summary: dict[str, Any] | None
+    summary: RunSummary | None
     status: str
+
+    @functools.cached_property
+    def _summary(self) -> dict[str, Any] | None:
+        """The summary as its JSON object, for dotted lookups."""
+        return None if self.summary is None else self.summary.to_dict()
 
     def get(self, key: str, default: Any = None) -> Any:
         """A dotted recipe key from config.yaml (``train.batch_size``), else from the summary;
@@ -126,14 +133,14 @@ class Run:
         if key == "format":
             return self.format
         v = _dig(self.config, key)
-        if v is _MISSING and self.summary is not None:
-            v = _dig(self.summary, _SUMMARY_ALIASES.get(key, key))
+        if v is _MISSING and self._summary is not None:
+            v = _dig(self._summary, _SUMMARY_ALIASES.get(key, key))
         return default if v is _MISSING else v
 
     def _name(self, section: str) -> str:
         v = _dig(self.config, f"{section}.name")
-        if v is _MISSING and self.summary is not None:
-            v = self.summary.get(section, _MISSING)
+        if v is _MISSING and self._summary is not None:
+            v = self._summary.get(section, _MISSING)
         return "?" if v is _MISSING else str(v)
 
     @property
@@ -148,8 +155,8 @@ class Run:
     @property
     def format(self) -> str:
         """The numerics policy's label, from the summary or else rebuilt from config.yaml."""
-        if self.summary is not None and isinstance(self.summary.get("format"), str):
-            return str(self.summary["format"])
+        if self.summary is not None and isinstance(self.summary.format, str):
+            return self.summary.format
         numerics = self.config.get("numerics")
         if isinstance(numerics, dict):
             from numerics.policy import from_dict
@@ -166,20 +173,20 @@ class Run:
 
     @property
     def primary_metric(self) -> str | None:
-        p = self.summary.get("primary_metric") if self.summary else None
+        p = self.summary.primary_metric if self.summary else None
         return str(p) if p else TASK_PRIMARY.get(self.task)
 
     def metric(self, name: str) -> float | None:
         """The final value of ``name`` (summary ``metrics``, then a top-level number, then a
         dotted path into the summary: ``hardening.mean_distance_steps``)."""
-        if self.summary is None:
+        if self._summary is None:
             return None
-        metrics = self.summary.get("metrics")
+        metrics = self._summary.get("metrics")
         if isinstance(metrics, dict) and name in metrics:
             return _number(metrics[name])
-        if name in self.summary:
-            return _number(self.summary[name])
-        v = _dig(self.summary, name)
+        if name in self._summary:
+            return _number(self._summary[name])
+        v = _dig(self._summary, name)
         return None if v is _MISSING else _number(v)
 
     @property
@@ -187,10 +194,10 @@ class Run:
         """Why the run is not in the means: a failed run's error line, a diverged run's reason."""
         if self.summary is None:
             return None
-        for key in ("error", "reason"):
-            if self.summary.get(key):
-                return str(self.summary[key]).strip().splitlines()[-1]
-        tb = str(self.summary.get("traceback") or "").strip()
+        for line in (self.summary.error, self.summary.reason):
+            if line:
+                return str(line).strip().splitlines()[-1]
+        tb = str(self.summary.traceback or "").strip()
         return tb.splitlines()[-1] if tb else None
 
     def curve(self, name: str = "loss", split: str = "train") -> list[tuple[int, float]]:
@@ -247,15 +254,16 @@ def load_run(d: Path) -> Run | None:
     config = _read_mapping(d / CONFIG, lambda s: yaml.load(s, Loader=YamlLoader)) or {}
     if not (d / SUMMARY).exists():
         return Run(d, config, None, UNFINISHED)
-    summary = _read_mapping(d / SUMMARY, json.loads)
-    if summary is None:
+    data = _read_mapping(d / SUMMARY, json.loads)
+    if data is None:
         _warn(f"{d}: run skipped (its {SUMMARY} is unreadable)")
         return None
-    status = summary.get("status")
-    if status not in STATUSES:
-        _warn(f"{d / SUMMARY}: malformed (status {status!r}; allowed: {STATUSES}); run skipped")
+    try:
+        summary = RunSummary.from_dict(data)
+    except (SummaryError, TypeError) as exc:
+        _warn(f"{d / SUMMARY}: malformed ({exc}); run skipped")
         return None
-    return Run(d, config, summary, str(status))
+    return Run(d, config, summary, summary.status)
 
 
 def load_runs(path: str | Path) -> list[Run]:

@@ -113,7 +113,7 @@ def missing_runs(sweep_file: str, results: str) -> tuple[int, dict[str, list[str
     missing: dict[str, list[str]] = defaultdict(list)
     for spec in specs:
         summary = RunDir(folder / spec.run_id).read_summary()
-        if summary is None or summary.get("status") not in ("completed", "diverged", "failed"):
+        if summary is None:
             params = {k: v for k, v in spec.params.items() if k != "train.seed"}
             label = Path(str(spec.source)).stem + (f" · {params}" if params else "")
             missing[label].append(str(spec.params.get("train.seed", "?")))

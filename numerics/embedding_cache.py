@@ -40,7 +40,8 @@ of the row it replaced; use plain SGD for ``cache_weight`` or reset that state a
 
 Randomness: one CPU ``torch.Generator`` seeded from ``seed`` draws the initial rows (N(0, 1),
 as ``nn.Embedding``) and the keys of every stochastic write-back, so a run is reproducible from
-the seed. The generator's state is not part of ``state_dict``.
+the seed. ``state_dict`` carries the generator's state and the step count (the module's extra
+state), so a checkpointed table resumes its write-back stream where it stopped.
 
 Where we differ from the paper: the paper's cache works like a hardware cache, admitting rows
 as they are accessed (LRU or LFU); we refresh the whole cache to the top-C ids by a running
@@ -250,6 +251,15 @@ class CachedEmbedding(nn.Module):
     @property
     def cache_rows(self) -> int:
         return self.cache_weight.shape[0]
+
+    def get_extra_state(self) -> dict[str, object]:
+        return {"generator": self.generator.get_state(), "num_steps": self.num_steps}
+
+    def set_extra_state(self, state: dict[str, object]) -> None:
+        gen, steps = state["generator"], state["num_steps"]
+        assert isinstance(gen, torch.Tensor) and isinstance(steps, int)
+        self.generator.set_state(gen.cpu())
+        self.num_steps = steps
 
     def extra_repr(self) -> str:
         mode = None if self.mode is None else self.mode.value

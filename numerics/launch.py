@@ -21,6 +21,7 @@ import torch.multiprocessing as mp
 
 from numerics import recipe as recipes
 from numerics.rundir import RunDir
+from numerics.summary import RunSummary
 
 
 def free_port() -> int:
@@ -56,7 +57,7 @@ def _worker(
 
 def train_parallel(
     recipe: recipes.Recipe, out: str | Path, nproc: int, **kwargs: Any
-) -> dict[str, Any]:
+) -> RunSummary:
     """Run ``numerics.trainer.train`` in ``nproc`` processes; returns rank 0's summary."""
     if nproc < 1:
         raise ValueError(f"--nproc={nproc}; must be >= 1")

@@ -47,6 +47,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -308,6 +309,15 @@ class PeriodicRegularizer:
     def deltas(self) -> dict[str, float]:
         """Each tensor's grid step (freezing the grid now if it was not yet)."""
         return dict(zip(self.names, self.freeze_grid(), strict=True))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The grid: each parameter's step (None until frozen) and the step it was set at."""
+        return {"deltas": self._deltas, "grid_step": self._grid_step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        deltas = state["deltas"]
+        self._deltas = None if deltas is None else [float(d) for d in deltas]
+        self._grid_step = int(state["grid_step"])
 
     def freeze_grid(self, step: int | None = None) -> list[float]:
         """Fix ``delta = max|W| / qmax`` per tensor from the current weights (once)."""

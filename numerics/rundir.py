@@ -3,9 +3,11 @@
     <run>/config.yaml      the fully resolved recipe (re-runnable: ``numerics train config.yaml``)
     <run>/metrics.jsonl    one JSON object per line: {"step", "split", "name", "value"}; step
                            counts the optimizer steps done (1 after the first)
-    <run>/summary.json     status (completed | diverged | failed), task, recipe, format, numerics,
-                           seed, metrics, steps, wall_s, peak memory, ...; written once, at the end
-    <run>/checkpoint.pt    model, optimizer, loss scale, generators, step: what --resume needs
+    <run>/summary.json     numerics.summary.RunSummary: status (completed | diverged | failed),
+                           task, recipe, format, numerics, seed, metrics, steps, wall_s, peak
+                           memory, ...; written once, at the end
+    <run>/checkpoint.pt    the run's stateful parts (model, optimizer, loss scale, generators,
+                           progress): what --resume needs; tensors and plain data only
 
 config.yaml, summary.json and checkpoint.pt are written to a temporary file in the same folder
 and renamed over the old one (``os.replace`` is atomic on POSIX), so a reader sees the old file
@@ -29,11 +31,14 @@ from typing import IO, Any
 import torch
 import yaml
 
+from numerics.summary import STATUSES, RunSummary, SummaryError
+
+__all__ = ["STATUSES", "RunDir", "RunSummary"]
+
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 CHECKPOINT = "checkpoint.pt"
-STATUSES = ("completed", "diverged", "failed")
 
 
 def _atomic_write(path: Path, write: Any, binary: bool = False) -> None:
@@ -112,17 +117,15 @@ class RunDir:
     def write_config(self, config: dict[str, Any]) -> None:
         atomic_write_text(self.config, yaml.safe_dump(jsonable(config), sort_keys=False))
 
-    def write_summary(self, summary: dict[str, Any]) -> None:
-        if summary.get("status") not in STATUSES:
-            raise ValueError(f"summary status {summary.get('status')!r}; allowed: {STATUSES}")
-        atomic_write_json(self.summary, summary)
+    def write_summary(self, summary: RunSummary) -> None:
+        atomic_write_json(self.summary, summary.to_dict())
 
-    def read_summary(self) -> dict[str, Any] | None:
+    def read_summary(self) -> RunSummary | None:
+        """The run's summary; None while there is none, or when it is torn or malformed."""
         try:
-            data: dict[str, Any] = json.loads(self.summary.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+            return RunSummary.from_dict(json.loads(self.summary.read_text()))
+        except (FileNotFoundError, json.JSONDecodeError, SummaryError, TypeError):
             return None
-        return data
 
     def read_metrics(self) -> list[dict[str, Any]]:
         return list(read_metrics(self.metrics))

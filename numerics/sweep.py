@@ -492,8 +492,8 @@ def run_sweep(
     for spec in expansion.runs:
         rd = RunDir(spec.out)
         summary = rd.read_summary() if resume else None
-        if summary is not None and summary.get("status") in ("completed", "diverged"):
-            tally.add(summary["status"])
+        if summary is not None and summary.finished:
+            tally.add(summary.status)
             tally.skipped += 1
             continue
         if rd.summary.exists():  # failed (or unreadable): re-run; the checkpoint stays
@@ -506,7 +506,7 @@ def run_sweep(
     )  # fmt: skip
 
     def on_done(spec: RunSpec, summary: Summary) -> None:
-        tally.add(summary.get("status"))
+        tally.add(summary.status)
         bar.update(1)
         bar.set_postfix(completed=tally.completed, diverged=tally.diverged, failed=tally.failed)
 

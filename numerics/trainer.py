@@ -22,6 +22,17 @@
 6. evaluation every ``eval_every`` steps and at the end; a periodic run is evaluated before and
    after its weights are hard-rounded to the grid; the summary and the final checkpoint.
 
+The code follows that order: ``_build`` makes a ``_Run`` (steps 1-4), ``_loop`` runs the steps
+(``_step`` is one optimizer step), ``_finish`` evaluates and returns the ``RunSummary``.
+
+The checkpoint is the dict of the run's stateful parts, ``{"version", "parts": {name:
+part.state_dict()}}``: the model (whose state includes the cached embedding tables' write-back
+generators), the caster's SR generators, the optimizer (with its own generators and update
+counts), the loss scaler, torch's RNG, the progress (next step, log accumulators, elapsed time,
+resumes), and the periodic regularizer's grid and the telemetry totals when the run has them.
+A new stateful part implements ``state_dict``/``load_state_dict`` and joins ``_Run.parts``. It
+is read with torch's weights-only loader, so a checkpoint file cannot run code.
+
 Ctrl-C (SIGINT) or SIGTERM is noted and acted on at the end of the current step: the checkpoint
 is saved and ``KeyboardInterrupt`` propagates; ``--resume`` continues bit for bit (CPU) as if
 never stopped. A second Ctrl-C stops at once without saving. An exception writes a ``failed``
@@ -31,6 +42,7 @@ summary holding the traceback before it propagates.
 from __future__ import annotations
 
 import math
+import pickle
 import platform
 import resource
 import signal
@@ -38,10 +50,10 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
@@ -61,6 +73,7 @@ from numerics.optim import QuantizedOptimizer
 from numerics.periodic import AmplitudeSchedule, PeriodicRegularizer
 from numerics.recipe import Recipe, recipe_label
 from numerics.rundir import MetricsWriter, RunDir, atomic_torch_save
+from numerics.summary import RunSummary
 from numerics.telemetry import Telemetry
 
 StepHook = Callable[[int], None]
@@ -68,6 +81,10 @@ StepHook = Callable[[int], None]
 
 class RunDirError(RuntimeError):
     """The output folder holds another run, or a run with a different config."""
+
+
+class CheckpointError(RunDirError):
+    """A checkpoint that cannot be resumed: unsafe content, another layout, another run."""
 
 
 def _v(x: Any) -> Any:
@@ -224,18 +241,6 @@ def _periodic(recipe: Recipe, model: nn.Module, steps: int) -> PeriodicRegulariz
     return PeriodicRegularizer.from_spec(model, spec, amplitude=amplitude)
 
 
-def _evaluate(
-    task: tasks.Task, model: nn.Module, data: Dataset, recipe: Recipe, device: torch.device
-) -> dict[str, float]:
-    was = model.training
-    model.eval()
-    try:
-        t = recipe.train
-        return task.evaluate(model, data.test, t.eval_batch_size, t.max_eval_batches, device)
-    finally:
-        model.train(was)
-
-
 def train(
     recipe: Recipe,
     out: str | Path,
@@ -246,7 +251,7 @@ def train(
     rank: int = 0,
     world: int = 1,
     hooks: Sequence[StepHook] = (),
-) -> dict[str, Any]:
+) -> RunSummary:
     """Train ``recipe`` into the run directory ``out``; returns the summary.
 
     ``resume``: continue from ``out``'s checkpoint (start fresh if it has none; return the
@@ -276,18 +281,22 @@ def train(
         raise
     except Exception as exc:
         if main:
-            rd.write_summary(
-                {
-                    "status": "failed",
-                    "task": recipe.task,
-                    "recipe": recipe.source,
-                    "format": recipe.numerics.label(),
-                    "seed": recipe.train.seed,
-                    "error": f"{type(exc).__name__}: {exc}",
-                    "traceback": traceback.format_exc(),
-                }
-            )
+            rd.write_summary(RunSummary.failed(exc, traceback.format_exc(), **header(recipe)))
         raise
+
+
+def header(recipe: Recipe) -> dict[str, Any]:
+    """What ran: the summary fields a run has from its recipe alone, failed or not."""
+    return {
+        "task": recipe.task,
+        "recipe": recipe.source,
+        "label": recipe_label(recipe),
+        "model": recipe.model["name"],
+        "data": recipe.data["name"],
+        "format": recipe.numerics.label(),
+        "numerics": recipe.numerics.to_dict(),
+        "seed": recipe.train.seed,
+    }
 
 
 def _check_same_config(rd: RunDir, config: dict[str, Any]) -> None:
@@ -317,23 +326,137 @@ def _diff(a: Any, b: Any, prefix: str = "") -> set[str]:
     return set() if a == b else {prefix.rstrip(".")}
 
 
-def _train(
-    recipe: Recipe,
-    rd: RunDir,
-    resume: bool,
-    progress: bool | None,
-    device: torch.device,
-    rank: int,
-    world: int,
-    hooks: Sequence[StepHook],
-) -> dict[str, Any]:
-    wall0 = time.perf_counter()
-    main = rank == 0
+# --- the run's stateful parts --------------------------------------------------------------------
+class Stateful(Protocol):
+    """A part of a run that a checkpoint saves and a resume restores."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class Progress:
+    """Where the run is: the next step, the train-log accumulators since the last log line,
+    the seconds spent before this process, and how often it was resumed. The batch of a step
+    is a pure function of (seed, step), so the next step is the data position."""
+
+    next_step: int = 0
+    acc: dict[str, float] = field(default_factory=lambda: {"loss": 0.0, "n": 0, "units": 0})
+    elapsed: float = 0.0
+    resumes: int = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "next_step": self.next_step,
+            "acc": dict(self.acc),
+            "elapsed": self.elapsed,
+            "resumes": self.resumes,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.next_step, self.acc = int(state["next_step"]), dict(state["acc"])
+        self.elapsed, self.resumes = float(state["elapsed"]), int(state["resumes"])
+
+
+class TorchRng:
+    """torch's global CPU generator (dropout, and whatever else draws from it)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"cpu": torch.get_rng_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["cpu"].cpu())
+
+
+CHECKPOINT_VERSION = 2
+
+
+def save_checkpoint(path: Path, parts: dict[str, Stateful]) -> None:
+    """``{"version", "parts": {name: part.state_dict()}}``, written atomically."""
+    state = {name: part.state_dict() for name, part in parts.items()}
+    atomic_torch_save(path, {"version": CHECKPOINT_VERSION, "parts": state})
+
+
+def load_checkpoint(path: Path, parts: dict[str, Stateful], device: torch.device) -> None:
+    """Restore every part from ``path``. The file is read with torch's weights-only loader
+    (tensors and plain data only), so a checkpoint someone else wrote cannot run code."""
+    try:
+        ck = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path}: refused: it holds objects other than tensors and plain data, and "
+            f"checkpoints are loaded weights-only so that loading never runs code ({exc})"
+        ) from None
+    if not isinstance(ck, dict) or ck.get("version") != CHECKPOINT_VERSION:
+        version = ck.get("version", 1) if isinstance(ck, dict) else "?"
+        raise CheckpointError(
+            f"{path}: checkpoint layout version {version}, this numerics reads version "
+            f"{CHECKPOINT_VERSION}; finish the run with the numerics that started it, or "
+            "delete checkpoint.pt to run it again from the start"
+        )
+    saved = ck["parts"]
+    if set(saved) != set(parts):
+        raise CheckpointError(
+            f"{path}: holds parts {sorted(saved)}, the run has {sorted(parts)}; it is not "
+            "this run's checkpoint"
+        )
+    for name, part in parts.items():
+        part.load_state_dict(saved[name])
+
+
+# --- building a run ------------------------------------------------------------------------------
+@dataclass
+class _Run:
+    """Everything one training run holds: built by ``_build``, stepped by ``_loop``."""
+
+    recipe: Recipe
+    task: tasks.Task
+    data: Dataset
+    model: nn.Module
+    net: nn.Module  # the model, or its DDP wrapper
+    opt: torch.optim.Optimizer
+    target_lrs: list[float]
+    schedule: WarmupFactor
+    scaler: LossScaler
+    reg: PeriodicRegularizer | None
+    telemetry: Telemetry | None
+    cached: list[CachedEmbedding]
+    tables: list[nn.Embedding]  # the tables CowClip clips
+    emb_l2: float
+    sampler: BatchSampler
+    steps: int
+    lr_scale: float
+    n_params: int
+    references: dict[str, float | int]
+    device: torch.device
+    rank: int
+    world: int
+    progress: Progress = field(default_factory=Progress)
+
+    def parts(self) -> dict[str, Stateful]:
+        """The checkpoint's parts. The model's state holds the cached tables' generators."""
+        caster = self.model.numerics_caster
+        parts: dict[str, Stateful] = {
+            "model": self.model,
+            "caster": caster,  # type: ignore[dict-item]
+            "optimizer": self.opt,
+            "loss_scale": self.scaler,
+            "rng": TorchRng(),
+            "progress": self.progress,
+        }
+        if self.reg is not None:
+            parts["periodic"] = self.reg
+        if self.telemetry is not None:
+            parts["telemetry"] = self.telemetry
+        return parts
+
+
+def _build(recipe: Recipe, device: torch.device, rank: int, world: int) -> _Run:
     t, log = recipe.train, recipe.logging
     task = tasks.get(recipe.task)
     if t.batch_size % world:
         raise ValueError(f"train.batch_size={t.batch_size} must be divisible by nproc={world}")
-    local_b = t.batch_size // world
 
     # 1. data and model
     torch.manual_seed(t.seed)
@@ -344,7 +467,7 @@ def _train(
     n_params = sum(p.numel() for p in model.parameters())
     # reference values that depend on the validation slice (the language n-gram's bits)
     references: dict[str, float | int] = {}
-    if main and task.reference is not None:
+    if rank == 0 and task.reference is not None:
         references = task.reference(data, t.eval_batch_size, t.max_eval_batches)
 
     # 2. numerics: SR streams seeded from numerics.seed and train.seed
@@ -371,7 +494,6 @@ def _train(
     base_b = t.base_batch_size or t.batch_size
     scale = _lr_scale_factor(t.batch_size, base_b, _v(t.lr_scaling))
     opt, scale, tables = _optimizer(recipe, model, scale)
-    target_lrs = [g["lr"] for g in opt.param_groups]
     start_factor = t.warmup_start_factor
     if start_factor is None:
         start_factor = min(1.0, 1.0 / scale) if t.warmup else 1.0
@@ -384,149 +506,139 @@ def _train(
         t.gamma,
         t.final_factor,
     )
-    scaler = LossScaler(policy.loss_scale)
-    cached = [m for m in model.modules() if isinstance(m, CachedEmbedding)]
-    lb = recipe.large_batch
-    emb_l2 = 0.0
-    if tables:
-        emb_l2 = lb.embedding_l2 * t.batch_size / base_b
+    return _Run(
+        recipe=recipe,
+        task=task,
+        data=data,
+        model=model,
+        net=net,
+        opt=opt,
+        target_lrs=[g["lr"] for g in opt.param_groups],
+        schedule=schedule,
+        scaler=LossScaler(policy.loss_scale),
+        reg=reg,
+        telemetry=telemetry,
+        cached=[m for m in model.modules() if isinstance(m, CachedEmbedding)],
+        tables=tables,
+        emb_l2=recipe.large_batch.embedding_l2 * t.batch_size / base_b if tables else 0.0,
+        sampler=BatchSampler(len(data.train), t.batch_size, t.seed, data.sampling),
+        steps=steps,
+        lr_scale=scale,
+        n_params=n_params,
+        references=references,
+        device=device,
+        rank=rank,
+        world=world,
+    )
 
-    # 5. resume
-    sampler = BatchSampler(len(data.train), t.batch_size, t.seed, data.sampling)
-    start, acc, elapsed, resumes = 0, {"loss": 0.0, "n": 0, "units": 0}, 0.0, 0
+
+# --- training ------------------------------------------------------------------------------------
+def _train(
+    recipe: Recipe,
+    rd: RunDir,
+    resume: bool,
+    progress: bool | None,
+    device: torch.device,
+    rank: int,
+    world: int,
+    hooks: Sequence[StepHook],
+) -> RunSummary:
+    wall0 = time.perf_counter()
+    run = _build(recipe, device, rank, world)
+    main = rank == 0
     if resume and rd.checkpoint.exists():
-        ck = torch.load(rd.checkpoint, map_location=device, weights_only=False)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        scaler.load_state_dict(ck["loss_scale"])
-        model.numerics_caster.load_state_dict(ck["caster"])  # type: ignore[union-attr]
-        torch.set_rng_state(ck["torch_rng"])
-        for m, (gen, n) in zip(cached, ck.get("cached", []), strict=True):
-            m.generator.set_state(gen)
-            m.num_steps = n
-        if reg is not None and ck.get("periodic") is not None:
-            reg._deltas, reg._grid_step = ck["periodic"]
-        if telemetry is not None and ck.get("telemetry") is not None:
-            telemetry.load_state_dict(ck["telemetry"])
-        start, acc, elapsed = ck["next_step"], ck["acc"], ck["elapsed"]
-        resumes = ck.get("resumes", 0) + 1
+        load_checkpoint(rd.checkpoint, run.parts(), device)
+        run.progress.resumes += 1
         if main:
-            rd.truncate_metrics(start)
+            rd.truncate_metrics(run.progress.next_step)
 
-    def save_checkpoint(next_step: int) -> None:
-        if not main:
-            return
-        atomic_torch_save(
-            rd.checkpoint,
-            {
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "loss_scale": scaler.state_dict(),
-                "caster": model.numerics_caster.state_dict(),  # type: ignore[union-attr]
-                "torch_rng": torch.get_rng_state(),
-                "periodic": (reg._deltas, reg._grid_step) if reg is not None else None,
-                "telemetry": telemetry.state_dict() if telemetry is not None else None,
-                "cached": [(m.generator.get_state(), m.num_steps) for m in cached],
-                "next_step": next_step,
-                "acc": dict(acc),
-                "elapsed": elapsed + time.perf_counter() - wall0,
-                "resumes": resumes,
-            },
-        )
+    def checkpoint(next_step: int) -> None:
+        if main:
+            p = run.progress
+            saved = Progress(next_step, dict(p.acc), p.elapsed + time.perf_counter() - wall0)
+            saved.resumes = p.resumes
+            save_checkpoint(rd.checkpoint, {**run.parts(), "progress": saved})
 
     sink = _Sink(rd, recipe, main)
-    show = (log.progress if progress is None else progress) and main
+    show = (recipe.logging.progress if progress is None else progress) and main
     bar = tqdm(
-        total=steps, initial=start, disable=not show, unit="step", dynamic_ncols=True,
-        desc=recipe_label(recipe), mininterval=0.5, file=sys.stderr,
+        total=run.steps, initial=run.progress.next_step, disable=not show, unit="step",
+        dynamic_ncols=True, desc=recipe_label(recipe), mininterval=0.5, file=sys.stderr,
     )  # fmt: skip
+    status, reason, steps_done = _loop(run, sink, bar, checkpoint, hooks, rd)
+    summary = _finish(run, sink, checkpoint, status, reason, steps_done)
+    summary.wall_s = round(run.progress.elapsed + time.perf_counter() - wall0, 3)
+    if main:
+        summary.wandb = sink.logger.mode
+        rd.write_summary(summary)
+    sink.close(summary)
+    return summary
+
+
+def _loop(
+    run: _Run,
+    sink: _Sink,
+    bar: Any,
+    checkpoint: Callable[[int], None],
+    hooks: Sequence[StepHook],
+    rd: RunDir,
+) -> tuple[str, str | None, int]:
+    """The step loop: (status, why it stopped early, the steps done). Ctrl-C or SIGTERM
+    saves the checkpoint at the end of the current step and re-raises KeyboardInterrupt."""
+    t, log, acc = run.recipe.train, run.recipe.logging, run.progress.acc
+    main, rate = run.rank == 0, f"{run.task.unit}_per_s"
     stop = _StopFlag()
     stop.install()
     status, reason = "completed", None
-    step = start
+    step = start = run.progress.next_step
     t_log = time.perf_counter()
     in_step = False
-    rate = f"{task.unit}_per_s"
     try:
-        model.train()
-        for step in range(start, steps):
+        run.model.train()
+        for step in range(start, run.steps):
             in_step = True
-            factor = schedule(step)
-            for g, lr in zip(opt.param_groups, target_lrs, strict=True):
-                g["lr"] = lr * factor
-            if telemetry is not None:
-                telemetry.begin_step(step)
-            idx = sampler.indices(step)
-            batch = {
-                k: v.to(device, non_blocking=True)
-                for k, v in data.train.batch(idx[rank * local_b : (rank + 1) * local_b]).items()
-            }
-            loss = task.loss(net, batch)
-            # one all-reduce carries the loss and the stop flag, so all ranks act alike
-            shared = torch.stack([loss.detach().float().cpu(), torch.tensor(float(stop.requested))])
-            if world > 1:
-                shared = shared.to(device)
-                dist.all_reduce(shared)
-                shared = shared.cpu() / torch.tensor([world, 1.0])
-            loss_v, stop_now = float(shared[0]), bool(shared[1] > 0)
-            if not math.isfinite(loss_v):
-                status, reason = "diverged", f"loss {loss_v} at step {step}"
+            outcome = _step(run, sink, step, stop.requested)
+            if isinstance(outcome, str):
+                status, reason = "diverged", outcome
                 break
-            total = loss + reg.penalty(step) if reg is not None else loss
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(total).backward()
-            finite = scaler.unscale_(opt)
-            if not finite and not scaler.enabled:
-                status, reason = "diverged", f"non-finite gradients at step {step}"
-                break
-            if finite and tables:
-                _cowclip(tables, idx, data, lb, emb_l2)
-            if finite and t.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-            if finite:
-                opt.step()
-                for m in cached:  # int8/int4 rows outside the fp32 cache: SGD, SR write-back
-                    m.step(opt.param_groups[0]["lr"])
-            scaler.update(finite)
-            if telemetry is not None and telemetry.active:
-                sink.emit(step + 1, "telemetry", telemetry.flush())
+            loss_v, units, stop_now = outcome
             acc["loss"] += loss_v
             acc["n"] += 1
-            acc["units"] += task.units(batch) * world
+            acc["units"] += units
             in_step = False
-            last = step == steps - 1
+            last = step == run.steps - 1
             if main and ((step + 1) % log.every == 0 or last):
                 now = time.perf_counter()
                 rec = {
                     "loss": acc["loss"] / acc["n"],
-                    "lr": opt.param_groups[0]["lr"],
+                    "lr": run.opt.param_groups[0]["lr"],
                     rate: acc["units"] / max(now - t_log, 1e-9),
                 }
-                if scaler.enabled:
-                    rec["loss_scale"] = scaler.scale_value
+                if run.scaler.enabled:
+                    rec["loss_scale"] = run.scaler.scale_value
                 sink.emit(step + 1, "train", rec)
                 bar.set_postfix(
-                    {"loss": f"{rec['loss']:.4f}", f"{task.unit}/s": f"{rec[rate]:.0f}"}
+                    {"loss": f"{rec['loss']:.4f}", f"{run.task.unit}/s": f"{rec[rate]:.0f}"}
                 )
                 acc.update(loss=0.0, n=0, units=0)
                 t_log = now
             if t.eval_every and (step + 1) % t.eval_every == 0 and not last and main:
-                sink.emit(step + 1, "eval", _evaluate(task, model, data, recipe, device))
+                sink.emit(step + 1, "eval", _evaluate(run))
             if t.checkpoint_every and (step + 1) % t.checkpoint_every == 0 and not last:
-                save_checkpoint(step + 1)
+                checkpoint(step + 1)
             bar.update(1)
             for hook in hooks:
                 hook(step)
             if stop_now:
                 raise KeyboardInterrupt
         else:
-            step = steps
+            step = run.steps
     except KeyboardInterrupt:
         if not in_step:
-            save_checkpoint(step + 1)
+            checkpoint(step + 1)
             if main:
                 print(
-                    f"\ninterrupted after step {step + 1} of {steps}; checkpoint saved in "
+                    f"\ninterrupted after step {step + 1} of {run.steps}; checkpoint saved in "
                     f"{rd.path}; continue with --resume",
                     file=sys.stderr,
                 )
@@ -538,76 +650,127 @@ def _train(
     finally:
         stop.restore()
         bar.close()
+    return status, reason, step  # step == steps when completed, the failing step's otherwise
 
-    # 6. final evaluation and summary
-    steps_done = step  # steps == total when completed, the failing step's index otherwise
+
+def _step(run: _Run, sink: _Sink, step: int, stop_requested: bool) -> tuple[float, int, bool] | str:
+    """One optimizer step: (the mean loss over ranks, the units it trained on, whether a rank
+    asked to stop), or why the run diverged."""
+    t, opt, scaler, reg = run.recipe.train, run.opt, run.scaler, run.reg
+    factor = run.schedule(step)
+    for g, lr in zip(opt.param_groups, run.target_lrs, strict=True):
+        g["lr"] = lr * factor
+    if run.telemetry is not None:
+        run.telemetry.begin_step(step)
+    idx = run.sampler.indices(step)
+    local_b = t.batch_size // run.world
+    rows = idx[run.rank * local_b : (run.rank + 1) * local_b]
+    batch = {k: v.to(run.device, non_blocking=True) for k, v in run.data.train.batch(rows).items()}
+    loss = run.task.loss(run.net, batch)
+    # one all-reduce carries the loss and the stop flag, so all ranks act alike
+    shared = torch.stack([loss.detach().float().cpu(), torch.tensor(float(stop_requested))])
+    if run.world > 1:
+        shared = shared.to(run.device)
+        dist.all_reduce(shared)
+        shared = shared.cpu() / torch.tensor([run.world, 1.0])
+    loss_v, stop_now = float(shared[0]), bool(shared[1] > 0)
+    if not math.isfinite(loss_v):
+        return f"loss {loss_v} at step {step}"
+    total = loss + reg.penalty(step) if reg is not None else loss
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(total).backward()
+    finite = scaler.unscale_(opt)
+    if not finite and not scaler.enabled:
+        return f"non-finite gradients at step {step}"
+    if finite and run.tables:
+        _cowclip(run.tables, idx, run.data, run.recipe.large_batch, run.emb_l2)
+    if finite and t.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), t.grad_clip)
+    if finite:
+        opt.step()
+        for m in run.cached:  # int8/int4 rows outside the fp32 cache: SGD, SR write-back
+            m.step(opt.param_groups[0]["lr"])
+    scaler.update(finite)
+    if run.telemetry is not None and run.telemetry.active:
+        sink.emit(step + 1, "telemetry", run.telemetry.flush())
+    return loss_v, run.task.units(batch) * run.world, stop_now
+
+
+def _evaluate(run: _Run) -> dict[str, float]:
+    was = run.model.training
+    run.model.eval()
+    try:
+        t = run.recipe.train
+        test = run.data.test
+        return run.task.evaluate(run.model, test, t.eval_batch_size, t.max_eval_batches, run.device)
+    finally:
+        run.model.train(was)
+
+
+def _finish(
+    run: _Run,
+    sink: _Sink,
+    checkpoint: Callable[[int], None],
+    status: str,
+    reason: str | None,
+    steps_done: int,
+) -> RunSummary:
+    """The final evaluation (before and after hardening, for a periodic run), the final
+    checkpoint, and the summary (its wall time and logger mode are the caller's)."""
+    recipe, t, main = run.recipe, run.recipe.train, run.rank == 0
     final: dict[str, float] = {}
     extra: dict[str, Any] = {}
     if main:
         try:
-            final = _evaluate(task, model, data, recipe, device)
+            final = _evaluate(run)
         except Exception as exc:  # a diverged model may not even evaluate
             if status == "completed":
                 raise
             extra["eval_error"] = f"{type(exc).__name__}: {exc}"
-        if reg is not None and status == "completed":
+        if run.reg is not None and status == "completed":
             extra["metrics_before_hardening"] = final
-            distance = reg.distance()  # mean |w - nearest level| / step, before rounding
-            report = reg.harden_()
+            distance = run.reg.distance()  # mean |w - nearest level| / step, before rounding
+            report = run.reg.harden_()
             extra["hardening"] = {
                 "bits": report.bits,
                 "max_change_steps": report.max_change_steps,
                 "mean_distance_steps": distance,
             }
-            final = _evaluate(task, model, data, recipe, device)
+            final = _evaluate(run)
         sink.emit(steps_done, "eval", final)
-    save_checkpoint(steps_done if status != "completed" else steps)
-    wall = elapsed + time.perf_counter() - wall0
-    summary: dict[str, Any] = {
-        "status": status,
-        "task": recipe.task,
-        "recipe": recipe.source,
-        "label": recipe_label(recipe),
-        "model": recipe.model["name"],
-        "data": recipe.data["name"],
-        "format": recipe.numerics.label(),
-        "numerics": recipe.numerics.to_dict(),
-        "seed": t.seed,
-        "metrics": final,
-        "primary_metric": task.primary,
-        "steps": steps_done,
-        "total_steps": steps,
-        "batch_size": t.batch_size,
-        "lr": t.lr * scale,
-        "wall_s": round(wall, 3),
-        "peak_memory_mb": round(_peak_memory_mb(device), 1),
-        "parameters": n_params,
-        "device": str(device),
-        "nproc": world,
-        "resumes": resumes,
-        "skipped_steps": scaler.skipped,
-        "cancelled_update_fraction": getattr(opt, "cancelled_fraction", None),
-        "telemetry": telemetry.totals() if telemetry is not None else None,
-        "embedding_bytes": (emb_bytes := _embedding_bytes(model))["total"],
-        "embedding_bytes_parts": emb_bytes,
-        "embedding_fraction_of_fp32": emb_bytes["total"] / emb_bytes["fp32_table"]
+    checkpoint(steps_done if status != "completed" else run.steps)
+    emb_bytes = _embedding_bytes(run.model)
+    return RunSummary(
+        status=status,  # type: ignore[arg-type]
+        **header(recipe),
+        metrics=final,
+        primary_metric=run.task.primary,
+        steps=steps_done,
+        total_steps=run.steps,
+        batch_size=t.batch_size,
+        lr=t.lr * run.lr_scale,
+        peak_memory_mb=round(_peak_memory_mb(run.device), 1),
+        parameters=run.n_params,
+        device=str(run.device),
+        nproc=run.world,
+        resumes=run.progress.resumes,
+        skipped_steps=run.scaler.skipped,
+        cancelled_update_fraction=getattr(run.opt, "cancelled_fraction", None),
+        telemetry=run.telemetry.totals() if run.telemetry is not None else None,
+        embedding_bytes=emb_bytes["total"],
+        embedding_bytes_parts=emb_bytes,
+        embedding_fraction_of_fp32=emb_bytes["total"] / emb_bytes["fp32_table"]
         if emb_bytes["fp32_table"]
         else None,
-        "data_info": {
-            **{k: v for k, v in data.info.items() if not isinstance(v, list | dict)},
-            **references,
+        data_info={
+            **{k: v for k, v in run.data.info.items() if not isinstance(v, list | dict)},
+            **run.references,
         },
-        "torch": torch.__version__,
-        "python": platform.python_version(),
+        torch=torch.__version__,
+        python=platform.python_version(),
+        reason=reason,
         **extra,
-    }
-    if reason is not None:
-        summary["reason"] = reason
-    if main:
-        summary["wandb"] = sink.logger.mode
-        rd.write_summary(summary)
-    sink.close(summary)
-    return summary
+    )
 
 
 class _Sink:
@@ -641,10 +804,10 @@ class _Sink:
             self.writer.close()
         self.logger.finish(status)
 
-    def close(self, summary: dict[str, Any]) -> None:
+    def close(self, summary: RunSummary) -> None:
         if self.writer is not None:
-            self.logger.summary(summary)
-        self.finish(summary["status"])
+            self.logger.summary(summary.to_dict())
+        self.finish(summary.status)
 
 
 def _embedding_bytes(model: nn.Module) -> dict[str, int]:

@@ -16,7 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-Summary = dict[str, Any]
+from numerics.summary import RunSummary
+
+Summary = RunSummary
 
 
 @dataclass(frozen=True)
@@ -49,13 +51,8 @@ def run_one(spec: RunSpec, threads: int | None = None) -> Summary:
         raise
     except BaseException as exc:  # MemoryError, SystemExit from a library, ...
         summary = RunDir(spec.out).read_summary()
-        if summary is None or summary.get("status") != "failed":
-            summary = {
-                "status": "failed",
-                "run_id": spec.run_id,
-                "error": f"{type(exc).__name__}: {exc}",
-                "traceback": traceback.format_exc(),
-            }
+        if summary is None or summary.status != "failed":
+            summary = RunSummary.failed(exc, traceback.format_exc(), run_id=spec.run_id)
             RunDir(spec.out).write_summary(summary)
         return summary
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from numerics.executors.base import RunSpec, Summary, default_threads, run_one
+from numerics.summary import RunSummary
 
 RunFn = Callable[[RunSpec, "int | None"], Summary]
 
@@ -72,15 +73,13 @@ def _how_it_died(procs: Sequence[Any]) -> str:
 
 def record_failure(spec: RunSpec, error: str, reason: str, trace: str = "") -> Summary:
     """The run's own final summary if it wrote one, else a ``failed`` one written for it."""
-    from numerics.rundir import STATUSES, RunDir
+    from numerics.rundir import RunDir
 
     rd = RunDir(spec.out)
     summary = rd.read_summary()
-    if summary is not None and summary.get("status") in STATUSES:
+    if summary is not None:
         return summary
-    summary = {"status": "failed", "run_id": spec.run_id, "error": error, "reason": reason}
-    if trace:
-        summary["traceback"] = trace
+    summary = RunSummary.failed(error, trace, run_id=spec.run_id, reason=reason)
     rd.write_summary(summary)
     return summary
 

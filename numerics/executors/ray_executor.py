@@ -44,6 +44,7 @@ import ray.exceptions as rex
 
 from numerics.executors.base import RunSpec, Summary, run_one
 from numerics.executors.local import record_failure
+from numerics.summary import RunSummary
 
 RunFn = Callable[[RunSpec, "int | None"], Summary]
 
@@ -163,7 +164,7 @@ class RayExecutor:
             head = str(exc).strip().splitlines()
             error = f"{type(exc).__name__}: {head[0] if head else ''}"
             return record_failure(spec, error, reason, trace=str(exc))
-        if not isinstance(summary, dict):
+        if not isinstance(summary, RunSummary):
             return record_failure(
                 spec, f"TypeError: the task returned {type(summary).__name__}", "not a summary"
             )

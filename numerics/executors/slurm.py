@@ -45,6 +45,7 @@ from submitit.core.utils import FailedJobError
 
 from numerics.executors.base import RunSpec, Summary, run_one
 from numerics.executors.local import record_failure
+from numerics.summary import RunSummary
 
 RunFn = Callable[[RunSpec, "int | None"], Summary]
 CLUSTERS = (None, "slurm", "local", "debug")
@@ -173,7 +174,7 @@ class SlurmExecutor:
                     f"memory, or could not start (log: {job.paths.stderr})"
                 )
             return record_failure(spec, error, reason, trace=str(exc))
-        if not isinstance(summary, dict):
+        if not isinstance(summary, RunSummary):
             return record_failure(
                 spec, f"TypeError: {where} returned {type(summary).__name__}", "not a summary"
             )

@@ -10,6 +10,7 @@ import yaml
 
 from numerics import rundir
 from numerics.rundir import MetricsWriter, RunDir
+from numerics.summary import SCHEMA_VERSION, RunSummary
 
 
 def test_atomic_write_replaces_and_leaves_no_temporary(tmp_path: Path) -> None:
@@ -62,10 +63,16 @@ def test_torn_last_line_is_skipped_and_truncate_drops_later_steps(tmp_path: Path
 def test_summary_status_is_checked_and_config_is_yaml(tmp_path: Path) -> None:
     rd = RunDir(tmp_path)
     with pytest.raises(ValueError, match="completed"):
-        rd.write_summary({"status": "done"})
+        RunSummary(status="done")  # type: ignore[arg-type]
     assert rd.read_summary() is None
-    rd.write_summary({"status": "diverged", "metrics": {"auc": math.nan}})
-    assert rd.read_summary() == {"status": "diverged", "metrics": {"auc": "nan"}}
+    rd.write_summary(RunSummary(status="diverged", metrics={"auc": math.nan}))
+    on_disk = json.loads(rd.summary.read_text())
+    assert on_disk["status"] == "diverged" and on_disk["metrics"] == {"auc": "nan"}
+    assert on_disk["schema_version"] == SCHEMA_VERSION
+    back = rd.read_summary()
+    assert back is not None and back.status == "diverged" and back.metrics == {"auc": "nan"}
+    rd.summary.write_text('{"status": "done"}')  # malformed: not a run summary
+    assert rd.read_summary() is None
     rd.write_config({"train": {"betas": (0.9, 0.99)}})
     assert yaml.safe_load(rd.config.read_text()) == {"train": {"betas": [0.9, 0.99]}}
 

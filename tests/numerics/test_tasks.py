@@ -73,7 +73,7 @@ def test_a_language_run_reports_the_reference_beside_the_unigram_entropy(
             "logging": {"progress": False},
         }
     )  # fmt: skip
-    info = train(rec, tmp_path / "run")["data_info"]
+    info = train(rec, tmp_path / "run").data_info
     data = DATASETS.get("textfile")(seed=0, path=str(corpus), block_size=32)
     ref = tasks.TASKS[tasks.TaskName.LANGUAGE].reference
     assert ref is not None

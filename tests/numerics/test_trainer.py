@@ -14,7 +14,7 @@ import yaml
 from numerics import recipe as recipes
 from numerics.data.base import Sampling
 from numerics.rundir import RunDir
-from numerics.trainer import BatchSampler, RunDirError, train
+from numerics.trainer import BatchSampler, CheckpointError, RunDirError, train
 
 
 def make(overrides: dict[str, Any] | None = None, **train_keys: Any) -> recipes.Recipe:
@@ -31,7 +31,8 @@ def make(overrides: dict[str, Any] | None = None, **train_keys: Any) -> recipes.
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run / "checkpoint.pt", weights_only=False)["model"]  # type: ignore[no-any-return]
+    ck = torch.load(run / "checkpoint.pt", weights_only=True)
+    return ck["parts"]["model"]  # type: ignore[no-any-return]
 
 
 # --- batches ----------------------------------------------------------------------------------
@@ -61,7 +62,7 @@ def test_run_directory_contract(tmp_path: Path) -> None:
     s = train(r, tmp_path / "run")
     rd = RunDir(tmp_path / "run")
     on_disk = json.loads(rd.summary.read_text())
-    assert on_disk == json.loads(json.dumps(s))
+    assert on_disk == json.loads(json.dumps(s.to_dict()))
     for key in ("status", "task", "recipe", "format", "numerics", "seed", "metrics", "steps",
                 "wall_s", "peak_memory_mb"):  # fmt: skip
         assert key in on_disk, key
@@ -96,7 +97,7 @@ def test_final_accuracy_is_the_model_s_accuracy_on_the_test_split(tmp_path: Path
     with torch.no_grad():
         pred = model(data.test.tensors["x"]).argmax(-1)
     expect = int((pred == data.test.tensors["y"]).sum()) / len(pred)
-    assert s["metrics"]["accuracy"] == pytest.approx(expect, abs=1e-9)
+    assert s.metrics["accuracy"] == pytest.approx(expect, abs=1e-9)
 
 
 def test_a_folder_holding_a_run_is_refused_and_a_changed_config_cannot_resume(
@@ -110,7 +111,7 @@ def test_a_folder_holding_a_run_is_refused_and_a_changed_config_cannot_resume(
         train(make(lr=0.1), tmp_path, resume=True)
     assert (tmp_path / "summary.json").read_text() == before  # nothing lost
     # resuming a finished run returns its summary
-    assert train(make(), tmp_path, resume=True) == json.loads(before)
+    assert train(make(), tmp_path, resume=True).to_dict() == json.loads(before)
 
 
 # --- resume -----------------------------------------------------------------------------------
@@ -143,16 +144,20 @@ def test_resume_equals_an_uninterrupted_run(tmp_path: Path, numerics: dict[str, 
         train(r, tmp_path / "cut", hooks=[_interrupt_at(6)])
     rd = RunDir(tmp_path / "cut")
     assert rd.read_summary() is None  # no summary for an unfinished run
-    assert torch.load(rd.checkpoint, weights_only=False)["next_step"] == 7
+    ck = torch.load(rd.checkpoint, weights_only=True)  # plain data only
+    assert ck["version"] == 2
+    # the checkpoint is the dict of the run's stateful parts (telemetry, periodic: when used)
+    assert set(ck["parts"]) == {"model", "caster", "optimizer", "loss_scale", "rng", "progress"}
+    assert ck["parts"]["progress"]["next_step"] == 7
     resumed = train(r, tmp_path / "cut", resume=True)
-    assert resumed["metrics"] == full["metrics"]
-    assert resumed["resumes"] == 1
+    assert resumed.metrics == full.metrics
+    assert resumed.resumes == 1
     # the cancelled-update count is part of the optimizer's state: resumed, it is the same
-    assert resumed["cancelled_update_fraction"] == full["cancelled_update_fraction"]
+    assert resumed.cancelled_update_fraction == full.cancelled_update_fraction
     if numerics.get("master_weights") is False:
-        assert 0.0 < full["cancelled_update_fraction"] < 1.0
+        assert 0.0 < full.cancelled_update_fraction < 1.0
     else:
-        assert full["cancelled_update_fraction"] is None
+        assert full.cancelled_update_fraction is None
     wf, wc = weights(tmp_path / "full"), weights(tmp_path / "cut")
     assert all(torch.equal(wf[k], wc[k]) for k in wf)  # bit for bit
 
@@ -167,9 +172,9 @@ def test_resume_equals_an_uninterrupted_run(tmp_path: Path, numerics: dict[str, 
 def test_a_diverging_run_is_reported_as_diverged(tmp_path: Path) -> None:
     r = make(lr=1e6, momentum=0.0)
     s = train(r, tmp_path)
-    assert s["status"] == "diverged"
-    assert s["steps"] < 12 and "reason" in s
-    assert RunDir(tmp_path).read_summary()["status"] == "diverged"  # type: ignore[index]
+    assert s.status == "diverged"
+    assert s.steps < 12 and s.reason is not None
+    assert RunDir(tmp_path).read_summary().status == "diverged"  # type: ignore[union-attr]
 
 
 def test_a_failing_run_writes_a_failed_summary_with_its_traceback(
@@ -189,8 +194,8 @@ def test_a_failing_run_writes_a_failed_summary_with_its_traceback(
     with pytest.raises(RuntimeError, match="planted failure"):
         train(make(), tmp_path)
     s = RunDir(tmp_path).read_summary()
-    assert s is not None and s["status"] == "failed"
-    assert "planted failure" in s["error"] and "Traceback" in s["traceback"]
+    assert s is not None and s.status == "failed"
+    assert "planted failure" in s.error and "Traceback" in s.traceback
 
 
 # --- numerics features through the loop -------------------------------------------------------
@@ -200,11 +205,11 @@ def test_periodic_format_hardens_weights_onto_the_grid(tmp_path: Path) -> None:
          "periodic": {"lambda_max": 1e-3, "start_fraction": 0.5}}
     )  # fmt: skip
     s = train(r, tmp_path)
-    assert s["status"] == "completed" and "metrics_before_hardening" in s
+    assert s.status == "completed" and s.metrics_before_hardening is not None
     # the mean distance to the grid before rounding, in grid steps: between 0 (on the grid)
     # and 0.5 (every weight halfway), and at most the largest change the rounding made
-    d = s["hardening"]["mean_distance_steps"]
-    assert 0.0 <= d <= 0.5 and d <= s["hardening"]["max_change_steps"] + 1e-9
+    d = s.hardening["mean_distance_steps"]
+    assert 0.0 <= d <= 0.5 and d <= s.hardening["max_change_steps"] + 1e-9
     w = weights(tmp_path)
     for name in ("net.0.weight", "net.2.weight") if "net.0.weight" in w else []:
         assert torch.unique(w[name]).numel() <= 7  # 2**3 - 1 levels
@@ -217,7 +222,7 @@ def test_periodic_format_hardens_weights_onto_the_grid(tmp_path: Path) -> None:
 def test_dynamic_loss_scaling_is_logged(tmp_path: Path) -> None:
     r = make({"numerics": {"format": "fp16", "loss_scale": "dynamic"}})
     s = train(r, tmp_path)
-    assert s["status"] == "completed"
+    assert s.status == "completed"
     scales = [x["value"] for x in RunDir(tmp_path).read_metrics() if x["name"] == "loss_scale"]
     assert scales and scales[0] == 65536.0
 
@@ -231,10 +236,10 @@ def test_telemetry_is_logged_every_n_steps(tmp_path: Path) -> None:
     # the summary pools each role over the logged steps: the count-weighted mean of the layers'
     # per-step fractions (each step's cast counts are the same, so weights are the counts)
     s = RunDir(tmp_path).read_summary()
-    assert s is not None and set(s["telemetry"]) >= {"weights", "activations", "errors"}
+    assert s is not None and set(s.telemetry) >= {"weights", "activations", "errors"}
     under = [x["value"] for x in tel if x["name"].endswith("/errors/underflow")]
-    assert min(under) <= s["telemetry"]["errors"]["underflow"] <= max(under)
-    assert s["telemetry"]["errors"]["underflow"] > 0  # fp8_e4m3 errors do underflow
+    assert min(under) <= s.telemetry["errors"]["underflow"] <= max(under)
+    assert s.telemetry["errors"]["underflow"] > 0  # fp8_e4m3 errors do underflow
 
 
 def test_config_yaml_records_resolved_overrides(tmp_path: Path) -> None:
@@ -242,7 +247,7 @@ def test_config_yaml_records_resolved_overrides(tmp_path: Path) -> None:
     src.write_text(yaml.safe_dump(make().to_dict()))
     r = recipes.load(src, ["numerics.format=mxfp8_e4m3", "train.seed=2"])
     s = train(r, tmp_path / "run")
-    assert s["format"].startswith("mxfp8_e4m3") and s["seed"] == 2
+    assert s.format.startswith("mxfp8_e4m3") and s.seed == 2
     cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert cfg["numerics"]["format"] == "mxfp8_e4m3" and cfg["train"]["seed"] == 2
 
@@ -255,11 +260,11 @@ def test_two_processes_train_like_one_with_the_whole_batch(tmp_path: Path) -> No
     r = make({"model": {"dropout": 0.0}}, steps=6)
     one = train(r, tmp_path / "one")
     two = train_parallel(r, tmp_path / "two", nproc=2, progress=False)
-    assert two["status"] == "completed" and two["nproc"] == 2
+    assert two.status == "completed" and two.nproc == 2
     w1, w2 = weights(tmp_path / "one"), weights(tmp_path / "two")
     for k in w1:
         torch.testing.assert_close(w1[k], w2[k], rtol=1e-5, atol=1e-6)
-    assert two["metrics"]["accuracy"] == pytest.approx(one["metrics"]["accuracy"], abs=0.01)
+    assert two.metrics["accuracy"] == pytest.approx(one.metrics["accuracy"], abs=0.01)
 
 
 def test_wandb_offline_run_holds_the_run_s_metrics(
@@ -275,7 +280,7 @@ def test_wandb_offline_run_holds_the_run_s_metrics(
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
     s = train(make({"logging": {"wandb": "online"}}, steps=6), tmp_path / "sweep" / "run")
-    assert s["wandb"] == "offline"  # no credentials: downgraded, not stuck at a prompt
+    assert s.wandb == "offline"  # no credentials: downgraded, not stuck at a prompt
     runs = list((tmp_path / "sweep" / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     exe = shutil.which("wandb", path=str(Path(sys.executable).parent))
@@ -286,7 +291,7 @@ def test_wandb_offline_run_holds_the_run_s_metrics(
     )  # fmt: skip
     back = _json.loads(out.stdout)
     summary = back.get("summary", back)
-    assert summary["eval/accuracy"] == pytest.approx(s["metrics"]["accuracy"])
+    assert summary["eval/accuracy"] == pytest.approx(s.metrics["accuracy"])
     assert summary["status"] == "completed"
 
 
@@ -308,15 +313,61 @@ def test_resume_with_an_int4_embedding_cache_is_exact(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         train(r, tmp_path / "cut", hooks=[_interrupt_at(4)])
     resumed = train(r, tmp_path / "cut", resume=True)
-    assert resumed["metrics"] == full["metrics"]
+    assert resumed.metrics == full.metrics
     wf, wc = weights(tmp_path / "full"), weights(tmp_path / "cut")
     assert any(k.endswith("codes") for k in wf)
-    assert all(torch.equal(wf[k], wc[k]) for k in wf)
+    assert all(torch.equal(wf[k], wc[k]) for k in wf if not k.endswith("_extra_state"))
+    # each cached table's write-back generator and step count, in the model's state
+    extra = [k for k in wf if k.endswith("_extra_state")]
+    assert len(extra) == 26
+    for k in extra:
+        assert wf[k]["num_steps"] == wc[k]["num_steps"] == 8
+        assert torch.equal(wf[k]["generator"], wc[k]["generator"])
     # 26 tables of 50 rows x 16: int4 codes (8 bytes a row), a 4-byte scale and an 8-byte use
     # count per row; 5 cached fp32 rows with their id and slot (two int64)
-    assert full["embedding_bytes"] == 26 * (50 * (8 + 4 + 8) + 5 * (16 * 4 + 2 * 8))
-    parts = full["embedding_bytes_parts"]
-    assert parts == {"total": full["embedding_bytes"], "fp32_table": 26 * 50 * 16 * 4,
+    assert full.embedding_bytes == 26 * (50 * (8 + 4 + 8) + 5 * (16 * 4 + 2 * 8))
+    parts = full.embedding_bytes_parts
+    assert parts == {"total": full.embedding_bytes, "fp32_table": 26 * 50 * 16 * 4,
                      "codes": 26 * 50 * 8, "scales": 26 * 50 * 4, "counters": 26 * 50 * 8,
                      "cache_rows": 26 * 5 * 16 * 4, "cache_index": 26 * 5 * 16}  # fmt: skip
-    assert full["embedding_fraction_of_fp32"] == full["embedding_bytes"] / (26 * 50 * 64)
+    assert full.embedding_fraction_of_fp32 == full.embedding_bytes / (26 * 50 * 64)
+
+
+class _Planted:
+    """Pickles as a call of Path.touch: loading it with the full unpickler would run it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_carrying_code_is_refused_unrun(tmp_path: Path) -> None:
+    r = make(checkpoint_every=4)
+    with pytest.raises(KeyboardInterrupt):
+        train(r, tmp_path / "run", hooks=[_interrupt_at(5)])
+    ck_path = tmp_path / "run" / "checkpoint.pt"
+    ck = torch.load(ck_path, weights_only=True)
+    marker = tmp_path / "ran"
+    ck["parts"]["progress"]["acc"] = _Planted(marker)
+    torch.save(ck, ck_path)
+    with pytest.raises(CheckpointError, match=r"refused.*weights-only"):
+        train(r, tmp_path / "run", resume=True)
+    assert not marker.exists()  # the planted call never ran
+    assert RunDir(tmp_path / "run").read_summary() is None  # no failed summary over the run
+
+
+def test_a_checkpoint_of_another_layout_or_run_is_refused(tmp_path: Path) -> None:
+    r = make(checkpoint_every=4)
+    with pytest.raises(KeyboardInterrupt):
+        train(r, tmp_path / "run", hooks=[_interrupt_at(5)])
+    ck_path = tmp_path / "run" / "checkpoint.pt"
+    ck = torch.load(ck_path, weights_only=True)
+    torch.save({"model": ck["parts"]["model"], "next_step": 5}, ck_path)  # the old flat layout
+    with pytest.raises(CheckpointError, match=r"layout version 1.*reads version 2"):
+        train(r, tmp_path / "run", resume=True)
+    del ck["parts"]["loss_scale"]
+    torch.save(ck, ck_path)
+    with pytest.raises(CheckpointError, match="not this run's checkpoint"):
+        train(r, tmp_path / "run", resume=True)

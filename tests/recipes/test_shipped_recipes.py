@@ -36,8 +36,8 @@ def test_recipe_trains_two_steps(path: Path, tmp_path: Path) -> None:
     data = recipes.load(path).data["name"]
     rec = recipes.load(path, small_overrides(data, tmp_path))
     s = train(rec, tmp_path / "run")
-    assert s["status"] == "completed", s.get("reason")
-    assert s["steps"] == 2
-    assert s["task"] == rec.task and s["metrics"]
+    assert s.status == "completed", s.reason
+    assert s.steps == 2
+    assert s.task == rec.task and s.metrics
     assert (tmp_path / "run" / "summary.json").exists()
     assert (tmp_path / "run" / "config.yaml").exists()

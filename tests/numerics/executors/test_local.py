@@ -20,6 +20,7 @@ import pytest
 
 from numerics.executors.base import RunSpec, Summary, default_threads
 from numerics.executors.local import LocalExecutor
+from numerics.summary import RunSummary
 from tests.smallrun import collect
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -37,7 +38,7 @@ def fake_run(spec: RunSpec, threads: int | None) -> Summary:
     if how == "raise":
         raise RuntimeError("not a run_one: raised")
     time.sleep(spec.params.get("sleep", 0.3))
-    return {"status": "completed", "pid": os.getpid(), "threads": threads}
+    return RunSummary(status="completed", extra={"pid": os.getpid(), "threads": threads})
 
 
 def sleeper(spec: RunSpec, threads: int | None) -> Summary:
@@ -51,7 +52,7 @@ def sleeper(spec: RunSpec, threads: int | None) -> Summary:
     except KeyboardInterrupt:
         (out / "stopped").write_text("saved a checkpoint")
         raise
-    return {"status": "completed"}
+    return RunSummary(status="completed")
 
 
 def specs(tmp_path: Path, params: list[dict[str, Any]]) -> list[RunSpec]:
@@ -63,9 +64,9 @@ def test_runs_every_spec_across_worker_processes(tmp_path: Path) -> None:
     assert ex.threads == default_threads(2) == max(1, (os.cpu_count() or 1) // 2)
     done = collect(ex, specs(tmp_path, [{"sleep": 0.5}] * 4))
     assert sorted(done) == ["r0", "r1", "r2", "r3"]
-    pids = {s["pid"] for s in done.values()}
+    pids = {s.extra["pid"] for s in done.values()}
     assert len(pids) == 2 and os.getpid() not in pids  # two workers, neither this process
-    assert {s["threads"] for s in done.values()} == {ex.threads}
+    assert {s.extra["threads"] for s in done.values()} == {ex.threads}
 
 
 def test_a_dead_worker_fails_only_its_own_run(tmp_path: Path) -> None:
@@ -76,10 +77,10 @@ def test_a_dead_worker_fails_only_its_own_run(tmp_path: Path) -> None:
     done = collect(LocalExecutor(jobs=2, fn=fake_run), runs)
     assert sorted(done) == ["r0", "r1", "r2", "r3", "r4"]  # the sweep went on
     killed = json.loads((tmp_path / "r0" / "summary.json").read_text())
-    assert done["r0"] == killed and killed["status"] == "failed"
+    assert done["r0"].to_dict() == killed and killed["status"] == "failed"
     assert "SIGKILL" in killed["reason"] and "BrokenProcessPool" in killed["error"]
-    assert done["r1"]["status"] == done["r4"]["status"] == "completed"  # the neighbour lived
-    assert done["r2"] == {"status": "diverged"}  # it wrote its own summary: kept
+    assert done["r1"].status == done["r4"].status == "completed"  # the neighbour lived
+    assert done["r2"].status == "diverged"  # it wrote its own summary: kept
     raised = json.loads((tmp_path / "r3" / "summary.json").read_text())
     assert raised["status"] == "failed" and "RuntimeError: not a run_one" in raised["error"]
     assert "Traceback" in raised["traceback"]
@@ -90,7 +91,7 @@ def test_one_job_runs_in_this_process(tmp_path: Path) -> None:
 
     before = torch.get_num_threads()
     done = collect(LocalExecutor(jobs=1, threads=1, fn=fake_run), specs(tmp_path, [{}, {}]))
-    assert [s["pid"] for s in done.values()] == [os.getpid()] * 2
+    assert [s.extra["pid"] for s in done.values()] == [os.getpid()] * 2
     assert torch.get_num_threads() == before
 
 

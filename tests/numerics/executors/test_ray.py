@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 
 from numerics.executors.base import RunSpec, Summary, run_one
+from numerics.summary import RunSummary
 
 ray = pytest.importorskip("ray")
 
@@ -131,7 +132,7 @@ def test_two_runs_train_on_the_cluster(cluster: str, tmp_path: Path) -> None:
     assert sorted(done) == ["r0", "r1"]
     for spec in specs:
         on_disk = json.loads((Path(spec.out) / "summary.json").read_text())
-        assert done[spec.run_id]["status"] == on_disk["status"] == "completed"
+        assert done[spec.run_id].status == on_disk["status"] == "completed"
         assert on_disk["steps"] == 3
         assert (Path(spec.out) / "config.yaml").is_file()
         assert (Path(spec.out) / "metrics.jsonl").stat().st_size > 0
@@ -149,7 +150,7 @@ def test_runs_spread_over_both_nodes_and_a_crashed_worker_fails_only_its_run(
         if spec.run_id == "crash":
             os._exit(3)  # the worker process dies: nothing run_one could catch
         time.sleep(3.0)  # long enough that both runs are in flight together
-        return {"status": "completed", "threads": threads}
+        return RunSummary(status="completed", extra={"threads": threads})
 
     specs = [RunSpec(r, str(tmp_path / r), {}) for r in ("crash", "ok")]
     ray.init(address=cluster)  # a session the caller opened stays open
@@ -160,9 +161,11 @@ def test_runs_spread_over_both_nodes_and_a_crashed_worker_fails_only_its_run(
         assert ray.is_initialized()
     finally:
         ray.shutdown()
-    assert done["ok"] == {"status": "completed", "threads": 1}  # threads = CPUs per run
+    assert done["ok"].status == "completed" and done["ok"].extra == {
+        "threads": 1
+    }  # threads = CPUs per run
     failed = json.loads((tmp_path / "crash" / "summary.json").read_text())
-    assert done["crash"] == failed
+    assert done["crash"].to_dict() == failed
     assert failed["status"] == "failed" and failed["run_id"] == "crash"
     assert failed["error"].startswith("WorkerCrashedError")
     attempts = [(tmp_path / r / "attempts").read_text().split() for r in ("crash", "ok")]
@@ -179,7 +182,7 @@ def test_ctrl_c_cancels_the_running_task(cluster: str, tmp_path: Path) -> None:
             for _ in range(200):  # 20 s in short steps, like a training loop: ray.cancel's
                 time.sleep(0.1)  # KeyboardInterrupt lands between bytecodes, not in a sleep
             (out / "finished").touch()
-            return {"status": "completed"}
+            return RunSummary(status="completed")
         started = out.parent / "long" / "started"
         for _ in range(200):  # finish only once the long run is running
             if started.exists():

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from numerics.executors.base import RunSpec, Summary
+from numerics.summary import RunSummary
 
 pytest.importorskip("submitit")
 
@@ -42,7 +43,7 @@ def test_local_jobs_train_two_runs(tmp_path: Path) -> None:
     assert sorted(done) == ["r0", "r1"]
     for spec in specs:
         on_disk = json.loads((Path(spec.out) / "summary.json").read_text())
-        assert done[spec.run_id]["status"] == on_disk["status"] == "completed"
+        assert done[spec.run_id].status == on_disk["status"] == "completed"
         assert on_disk["steps"] == 3
         assert (Path(spec.out) / "metrics.jsonl").stat().st_size > 0
     assert len(list((tmp_path / "jobs").glob("*_result.pkl"))) == 2  # one submitit job each
@@ -53,15 +54,15 @@ def test_a_killed_job_fails_only_its_run(tmp_path: Path) -> None:
         if spec.run_id == "die":
             os._exit(3)  # the job's process dies: nothing run_one could catch
         time.sleep(1.0)
-        return {"status": "completed", "threads": threads, "pid": os.getpid()}
+        return RunSummary(status="completed", extra={"threads": threads, "pid": os.getpid()})
 
     specs = [RunSpec(r, str(tmp_path / r), {}) for r in ("die", "ok")]
     ex = SlurmExecutor(str(tmp_path / "jobs"), threads=2, cluster="local", fn=stand_in)
     done = collect(ex, specs)
-    assert done["ok"]["status"] == "completed" and done["ok"]["threads"] == 2
-    assert done["ok"]["pid"] != os.getpid()  # ran in a job process
+    assert done["ok"].status == "completed" and done["ok"].extra["threads"] == 2
+    assert done["ok"].extra["pid"] != os.getpid()  # ran in a job process
     failed = json.loads((tmp_path / "die" / "summary.json").read_text())
-    assert done["die"] == failed
+    assert done["die"].to_dict() == failed
     assert failed["status"] == "failed" and failed["run_id"] == "die"
     assert failed["error"].startswith("JobDied") and "log.err" in failed["reason"]
 
@@ -70,11 +71,11 @@ def test_local_jobs_at_most_jobs_at_a_time(tmp_path: Path) -> None:
     def stand_in(spec: RunSpec, threads: int | None) -> Summary:
         t0 = time.time()
         time.sleep(0.3)
-        return {"status": "completed", "span": [t0, time.time()]}
+        return RunSummary(status="completed", extra={"span": [t0, time.time()]})
 
     specs = [RunSpec(f"r{i}", str(tmp_path / f"r{i}"), {}) for i in range(2)]
     ex = SlurmExecutor(str(tmp_path / "jobs"), jobs=1, cluster="local", fn=stand_in)
-    first, second = sorted(s["span"] for s in collect(ex, specs).values())
+    first, second = sorted(s.extra["span"] for s in collect(ex, specs).values())
     assert first[1] <= second[0]  # the second job started after the first ended
 
 
@@ -93,7 +94,7 @@ def test_ctrl_c_cancels_the_running_job(tmp_path: Path) -> None:
                 if pid.exists():
                     break
                 time.sleep(0.1)
-        return {"status": "completed"}
+        return RunSummary(status="completed")
 
     specs = [RunSpec(r, str(tmp_path / r), {}) for r in ("long", "short")]
     seen: list[str] = []
@@ -117,13 +118,13 @@ def test_ctrl_c_cancels_the_running_job(tmp_path: Path) -> None:
 
 def test_debug_cluster_runs_in_this_process(tmp_path: Path) -> None:
     def stand_in(spec: RunSpec, threads: int | None) -> Summary:
-        return {"status": "completed", "pid": os.getpid(), "threads": threads}
+        return RunSummary(status="completed", extra={"pid": os.getpid(), "threads": threads})
 
     specs = [RunSpec(f"r{i}", str(tmp_path / f"r{i}"), {}) for i in range(2)]
     ex = SlurmExecutor(str(tmp_path / "jobs"), cluster="debug", cpus_per_task=3, fn=stand_in)
     done = collect(ex, specs)
-    assert [s["pid"] for s in done.values()] == [os.getpid()] * 2
-    assert {s["threads"] for s in done.values()} == {3}  # torch threads = cpus_per_task
+    assert [s.extra["pid"] for s in done.values()] == [os.getpid()] * 2
+    assert {s.extra["threads"] for s in done.values()} == {3}  # torch threads = cpus_per_task
 
 
 # --- Slurm, played by stand-in commands -------------------------------------------------------
@@ -186,7 +187,9 @@ def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_slurm_runs_go_in_one_job_array(tmp_path: Path, fake_slurm: Path) -> None:
     def stand_in(spec: RunSpec, threads: int | None) -> Summary:
         env = os.environ
-        return {"status": "completed", "threads": threads, "array": env["SLURM_ARRAY_JOB_ID"]}
+        return RunSummary(
+            status="completed", extra={"threads": threads, "array": env["SLURM_ARRAY_JOB_ID"]}
+        )
 
     specs = [RunSpec(f"r{i}", str(tmp_path / f"r{i}"), {}) for i in range(3)]
     ex = SlurmExecutor(
@@ -196,8 +199,8 @@ def test_slurm_runs_go_in_one_job_array(tmp_path: Path, fake_slurm: Path) -> Non
     assert ex.cluster == "slurm"  # auto-detected from srun on PATH
     done = collect(ex, specs)
     assert sorted(done) == ["r0", "r1", "r2"]
-    assert {s["array"] for s in done.values()} == {"1000"}  # one sbatch: one array
-    assert {s["threads"] for s in done.values()} == {4}
+    assert {s.extra["array"] for s in done.values()} == {"1000"}  # one sbatch: one array
+    assert {s.extra["threads"] for s in done.values()} == {4}
     (script,) = [p.read_text().splitlines() for p in fake_slurm.glob("*.sh")]
     for directive in (
         "--array=0-2%2",  # three runs, at most jobs=2 at a time
@@ -212,7 +215,7 @@ def test_slurm_runs_go_in_one_job_array(tmp_path: Path, fake_slurm: Path) -> Non
 
 def test_slurm_without_jobs_runs_the_whole_array_at_once(tmp_path: Path, fake_slurm: Path) -> None:
     def stand_in(spec: RunSpec, threads: int | None) -> Summary:
-        return {"status": "completed"}
+        return RunSummary(status="completed")
 
     specs = [RunSpec(f"r{i}", str(tmp_path / f"r{i}"), {}) for i in range(3)]
     ex = SlurmExecutor(str(tmp_path / "jobs"), cluster="slurm", fn=stand_in, poll_s=0.2)
