@@ -10,7 +10,7 @@ EXTRAS ?= dev
 # Compiled kernels are cached here, so only the first run pays for compilation.
 export TORCHINDUCTOR_CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/numerics/inductor
 
-.PHONY: venv test lint demo bench docs findings clean
+.PHONY: venv test lint demo bench docs findings gpu-check clean
 
 $(VENV)/.stamp: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,6 +34,13 @@ demo: venv
 
 bench: venv
 	$(VENV)/bin/numerics bench
+
+# On a machine with an NVIDIA GPU and the CUDA build of torch (TORCH_SPEC="torch==2.13.0"):
+# the CUDA paths bit for bit against the CPU (every format, rounding and backend; stochastic
+# rounding included), a recipe trained on CUDA, the quantized all-reduce hook over nccl.
+gpu-check: venv
+	@$(PY) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'gpu-check: torch sees no CUDA device (a CPU build? make gpu-check TORCH_SPEC=torch==2.13.0)')"
+	$(PY) -m pytest tests/gpu -rs
 
 # Regenerate the tables and plots marked in the docs from the run directories under results/.
 docs: venv

@@ -29,6 +29,10 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
+# tests/gpu holds the CUDA checks (`make gpu-check`); without a GPU they are not collected,
+# rather than reported as a hundred skips.
+collect_ignore = [] if torch.cuda.is_available() else ["gpu"]
+
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
