@@ -197,15 +197,17 @@ class Plan:
             return quantize_reference(x, self.fmt, mode, key_pair, axis, self.sat, self.sr_bits).to(
                 device=x.device, dtype=x.dtype
             )
-        if cast.run is None:  # identity
+        if cast.route is Route.IDENTITY:
             return x.clone()
+        run = cast.run
+        assert run is not None  # every other route runs on float32 values
         with torch.no_grad():
             # contiguous: a compiled kernel is traced for dense inputs, and a strided view
             # (x[::3], x.t()) would fail its stride check (tests/numerics/kernels/test_native.py)
             x32 = x.detach().float().contiguous()
             if x32.dim() == 0:
                 x32 = x32.reshape(1)
-            return cast.run(x32, keys).reshape(x.shape).to(x.dtype)
+            return run(x32, keys).reshape(x.shape).to(x.dtype)
 
 
 def plan(

@@ -36,8 +36,10 @@ class Settings:
       (``numerics.kernels.native``) may run, at any size, under ``auto`` and ``compiled``.
     - ``lean_max_numel`` (``NUMERICS_LEAN_MAX_NUMEL``, default 1024): below this many
       elements ``auto`` runs nearest_even block casts the C++ kernels do not take on the
-      lean eager kernels (``numerics.kernels.lean``); the tests raise it, so that every
-      block layout a model test meets does not compile a kernel of its own.
+      lean eager kernels (``numerics.kernels.lean``): a compiled call beats them from
+      about this size up, and below it a new shape layout would cost a compile for little
+      gain. The tests raise it, so that every block layout a model test meets does not
+      compile a kernel of its own. 0 leaves them ``compile_min_numel``.
     """
 
     compile: bool = True
