@@ -2,8 +2,9 @@
 
 For each (format, rounding mode) it times ``quantize(x, fmt, rounding, generator=0,
 backend="compiled")`` on a float32 tensor of standard normals and reports GB/s as bytes read
-plus bytes written (``2 * 4 * numel``) over the median time, and which fast kernel ran the
-cast: the hand-written C++ one (``numerics.kernels.native``) or Inductor's. Beside it:
+plus bytes written (``2 * 4 * numel``) over the median time, and the route the cast took
+(``numerics.route``): the hand-written C++ kernel (``numerics.kernels.native``) or
+Inductor's. Beside it:
 
 - ``torch.clone`` of the same tensor, the memory-bound yardstick with the same traffic (one
   read, one freshly allocated write). Clone timings here are dominated by allocating and
@@ -41,7 +42,7 @@ import torch
 
 import numerics
 from numerics import formats as _formats
-from numerics.kernels import native
+from numerics.quantize import plan
 from numerics.rounding import Rounding, parse
 
 DEFAULT_FORMATS = [
@@ -168,7 +169,6 @@ def bench_one(
     with_qtorch = qtorch and qtorch_backend.supports(fmt, mode)
     if with_qtorch:
         fns.append(their)
-    before = native.calls()  # which kernel ran ours: the C++ one counts its calls
     with warnings.catch_warnings(record=True) as caught:
         # A compiler failure falls back to the eager kernels with a RuntimeWarning: report it
         # beside the row, since the numbers then are not the compiled kernel's.
@@ -177,13 +177,15 @@ def bench_one(
             for fn in fns:
                 fn()
         times = time_interleaved(fns, reps)
+    route = plan(fmt, mode, backend="compiled").route(x)
     clone_s = statistics.median(times[0])
     ours_s = statistics.median(times[1])
     row: dict[str, Any] = {
         "format": fmt.name,
         "rounding": mode.value,
-        # which fast kernel ran: the hand-written C++ one or Inductor's (numerics.kernels)
-        "kernel": "C++" if native.calls() > before else "Inductor",
+        # the path ours took (numerics.route): "kernel" is its short name for the table
+        "route": route.value,
+        "kernel": route.label,
         "seconds": ours_s,
         "gbps": _gbps(nbytes, ours_s),
         "clone_seconds": clone_s,

@@ -56,7 +56,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from numerics import formats as _formats
 from numerics.formats import (
@@ -68,6 +67,7 @@ from numerics.formats import (
     NanStyle,
     SharedMicroExpFormat,
 )
+from numerics.kernels import layout
 from numerics.kernels.block import mx_scale
 from numerics.kernels.params import params_for
 from numerics.quantize import Backend, quantize
@@ -385,25 +385,10 @@ class Encoded:
         return -(-self.nbits // 8)
 
 
-# --- layout helpers (the same views quantize uses) ---------------------------------------
-def _rows(x: torch.Tensor, axis: int) -> torch.Tensor:
-    """x viewed with ``axis`` last, as rows (the layout of blocks and channels)."""
-    moved = x.movedim(axis, -1)
-    length = moved.shape[-1]
-    return moved.reshape(math.prod(moved.shape[:-1]), length).contiguous()
-
-
-def _unrows(rows: torch.Tensor, shape: torch.Size, axis: int) -> torch.Tensor:
-    full = list(shape) or [1]
-    moved = full[:axis] + full[axis + 1 :] + [full[axis]]
-    return rows.reshape(moved).movedim(-1, axis).reshape(shape)
-
-
-def _pad_blocks(rows: torch.Tensor, block: int) -> torch.Tensor:
-    pad = (-rows.shape[-1]) % block
-    if pad:
-        rows = F.pad(rows, (0, pad))  # zeros never move a block maximum
-    return rows.reshape(-1, block)
+def _blocks(x: torch.Tensor, axis: int, block: int) -> torch.Tensor:
+    """x's blocks along ``axis`` in the axis-last layout, zero-padded (zeros never move a
+    block maximum): (nblocks, block), the layout the block codes are stored in."""
+    return layout.block_view(tuple(x.shape), axis, block, whole=True, moved=True).blocks(x)
 
 
 def _pow2(e: torch.Tensor) -> torch.Tensor:
@@ -492,7 +477,7 @@ def _encode_int(
     shape: torch.Size,
 ) -> Encoded:
     if fmt.per_channel:
-        xr, yr = _rows(x32, axis), _rows(y32, axis)
+        xr, yr = layout.rows(x32, axis), layout.rows(y32, axis)
     else:
         xr, yr = x32.reshape(1, -1), y32.reshape(1, -1)
     # The scale exactly as int_kernel computes it (same float32 operations).
@@ -526,8 +511,8 @@ def _encode_block(
     dtype: torch.dtype,
     shape: torch.Size,
 ) -> Encoded:
-    xb = _pad_blocks(_rows(x32, axis), fmt.block_size)
-    yb = _pad_blocks(_rows(y32, axis), fmt.block_size)
+    xb = _blocks(x32, axis, fmt.block_size)
+    yb = _blocks(y32, axis, fmt.block_size)
     # The shared exponent is a function of the input block (its amax), not of the rounded
     # values, so it is taken from x with the kernel's own rule.
     p, q = params_for(
@@ -551,8 +536,8 @@ def _encode_smx(
     dtype: torch.dtype,
     shape: torch.Size,
 ) -> Encoded:
-    xb = _pad_blocks(_rows(x32, axis), fmt.block_size)
-    yb = _pad_blocks(_rows(y32, axis), fmt.block_size)
+    xb = _blocks(x32, axis, fmt.block_size)
+    yb = _blocks(y32, axis, fmt.block_size)
     nb, bs = xb.shape
     npairs = bs // fmt.sub_block
     # E and tau as smx_kernel takes them from the input's exponent fields.
@@ -587,18 +572,18 @@ def _decode_f32(enc: Encoded) -> torch.Tensor:
             assert enc.scales is not None
             q = _decode_elements(enc.codes, fmt.grid)
             if fmt.per_channel:
-                y = _unrows(
-                    q.reshape(_row_geometry(enc)) * enc.scales[:, None], enc.shape, enc.axis
-                )
+                rows = q.reshape(_row_geometry(enc)) * enc.scales[:, None]
+                y = layout.unrows(rows, enc.shape, enc.axis)
             else:
                 y = (q * enc.scales).reshape(enc.shape)  # float32, as int_kernel multiplies
         else:
-            y = _unrows(_decode_blocks(enc, fmt), enc.shape, enc.axis)
+            view = layout.block_view(enc.shape, enc.axis, fmt.block_size, whole=True, moved=True)
+            y = view.unblocks(_decode_blocks(enc, fmt))
         return y
 
 
 def _decode_blocks(enc: Encoded, fmt: BlockFormat | SharedMicroExpFormat) -> torch.Tensor:
-    """Block codes -> the axis-last rows (padding removed), float32."""
+    """Block codes -> the values in their (nblocks, block) layout, float32."""
     assert enc.scales is not None
     sc = enc.scales.to(I64)[:, None]  # (nblocks, 1)
     if isinstance(fmt, BlockFormat):
@@ -614,10 +599,7 @@ def _decode_blocks(enc: Encoded, fmt: BlockFormat | SharedMicroExpFormat) -> tor
         vals = k * _pow2(step_e)
     # Exact: every element value times its power-of-two scale is a float32 value (or, for
     # the CEIL rule near float32's top, overflows to inf just as quantize's product does).
-    out = torch.where(sc == E8M0_NAN, math.nan, vals).float()
-    nrows, length = _row_geometry(enc)
-    padded = -(-length // fmt.block_size) * fmt.block_size
-    return out.reshape(nrows, padded)[:, :length]
+    return torch.where(sc == E8M0_NAN, math.nan, vals).float()
 
 
 def _row_geometry(enc: Encoded) -> tuple[int, int]:

@@ -14,20 +14,26 @@ values. Only every ``every``-th step is active, so the cost elsewhere is one fla
         ... forward, backward ...
         logger.log(tel.flush(), step)   # {} on inactive steps
 
+Each cast also reports the route it took (``numerics.route.Route``: which kernel ran it); a
+flush counts them as ``numerics/{layer}/{role}/casts/{route}``.
+
 Besides the per-flush numbers, the collector keeps running totals per role over the whole run
-(``totals()``: the same fractions and SQNR over every active step and layer), which the trainer
-writes to summary.json as ``telemetry`` and checkpoints with ``state_dict``.
+(``totals()``: the same fractions and SQNR over every active step and layer; ``routes()``: the
+casts per route), which the trainer writes to summary.json as ``telemetry`` and checkpoints
+with ``state_dict``.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
 from numerics.formats import FixedFormat, FloatFormat
+from numerics.route import Route
 
 
 @dataclass
@@ -72,14 +78,27 @@ class Telemetry:
         self.active = False
         self._acc: dict[tuple[str, str], _Acc] = {}
         self._totals: dict[str, _Acc] = {}  # per role, over the whole run
+        self._routes: dict[tuple[str, str], Counter[str]] = {}  # casts per route, this flush
+        self._route_totals: dict[str, Counter[str]] = {}  # per role, over the whole run
 
     def begin_step(self, step: int) -> None:
         self.active = step % self.every == 0
 
     @torch.no_grad()
-    def record(self, layer: str, role: str, x: torch.Tensor, q: torch.Tensor, fmt: object) -> None:
+    def record(
+        self,
+        layer: str,
+        role: str,
+        x: torch.Tensor,
+        q: torch.Tensor,
+        fmt: object,
+        route: Route | None = None,
+    ) -> None:
+        """One cast of ``x`` to ``q`` in ``fmt``, and the route it took where known."""
         if not self.active:
             return
+        if route is not None:
+            self._routes.setdefault((layer, role), Counter())[route.value] += 1
         acc = self._acc.setdefault((layer, role), _Acc())
         x = x.detach().float()
         q = q.detach().float()
@@ -103,20 +122,34 @@ class Telemetry:
 
         Names: ``numerics/{layer}/{role}/{overflow|saturated|underflow|sqnr_db}``; fractions
         are of the finite values cast; an exact cast (no noise) reports sqnr_db = inf.
+        ``numerics/{layer}/{role}/casts/{route}``: how many casts took each route.
         """
         out: dict[str, float] = {}
         for (layer, role), a in sorted(self._acc.items()):
             out |= {f"numerics/{layer}/{role}/{k}": v for k, v in a.stats().items()}
             self._totals.setdefault(role, _Acc()).add(a)
+        for (layer, role), routes in sorted(self._routes.items()):
+            out |= {f"numerics/{layer}/{role}/casts/{r}": float(n) for r, n in routes.items()}
+            self._route_totals.setdefault(role, Counter()).update(routes)
         self._acc.clear()
+        self._routes.clear()
         return out
 
     def totals(self) -> dict[str, dict[str, float]]:
         """role -> its statistics over every flushed step and layer of the run."""
         return {role: a.stats() for role, a in sorted(self._totals.items())}
 
+    def routes(self) -> dict[str, dict[str, int]]:
+        """role -> route name -> casts that took it, over every flushed step of the run."""
+        return {role: dict(sorted(c.items())) for role, c in sorted(self._route_totals.items())}
+
     def state_dict(self) -> dict[str, Any]:
-        return {"totals": {role: asdict(a) for role, a in self._totals.items()}}
+        return {
+            "totals": {role: asdict(a) for role, a in self._totals.items()},
+            "routes": self.routes(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._totals = {role: _Acc(**a) for role, a in state["totals"].items()}
+        # checkpoints from before routes were counted have none
+        self._route_totals = {role: Counter(c) for role, c in state.get("routes", {}).items()}

@@ -12,19 +12,13 @@ process and cached on disk by Inductor (``TORCHINDUCTOR_CACHE_DIR``; the tests p
 ``.cache/inductor``). If compilation fails the kernel falls back to its eager path with a
 warning, so a compiler bug never costs a result.
 
-Environment:
-- ``NUMERICS_COMPILE=0`` never compiles (everything eager);
-- ``NUMERICS_COMPILE_MIN_NUMEL`` (default 65536): below this many elements the ``auto``
-  backend runs eagerly, where a compiled call's fixed overhead would dominate. Casts with a
-  fast eager path have their own thresholds (``numerics.quantize``: torch's bf16/fp16/e5m2
-  casts below 2**20 elements, its e4m3 cast below 8192, the lean block kernels below 1024,
-  which ``NUMERICS_LEAN_MAX_NUMEL`` overrides). The hand-written C++ kernels
-  (``numerics.kernels.native``) run at any size where they apply.
+When the ``auto`` backend runs these kernels (and when it runs eager ones) is decided by
+``numerics.route`` from ``numerics.kernels.settings`` (``NUMERICS_COMPILE``,
+``NUMERICS_COMPILE_MIN_NUMEL``).
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import warnings
 from collections.abc import Callable
@@ -56,14 +50,6 @@ _CPU_REALIZE: dict[str, dict[str, int]] = {
     "block_float": {"realize_cpu_opcount_threshold": 200, "realize_reads_threshold": 8},
     "smx": {"realize_cpu_opcount_threshold": 1000},
 }
-
-
-def compile_enabled() -> bool:
-    return os.environ.get("NUMERICS_COMPILE", "1") not in ("0", "false", "no", "off")
-
-
-def min_numel() -> int:
-    return int(os.environ.get("NUMERICS_COMPILE_MIN_NUMEL", "65536"))
 
 
 Key = tuple[Any, ...]

@@ -25,10 +25,9 @@ format and no integer shift is specialised on a symbolic int.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from numerics.kernels.layout import sr_index
 from numerics.rounding import Rounding, random_bits
 
 I32 = torch.int32
@@ -269,20 +268,8 @@ def round_nearest_even_shift(
 
 
 def sr_random(shape: torch.Size, p: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """R-bit random integers for each element of a tensor of ``shape``, numbered row-major,
-    or for blocks read in place, (nblocks, block, post) with blocks along dim 1 (see
-    ``block_kernel``), numbered as the same elements in the axis-last layout would be: the
-    element at (n, e, j) of block ``n = i * nbpa + k`` (``nbpa = p[P_NBPA]`` blocks per padded
-    axis) sits at ``(i * post + j) * nbpa * block + k * block + e`` there, so a cast's random
-    bits do not depend on how its blocks were read."""
-    if len(shape) == 3:
-        nb, block, post = shape
-        n = torch.arange(nb, dtype=I32, device=device).view(nb, 1, 1)
-        e = torch.arange(block, dtype=I32, device=device).view(1, block, 1)
-        j = torch.arange(post, dtype=I32, device=device).view(1, 1, post)
-        nbpa = p[P_NBPA]
-        i = torch.div(n, nbpa, rounding_mode="floor")
-        idx = (i * post + j) * (nbpa * block) + (n - i * nbpa) * block + e
-    else:
-        idx = torch.arange(math.prod(shape), dtype=I32, device=device).view(shape)
+    """R-bit random integers for each element of a kernel input of ``shape``, numbered by
+    its position in the padded axis-last layout (``layout.sr_index``; ``p[P_NBPA]`` blocks
+    per padded axis for blocks read in place)."""
+    idx = sr_index(shape, p[P_NBPA] if len(shape) == 3 else 1, device)
     return random_bits(idx, p[P_KEY0 : P_KEY1 + 1], p[P_SR_BITS])

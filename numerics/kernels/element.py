@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from numerics.formats import FixedFormat, FloatFormat
 from numerics.kernels.core import (
     P_EMIN_F,
     P_M,
@@ -87,6 +88,15 @@ def rne_path(emin: int, emax: int, mbits: int, ieee: bool = False) -> str:
     if mbits <= 22 and emax <= 102:
         return "float"
     return "generic"
+
+
+def element_path(fmt: FloatFormat | FixedFormat) -> str:
+    """The element kernel's path for ``fmt`` (``rne_path``, with its suffix)."""
+    if isinstance(fmt, FloatFormat):
+        path = rne_path(fmt.emin, fmt.emax, fmt.mbits, ieee=fmt.has_inf and fmt.subnormals)
+        return path + "_ftz" if path in ("float", "shift") and not fmt.subnormals else path
+    path = rne_path(-127, fmt.emax, fmt.emax + fmt.fl)  # a fixed grid: m = emax + fl
+    return path + "_twos" if path == "float" else path
 
 
 def int_kernel(

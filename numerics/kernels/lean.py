@@ -30,10 +30,10 @@ import functools
 import math
 
 import torch
-import torch.nn.functional as F
 
 from numerics.formats import BlockFormat, FloatFormat, SharedMicroExpFormat
 from numerics.formats.block import ScaleRule
+from numerics.kernels import layout
 from numerics.kernels.core import F32, I32
 
 
@@ -59,30 +59,6 @@ def supports(fmt: BlockFormat | SharedMicroExpFormat) -> bool:
     return el.emax + el.fl <= 21 and el.fl >= -100
 
 
-def _blocked(x: torch.Tensor, axis: int, group: tuple[int, ...]) -> tuple[torch.Tensor, int]:
-    """``x`` viewed as (pre, nblocks, *group, post) along ``axis``, zero-padded to whole
-    blocks, with the post dim dropped when it is 1 (a trailing size-1 dim makes broadcasts
-    several times slower); returns the view and the padding."""
-    shape = x.shape
-    length = shape[axis]
-    pre = math.prod(shape[:axis])
-    post = math.prod(shape[axis + 1 :])
-    v = x.reshape(pre, length, post)
-    size = math.prod(group)
-    pad = (-length) % size
-    if pad:
-        v = F.pad(v, (0, 0, 0, pad))
-    tail = () if post == 1 else (post,)
-    return v.view(pre, (length + pad) // size, *group, *tail), pad
-
-
-def _unblocked(y: torch.Tensor, shape: torch.Size, axis: int, pad: int) -> torch.Tensor:
-    if pad:
-        pre, post = math.prod(shape[:axis]), math.prod(shape[axis + 1 :])
-        y = y.reshape(pre, -1, post)[:, : shape[axis]]
-    return y.reshape(shape)
-
-
 def _scale(sf: torch.Tensor, amax: torch.Tensor) -> torch.Tensor:
     """The float32 power of two with biased exponent ``sf`` in [0, 254] (0 is 2**-127, a
     subnormal whose bit pattern is not ``sf << 23``), NaN where ``amax`` is inf or NaN (so
@@ -104,7 +80,11 @@ def block_nearest(
         group = (min(fmt.block_size, x.shape[axis]),)
         ceil = fmt.scale_rule is ScaleRule.CEIL
     smx = len(group) == 2
-    xb, pad = _blocked(x, axis, group)
+    # (pre, nblocks, *group[, post]), read in place along any axis; the post dim dropped
+    # when it is 1 (a trailing size-1 dim makes broadcasts several times slower)
+    view = layout.block_view(tuple(x.shape), axis, math.prod(group), whole=True, moved=False)
+    tail = () if view.post == 1 else (view.post,)
+    xb = view.padded(x).view(view.pre, view.blocks_per_axis, *group, *tail)
     d = -1 if xb.dim() == len(group) + 2 else -2  # the innermost group dim
     el = fmt.element
     emax = el.emax
@@ -138,4 +118,4 @@ def block_nearest(
     else:
         c = _k(1.5 * 2.0 ** (23 - el.fl))  # a fixed step 2**-fl; +0 is the only zero
         y = (xs + c) - c
-    return _unblocked(y * scale, x.shape, axis, pad)
+    return view.unblocks(y * scale)

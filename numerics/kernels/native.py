@@ -38,9 +38,10 @@ written atomically. The library's ``libgomp.so.1``
 resolves to the one torch has loaded, so its threads are torch's OpenMP threads
 (``torch.get_num_threads()``).
 
-``NUMERICS_NATIVE=0`` turns them off (read when a cast's plan is made; the Inductor kernels
-run instead). A build or load failure warns once and does the same, so a missing
-compiler never costs a result.
+``NUMERICS_NATIVE=0`` turns them off (``Settings.cpp`` in ``numerics.kernels.settings``;
+the Inductor kernels run instead). A build or load failure warns once and does the same, so
+a missing compiler never costs a result. Which casts they run is decided by
+``numerics.route``, from ``blocks_view`` and ``element_takes`` here.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ from pathlib import Path
 import torch
 
 from numerics.kernels import core
+from numerics.kernels import settings as _settings
+from numerics.kernels.layout import BlockView
 from numerics.rounding import Rounding
 
 _SOURCE = Path(__file__).with_name("native.cpp")
@@ -95,11 +98,6 @@ _SIGNATURES = {
 _LOCK = threading.Lock()
 _LIB: ctypes.CDLL | None = None
 _FAILED = False
-_CALLS = 0  # kernel calls so far (``numerics bench`` reports which kernel ran a cast)
-
-
-def enabled() -> bool:
-    return os.environ.get("NUMERICS_NATIVE", "1") not in ("0", "false", "no", "off")
 
 
 def _cache_dir() -> Path:
@@ -172,7 +170,7 @@ def _build() -> Path:
 def library() -> ctypes.CDLL | None:
     """The loaded kernels, built on first use; None when disabled or the build failed."""
     global _LIB, _FAILED
-    if not enabled():
+    if not _settings.current().cpp:
         return None
     if _LIB is not None or _FAILED:
         return _LIB
@@ -200,9 +198,21 @@ LANES = 16  # float32 lanes of the C++ kernels' vectors; a block is a whole numb
 SUB_BLOCKS = (1, 2, 4, 8, 16)  # the micro-exponent runs they take
 
 
-def calls() -> int:
-    """How many native kernel calls this process has made."""
-    return _CALLS
+def _takes(view: BlockView, sub: int) -> bool:
+    if view.post == 1 and (view.block % LANES or sub not in SUB_BLOCKS):
+        return False
+    return view.block % sub == 0
+
+
+def blocks_view(view: BlockView, sub: int = 1) -> BlockView | None:
+    """The layout in which the block kernels take these blocks (runs of ``sub``): ``view``
+    itself, or, for a last axis shorter than a block whose length is not whole 16-lane
+    vectors, that axis padded to one whole block; None where they take neither."""
+    if _takes(view, sub):
+        return view
+    if view.post == 1 and view.short and _takes(view.whole(), sub):
+        return view.whole()
+    return None
 
 
 def supports(blocks: torch.Tensor, sub: int = 1) -> bool:
@@ -228,8 +238,6 @@ def _threads(numel: int) -> int:
 
 def _run(entry: str, x: torch.Tensor, *args: int | float, mode: Rounding) -> torch.Tensor:
     """The library's ``entry(x, out, *args, mode, threads)`` into a fresh output like x."""
-    global _CALLS
-    _CALLS += 1
     lib = library()
     assert lib is not None and x.is_contiguous()
     out = torch.empty_like(x)
@@ -273,12 +281,17 @@ _FLOAT_VARIANTS = {"float": 0, "float_ftz": 1, "float_twos": 2}
 _BITS = 3
 
 
+def element_takes(path: str, mode: Rounding) -> bool:
+    """Whether ``element`` takes this element path in this mode: everything but the
+    nearest_even paths that are torch's own casts (bf16, fp16)."""
+    return not (mode is Rounding.NEAREST_EVEN and path.startswith("cast"))
+
+
 def supports_element(x: torch.Tensor, path: str, mode: Rounding) -> bool:
-    """Whether ``element`` takes float32 ``x`` (contiguous) on this element path in this
-    mode: on the CPU, everything but the nearest_even paths that are torch's own casts (bf16,
-    fp16)."""
+    """Whether ``element`` takes float32 ``x`` (contiguous, on the CPU) on this element path
+    in this mode (``element_takes``)."""
     return (
-        not (mode is Rounding.NEAREST_EVEN and path.startswith("cast"))
+        element_takes(path, mode)
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and x.is_contiguous()

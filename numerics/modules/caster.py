@@ -36,7 +36,7 @@ class Caster:
         gen = self.generators[role] if p.mode is Rounding.STOCHASTIC else None
         q = p(x, axis, gen)
         if self.telemetry is not None and self.telemetry.active:
-            self.telemetry.record(layer, role, x, q, cast.fmt)
+            self.telemetry.record(layer, role, x, q, cast.fmt, p.route(x, axis))
         return q
 
     def state_dict(self) -> dict[str, torch.Tensor]:

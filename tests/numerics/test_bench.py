@@ -12,6 +12,7 @@ import pytest
 
 from numerics import bench
 from numerics.kernels import native
+from numerics.route import Route
 
 TINY = ["--numel", "4096", "--reps", "2", "--no-qtorch", "--threads", "1"]
 
@@ -46,9 +47,10 @@ def test_json_structure(capsys: pytest.CaptureFixture[str]) -> None:
         # No qtorch column without qtorch, and no compiler fallback on these kernels.
         assert r["qtorch_gbps"] is None and r["x_qtorch"] is None
         assert r["warnings"] == []
-    # which kernel ran each row: the C++ kernels take these casts where a compiler exists
-    want = "C++" if native.library() is not None else "Inductor"
-    assert [r["kernel"] for r in rows] == [want] * 4
+    # the route each row took: the C++ kernels take these casts where a compiler exists
+    want = Route.CPP if native.library() is not None else Route.INDUCTOR
+    assert [r["kernel"] for r in rows] == [want.label] * 4
+    assert [r["route"] for r in rows] == [want.value] * 4
 
 
 def test_text_table(capsys: pytest.CaptureFixture[str]) -> None:

@@ -66,3 +66,24 @@ def test_totals_pool_every_flush_by_role_and_survive_a_checkpoint():
     again = Telemetry(every=1)
     again.load_state_dict(tel.state_dict())
     assert again.totals() == totals
+
+
+def test_each_cast_reports_its_route():
+    """The caster passes each cast's route (``numerics.route``): counted per flush and per
+    role over the run, and kept by a checkpoint."""
+    tel = Telemetry(every=1)
+    model = nn.Sequential(nn.Linear(64, 8, bias=False))
+    quantize_model(model, {"weights": "bf16", "activations": "bf16"}, telemetry=tel)
+    for step in range(2):
+        tel.begin_step(step)
+        model(torch.ones(2, 64))
+        stats = tel.flush()
+        # small bf16 casts: torch's own cast (numerics.route's TORCH_CAST)
+        assert stats["numerics/0/weights/casts/torch_cast"] == 1.0
+        assert stats["numerics/0/activations/casts/torch_cast"] == 1.0
+    assert tel.routes() == {"activations": {"torch_cast": 2}, "weights": {"torch_cast": 2}}
+    again = Telemetry(every=1)
+    again.load_state_dict(tel.state_dict())
+    assert again.routes() == tel.routes()
+    again.load_state_dict({"totals": {}})  # a checkpoint from before routes were counted
+    assert again.routes() == {}

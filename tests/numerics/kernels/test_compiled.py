@@ -5,13 +5,13 @@ mode, odd sizes so the vectorised loops' tails run too. The first run on a machi
 """
 
 import math
-import sys
 
 import pytest
 import torch
 
 import numerics
-from numerics.kernels import compiled
+from numerics.kernels import compiled, settings
+from numerics.kernels.layout import IN_PLACE_MIN_POST
 
 MODES = ["nearest_even", "nearest_away", "toward_zero", "up", "down", "stochastic"]
 FAMILIES = {
@@ -24,15 +24,12 @@ FAMILIES = {
 
 
 @pytest.fixture(autouse=True)
-def inductor_only(monkeypatch: pytest.MonkeyPatch):
+def inductor_only():
     """These tests are about the Inductor kernels, so the hand-written C++ block kernels,
     which would take the CPU's last-axis BFP and MX9/6/4 casts, are off (test_native.py
     holds them to the eager kernels)."""
-    plans = sys.modules["numerics.quantize"]._plan
-    monkeypatch.setenv("NUMERICS_NATIVE", "0")
-    plans.cache_clear()  # plans keep their prepared casts
-    yield
-    plans.cache_clear()
+    with settings.override(cpp=False):
+        yield
 
 
 def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -121,8 +118,6 @@ def test_blocks_are_read_in_place(name, mode):
     for each kernel family and a bit-pattern mode and stochastic rounding for one each (the
     rounding itself is the same code on every layout; test_compiled_equals_eager covers
     every mode)."""
-    from numerics.quantize import IN_PLACE_MIN_POST
-
     wide = _awkward((9, 40))
     cases = [
         (_awkward((37, 60)).reshape(37, 3, 20), 0),  # post 20, axis padded to 64

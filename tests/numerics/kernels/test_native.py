@@ -18,10 +18,10 @@ import torch
 import numerics
 from numerics import formats
 from numerics.formats.block import SharedMicroExpFormat
-from numerics.kernels import compiled, native
+from numerics.kernels import compiled, native, settings
 from numerics.kernels.block import block_kernel, smx_kernel
 from numerics.kernels.core import P_NBPA
-from numerics.kernels.element import element_kernel, int_kernel
+from numerics.kernels.element import element_kernel, element_path, int_kernel
 from numerics.kernels.params import params_for
 from numerics.rounding import Rounding, draw_keys
 
@@ -187,7 +187,7 @@ def test_native_element_nearest_equals_eager(name, saturate, n):
     """Short tensors (the tail only), odd lengths and several threads; with and without
     saturation where the format has a choice."""
     fmt = formats.get(name)
-    path = QMOD._element_path(fmt)
+    path = element_path(fmt)
     assert native.supports_element(torch.zeros(1), path, Rounding.NEAREST_EVEN), path
     x = element_values(max(n, 64))[:n]
     p, q = params_for(fmt, saturate, None, 23, torch.device("cpu"))
@@ -209,7 +209,7 @@ def test_native_element_modes_equal_eager(name, mode, saturate):
     the others), against the eager element kernel, over the same awkward values; odd
     length, several threads; stochastic rounding with 23, 5 and 24 random bits."""
     fmt = formats.get(name) if name != "int8_elem" else formats.get("bfp8_b16").element
-    path = QMOD._element_path(fmt)
+    path = element_path(fmt)
     if not native.supports_element(torch.zeros(1), path, mode):
         assert mode is Rounding.NEAREST_EVEN and path.startswith("cast")
         return
@@ -243,9 +243,9 @@ def test_native_scaled_integers_equal_eager(name, mode):
         assert same_bits(native.scaled_int(x, p, q, float(fmt.qmax), mode), want)
 
 
-def use_native(monkeypatch: pytest.MonkeyPatch, on: bool) -> None:
-    monkeypatch.setenv("NUMERICS_NATIVE", "1" if on else "0")
-    QMOD._plan.cache_clear()  # plans keep their prepared casts
+def use_native(on: bool):
+    """The C++ kernels on or off within a ``with`` block (plans are cached per setting)."""
+    return settings.override(cpp=on)
 
 
 @pytest.mark.parametrize("name", ["bfp8_b16", "mx6", "mxfp6_e2m3"])
@@ -266,17 +266,16 @@ def test_quantize_dispatches_to_native_and_agrees_with_the_reference(monkeypatch
     if axis >= 0:
         x = x.reshape(4, 4, 70) if axis == 0 else x.reshape(-1)[:1120].reshape(7, 16, 10)
         x = torch.cat([x, x.narrow(axis, 0, 1)], dim=axis)  # 5 or 17 along it: a ragged block
-    use_native(monkeypatch, True)
-    got = numerics.quantize(x, name, mode, generator=9, axis=axis, backend="compiled")
+    with use_native(True):
+        got = numerics.quantize(x, name, mode, generator=9, axis=axis, backend="compiled")
     assert calls, "the native kernel did not run"
     ref = numerics.quantize(x, name, mode, generator=9, axis=axis, backend="reference")
     assert same_bits(got, ref)
-    use_native(monkeypatch, False)
     count = len(calls)
-    inductor = numerics.quantize(x, name, mode, generator=9, axis=axis, backend="compiled")
+    with use_native(False):
+        inductor = numerics.quantize(x, name, mode, generator=9, axis=axis, backend="compiled")
     assert len(calls) == count
     assert same_bits(got, inductor)
-    QMOD._plan.cache_clear()
 
 
 @pytest.mark.parametrize("name", ["int8", "int4_pc"])
@@ -284,16 +283,15 @@ def test_quantize_takes_native_scaled_integers(monkeypatch, name):
     calls = []
     real = native.scaled_int
     monkeypatch.setattr(native, "scaled_int", lambda *a, **k: calls.append(1) or real(*a, **k))
-    use_native(monkeypatch, True)
     x = element_values(3000).reshape(30, 100)
     x[x.isnan() | x.isinf()] = 1.0
     for mode in ("nearest_even", "stochastic"):
         for axis in (0, 1):
-            got = numerics.quantize(x, name, mode, generator=1, axis=axis, backend="compiled")
+            with use_native(True):
+                got = numerics.quantize(x, name, mode, generator=1, axis=axis, backend="compiled")
             ref = numerics.quantize(x, name, mode, generator=1, axis=axis, backend="reference")
             assert same_bits(got, ref), (mode, axis)
     assert len(calls) == 4
-    QMOD._plan.cache_clear()
 
 
 @pytest.mark.parametrize("name", ["fp8_e4m3", "fixed8_4", "bf16"])
@@ -303,14 +301,13 @@ def test_quantize_takes_native_element_kernels(monkeypatch, name):
     calls = []
     real = native.element
     monkeypatch.setattr(native, "element", lambda *a, **k: calls.append(1) or real(*a, **k))
-    use_native(monkeypatch, True)
     x = element_values(3000).reshape(30, 100)
     for mode in ("nearest_even", "stochastic", "down"):
-        got = numerics.quantize(x, name, mode, generator=1, backend="compiled")
+        with use_native(True):
+            got = numerics.quantize(x, name, mode, generator=1, backend="compiled")
         ref = numerics.quantize(x, name, mode, generator=1, backend="reference")
         assert same_bits(got, ref), mode
     assert len(calls) == (2 if name == "bf16" else 3)
-    QMOD._plan.cache_clear()
 
 
 @pytest.mark.parametrize("name", ["fp8_e4m3", "bf16", "int8", "int8_pc", "mxfp8_e4m3", "mx6"])
@@ -322,31 +319,29 @@ def test_strided_inputs(monkeypatch, name, mode):
     kernel fell back to eager for the rest of the process)."""
     g = torch.Generator().manual_seed(10)
     for on in (True, False):
-        use_native(monkeypatch, on)
         dense, strided = torch.randn(134, generator=g), torch.randn(402, generator=g)[::3]
         for x in (dense, strided, torch.randn(64, 48, generator=g).t()):
             for backend in ("compiled", "auto"):
-                got = numerics.quantize(x, name, mode, generator=2, backend=backend)
+                with use_native(on):
+                    got = numerics.quantize(x, name, mode, generator=2, backend=backend)
                 ref = numerics.quantize(x, name, mode, generator=2, backend="reference")
                 assert same_bits(got, ref), (x.shape, backend, on)
     assert not compiled._BROKEN
-    QMOD._plan.cache_clear()
 
 
 def test_other_layouts_keep_the_compiled_kernels(monkeypatch):
     """Blocks along the last axis that are not whole vectors, and sub-blocks longer than a
     vector, stay with Inductor."""
-    use_native(monkeypatch, True)
     calls = []
     monkeypatch.setattr(native, "block", lambda *a, **k: calls.append(1))
     monkeypatch.setattr(native, "smx", lambda *a, **k: calls.append(1))
     x = awkward(64, 64, seed=4)
-    numerics.quantize(x, "mxfp8_e4m3_b8", backend="compiled")
-    numerics.quantize(x, "bfp8_b8", backend="compiled")
-    smx32 = SharedMicroExpFormat("smx_sub32", mbits=4, block_size=64, sub_block=32)
-    numerics.quantize(x, smx32, backend="compiled")
+    with use_native(True):
+        numerics.quantize(x, "mxfp8_e4m3_b8", backend="compiled")
+        numerics.quantize(x, "bfp8_b8", backend="compiled")
+        smx32 = SharedMicroExpFormat("smx_sub32", mbits=4, block_size=64, sub_block=32)
+        numerics.quantize(x, smx32, backend="compiled")
     assert not calls
-    QMOD._plan.cache_clear()
 
 
 def test_a_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path):
