@@ -37,10 +37,12 @@ bench: venv
 
 # On a machine with an NVIDIA GPU and the CUDA build of torch (TORCH_SPEC="torch==2.13.0"):
 # the CUDA paths bit for bit against the CPU (every format, rounding and backend; stochastic
-# rounding included), a recipe trained on CUDA, the quantized all-reduce hook over nccl.
+# rounding included), a recipe trained on CUDA, the quantized all-reduce hook over nccl; then
+# the quantizer benchmark on the GPU.
 gpu-check: venv
 	@$(PY) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'gpu-check: torch sees no CUDA device (a CPU build? make gpu-check TORCH_SPEC=torch==2.13.0)')"
 	$(PY) -m pytest tests/gpu -rs
+	$(VENV)/bin/numerics bench --device cuda --no-qtorch
 
 # Regenerate the tables and plots marked in the docs from the run directories under results/.
 docs: venv

@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: all available cores)"
     )
+    p.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="where the input lives and the casts run (default cpu; cuda needs a GPU)",
+    )
     p.add_argument("--no-qtorch", action="store_true", help="do not import or time qtorch")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return p
@@ -134,13 +140,18 @@ def command_line(argv: Sequence[str] | None) -> str:
     return shlex.join(["numerics", "bench", *args])
 
 
-def time_interleaved(fns: Sequence[Callable[[], object]], reps: int) -> list[list[float]]:
-    """Seconds per call of each function, the functions alternating within every rep."""
+def time_interleaved(
+    fns: Sequence[Callable[[], object]], reps: int, sync: Callable[[], None] = lambda: None
+) -> list[list[float]]:
+    """Seconds per call of each function, the functions alternating within every rep.
+    ``sync`` waits for queued device work (``torch.cuda.synchronize`` on a GPU)."""
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(reps):
         for i, fn in enumerate(fns):
+            sync()
             t0 = time.perf_counter()
             out = fn()
+            sync()
             times[i].append(time.perf_counter() - t0)
             del out  # free before the next call, so every call allocates alike
     return times
@@ -176,7 +187,8 @@ def bench_one(
         for _ in range(WARMUP):
             for fn in fns:
                 fn()
-        times = time_interleaved(fns, reps)
+        sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+        times = time_interleaved(fns, reps, sync)
     route = plan(fmt, mode, backend="compiled").route(x)
     clone_s = statistics.median(times[0])
     ours_s = statistics.median(times[1])
@@ -211,6 +223,8 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
 
     if args.no_qtorch:
         qtorch_state: dict[str, Any] = {"used": False, "reason": "disabled (--no-qtorch)"}
+    elif args.device != "cpu":
+        qtorch_state = {"used": False, "reason": "timed on the CPU only"}
     else:
         print(
             "numerics bench: importing qtorch (its first import builds a C++ extension, "
@@ -222,7 +236,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         if reason is None:
             qtorch_state["version"] = qtorch_backend.installed_version()
     modes = [parse(m) for m in args.rounding]
-    x = torch.randn(args.numel, generator=torch.Generator().manual_seed(SEED))
+    x = torch.randn(args.numel, generator=torch.Generator().manual_seed(SEED)).to(args.device)
     rows = []
     for name in args.formats:
         for mode in modes:
@@ -234,6 +248,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
             "cpu": cpu_model(),
             "cores": os.cpu_count(),
             "threads": torch.get_num_threads(),
+            "device": torch.cuda.get_device_name() if x.is_cuda else "cpu",
             "torch": torch.__version__,
             "numerics": numerics.__version__,
             "python": platform.python_version(),
@@ -264,7 +279,8 @@ def format_report(doc: dict[str, Any]) -> str:
     lines = [
         f"command: {doc['command']}",
         f"machine: {m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, "
-        f"torch {m['torch']}, numerics {m['numerics']}, Python {m['python']}",
+        f"torch {m['torch']}, numerics {m['numerics']}, Python {m['python']}, "
+        f"device {m.get('device', 'cpu')}",
         f"input:   {doc['numel']:,} float32 standard normals; GB/s = 2 x 4 B x numel / median "
         f"of {doc['reps']} reps (after {doc['warmup']} warm-up); clone interleaved with quantize",
         qt_line,
@@ -309,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{flag} must be at least 1")
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be at least 1")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device (a CPU build of torch?)")
     try:  # fail on a typo before minutes of compiling, not after
         for name in args.formats:
             _formats.get(name)

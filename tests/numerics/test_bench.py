@@ -9,6 +9,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from numerics import bench
 from numerics.kernels import native
@@ -58,7 +59,7 @@ def test_text_table(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0].startswith("command: numerics bench --numel 4096")
-    assert lines[1].startswith("machine: ") and "torch " in lines[1]
+    assert lines[1].startswith("machine: ") and "torch " in lines[1] and "device cpu" in lines[1]
     assert "qtorch not timed: disabled (--no-qtorch)" in out
     header = next(i for i, line in enumerate(lines) if line.startswith("format"))
     assert lines[header].split() == [
@@ -78,3 +79,13 @@ def test_bad_arguments_fail_before_timing(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         bench.main([*TINY, *argv])
     assert exc.value.code == 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a GPU")
+def test_device_cuda_without_a_gpu_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        bench.main([*TINY, "--device", "cuda"])
+    assert (
+        exc.value.code == 2
+        and "--device cuda: torch sees no CUDA device" in capsys.readouterr().err
+    )
