@@ -19,6 +19,7 @@ import yaml
 
 from numerics import recipe as recipes
 from numerics import sweep as sw
+from numerics.errors import MissingInputError
 from numerics.executors.base import RunSpec, Summary, run_one
 from numerics.executors.local import LocalExecutor
 
@@ -92,7 +93,7 @@ def test_recipe_path_relative_to_the_sweep_file_else_the_working_directory(
     cwd = sweep_file(tiny / "sweeps", recipe="recipes/b.yaml")  # not next to the sweep file
     assert sw.load_sweep(cwd).recipes == (os.path.join("recipes", "b.yaml"),)
     missing = sweep_file(tiny / "sweeps", recipe="recipes/nope.yaml")
-    with pytest.raises(FileNotFoundError, match=r"demo.yaml: recipe: file not found: recipes/nope"):
+    with pytest.raises(MissingInputError, match=r"demo.yaml: recipe: file not found: recipes/nope"):
         sw.load_sweep(missing)
 
 
@@ -161,7 +162,7 @@ def test_random_picks_among_several_recipes(tiny: Path) -> None:
 
 # --- validation ---------------------------------------------------------------------------------
 BAD: list[tuple[dict[str, Any], list[str]]] = [
-    ({"metod": "grid"}, ["unknown key 'metod'", "allowed: name, description, recipe, method"]),
+    ({"metod": "grid"}, ["metod: unknown key; allowed: name, description", "did you mean method?"]),
     ({"method": "bayes"}, ["method: unknown method 'bayes'", "allowed: grid, random"]),
     ({"method": "random"}, ["count: required by method random"]),
     ({"method": "random", "count": 0}, ["count: must be a positive integer"]),
@@ -243,7 +244,9 @@ def test_run_ids_are_label_and_config_hash_stable_and_distinct(tiny: Path) -> No
     labels = ["image-mlp-digits-fp32-s0", "image-mlp-digits-fp32-s3",
               "image-mlp-digits-bf16-s0", "image-mlp-digits-bf16-s3"]  # fmt: skip
     for spec, label in zip(first, labels, strict=True):
-        resolved = recipes.load(tiny / "recipes" / "a.yaml", list(spec.params.items())).to_dict()
+        resolved = sw.hashed_config(
+            recipes.load(tiny / "recipes" / "a.yaml", list(spec.params.items()))
+        )
         digest = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()
         assert spec.run_id == f"{label}-{digest[:8]}"
     # a change anywhere in the resolved config changes the id, not only the label's fields
