@@ -125,6 +125,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     kwargs = {"resume": args.resume, "progress": False if args.no_progress else None}
     if args.device:
         kwargs["device"] = args.device
+    if args.resume:
+        from numerics.sweep import upgrade_config
+
+        upgrade_config(out, rec.to_dict())
+    from numerics.trainer import RunDirError
+
     try:
         if args.nproc > 1:
             from numerics.launch import train_parallel
@@ -136,6 +142,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             summary = train(rec, out, **kwargs)
     except KeyboardInterrupt:
         return 130
+    except RunDirError as exc:  # --out holds another run: bad input, not a bug
+        raise UserError(str(exc), value=str(out)) from exc
     except Exception as exc:
         if not isinstance(exc, UserError) and RunDir(out).read_summary():
             print(

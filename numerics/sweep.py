@@ -37,6 +37,7 @@ completed / diverged / failed runs as they come back.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import hashlib
 import itertools
@@ -344,7 +345,12 @@ _SCHEDULE = ("lambda_max", "start_fraction", "ramp_fraction")
 
 
 def hashed_config(recipe: recipes.Recipe) -> dict[str, Any]:
-    """What a run id hashes: the resolved recipe in the layout it had before the periodic
+    """What a run id hashes: ``legacy_layout(recipe.to_dict())``."""
+    return legacy_layout(recipe.to_dict())
+
+
+def legacy_layout(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A resolved recipe (``Recipe.to_dict()``) in the layout it had before the periodic
     regularizer moved into the policy, so that run folders made before keep their ids.
 
     Then the regularizer was a format, ``numerics.format: periodic_<kind>_b<bits>`` (training in
@@ -353,7 +359,7 @@ def hashed_config(recipe: recipes.Recipe) -> dict[str, Any]:
     one without as the section's defaults; any other (which the old layout could not say) as
     it is, without the section.
     """
-    d = recipe.to_dict()
+    d = copy.deepcopy(dict(config))
     periodic = d["numerics"].pop("periodic", None)
     if periodic is None:
         defaults = {f.name: f.default for f in dataclasses.fields(PeriodicSpec)}
@@ -364,6 +370,21 @@ def hashed_config(recipe: recipes.Recipe) -> dict[str, Any]:
     else:
         d["numerics"]["periodic"] = periodic
     return d
+
+
+def upgrade_config(out: str | Path, config: Mapping[str, Any]) -> bool:
+    """Rewrite the ``config.yaml`` of run folder ``out`` in today's layout when it holds
+    ``config`` in the layout from before ``numerics.periodic`` (see ``legacy_layout``), so that
+    ``--resume`` continues runs begun before the move. True if it was rewritten."""
+    rd = RunDir(out)
+    try:
+        old = yaml.safe_load(rd.config.read_text())
+    except FileNotFoundError:
+        return False
+    if old == jsonable(config) or old != jsonable(legacy_layout(config)):
+        return False
+    rd.write_config(dict(config))
+    return True
 
 
 def run_id(recipe: recipes.Recipe) -> str:
@@ -560,6 +581,8 @@ def run_sweep(
             continue
         if rd.summary.exists():  # failed (or unreadable): re-run; the checkpoint stays
             os.replace(rd.summary, rd.path / FAILED_SUMMARY)
+        if resume:
+            upgrade_config(rd.path, spec.config)
         todo.append(spec)
     write_index(sweep, expansion, folder)
     bar = tqdm(

@@ -53,6 +53,7 @@ BAD_INPUT: dict[str, tuple[list[str], list[str]]] = {
         ["train", str(RECIPE), "--set", "numerics.format=periodic_sin2_b3"],
         ["numerics.format: 'periodic_sin2_b3' is no longer a format", "numerics.periodic"],
     ),
+    "train-out": (["train", str(RECIPE), "--out", "{tmp}/done"], ["{tmp}/done: already holds"]),
     "sweep-missing": (["sweep", "{tmp}/nope.yaml"], ["sweep file not found: {tmp}/nope.yaml"]),
     "sweep-key": (["sweep", "{tmp}/s.yaml", "--dry-run"], ["{tmp}/s.yaml: metod: unknown key"]),
     "compare-missing": (["compare", "{tmp}/nowhere"], ["results directory {tmp}/nowhere"]),
@@ -71,6 +72,8 @@ def test_bad_input_is_one_line_and_exit_code_2(
 ) -> None:
     _bad_recipe(tmp_path)
     _sweep(tmp_path, metod="grid")
+    (tmp_path / "done").mkdir()
+    _write(tmp_path / "done" / "summary.json", '{"status": "completed"}')
     argv, fragments = BAD_INPUT[case]
     command = argv[0]
     assert main([a.format(tmp=tmp_path) for a in argv]) == 2

@@ -459,3 +459,24 @@ def test_export_wandb_writes_an_equivalent_agent_config(tiny: Path) -> None:
     two = sweep_file(tiny, recipe=["recipes/a.yaml", "recipes/b.yaml"])
     rc, _, err = run_cli(two, tiny, "--export-wandb", str(out))
     assert rc == 2 and "needs a single recipe, got 2" in err
+
+
+def test_upgrade_config_rewrites_a_config_from_before_numerics_periodic(tiny: Path) -> None:
+    from numerics.rundir import RunDir, jsonable
+
+    overrides = [("numerics.periodic", {"kind": "sin2", "bits": 3}), ("train.seed", 1)]
+    config = recipes.load(tiny / "recipes" / "a.yaml", overrides).to_dict()
+    old = sw.legacy_layout(config)
+    assert old["numerics"]["format"] == "periodic_sin2_b3" and "periodic" not in old["numerics"]
+    assert old["periodic"] == {"lambda_max": 1e-4, "start_fraction": 0.5, "ramp_fraction": 0.25}
+    rd = RunDir(tiny / "run")
+    rd.path.mkdir()
+    assert not sw.upgrade_config(rd.path, config)  # no config.yaml: nothing to do
+    rd.write_config(old)
+    assert sw.upgrade_config(rd.path, config)
+    assert yaml.safe_load(rd.config.read_text()) == jsonable(config)
+    assert not sw.upgrade_config(rd.path, config)  # already today's layout
+    other = recipes.load(tiny / "recipes" / "a.yaml", [("train.seed", 2)]).to_dict()
+    rd.write_config(sw.legacy_layout(other))
+    assert not sw.upgrade_config(rd.path, config)  # another run's config stays as it is
+    assert yaml.safe_load(rd.config.read_text()) == jsonable(sw.legacy_layout(other))
