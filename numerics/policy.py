@@ -23,9 +23,13 @@ communication        gradient buckets before the data-parallel all-reduce
 ``{format, rounding, saturate}`` mapping; ``overrides`` re-assign roles for layers whose
 qualified module name matches a glob pattern (first match wins). Block formats block along the
 reduction dimension of the product they feed, which the modules work out per cast (see
-``numerics.modules``). A policy is inert data, built from a dict (a recipe's ``numerics``
-section) or a named preset, and validated on construction: an unknown key, format or rounding
-raises ``PolicyError`` naming the key and what is allowed.
+``numerics.modules``). ``periodic: {kind, bits, lambda_max, start_fraction, ramp_fraction}``
+adds the periodic regularizer (``numerics.periodic``, 1811.09862): training in the policy's
+formats (fp32 in the paper) with a penalty that pulls the weights onto a ``bits``-bit grid,
+and the weights rounded to it at the end. A policy is inert data, built from a dict (a
+recipe's ``numerics`` section) or a named preset, and validated on construction with
+``numerics.validate``: an unknown key, format or rounding raises ``PolicyError`` (or the
+caller's error class, e.g. ``RecipeError``) naming the key and what is allowed.
 """
 
 from __future__ import annotations
