@@ -40,6 +40,7 @@ import argparse
 import copy
 import dataclasses
 import hashlib
+import inspect
 import itertools
 import json
 import math
@@ -486,6 +487,16 @@ def make_executor(kind: str, jobs: int | None, options: Mapping[str, Any]) -> Ex
         if kind == "ray":
             from numerics.executors.ray_executor import RayExecutor
 
+            known = [n for n in inspect.signature(RayExecutor).parameters if n != "fn"]
+            extra = sorted(set(opts) - set(known))
+            if extra:
+                raise SweepError(
+                    f"option(s) {', '.join(extra)} not accepted by the ray executor; "
+                    f"allowed: {', '.join(known)}",
+                    key="executor",
+                    value=extra,
+                    allowed=", ".join(known),
+                )
             return RayExecutor(**opts)
         if kind == "slurm":
             from numerics.executors.slurm import SlurmExecutor

@@ -56,6 +56,10 @@ BAD_INPUT: dict[str, tuple[list[str], list[str]]] = {
     "train-out": (["train", str(RECIPE), "--out", "{tmp}/done"], ["{tmp}/done: already holds"]),
     "sweep-missing": (["sweep", "{tmp}/nope.yaml"], ["sweep file not found: {tmp}/nope.yaml"]),
     "sweep-key": (["sweep", "{tmp}/s.yaml", "--dry-run"], ["{tmp}/s.yaml: metod: unknown key"]),
+    "sweep-jobs": (
+        ["sweep", "{tmp}/ok.yaml", "--jobs", "0", "--results", "{tmp}/res"],
+        ["LocalExecutor: jobs=0; allowed: a positive integer"],
+    ),
     "compare-missing": (["compare", "{tmp}/nowhere"], ["results directory {tmp}/nowhere"]),
     "compare-ci": (["compare", "{tmp}", "--ci", "95"], ["--ci: confidence level 95.0"]),
     "compare-where": (["compare", "{tmp}", "--where", "lr"], ["--where 'lr': expected KEY=VAL"]),
@@ -72,6 +76,7 @@ def test_bad_input_is_one_line_and_exit_code_2(
 ) -> None:
     _bad_recipe(tmp_path)
     _sweep(tmp_path, metod="grid")
+    _write(tmp_path / "ok.yaml", {"recipe": str(RECIPE)})
     (tmp_path / "done").mkdir()
     _write(tmp_path / "done" / "summary.json", '{"status": "completed"}')
     argv, fragments = BAD_INPUT[case]
