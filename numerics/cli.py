@@ -9,6 +9,11 @@ numerics sweep SWEEP [--jobs N] [--executor local|ray|slurm] [--resume] [--dry-r
 numerics compare RESULTS_DIR [--metric M] [--baseline fp32] [--by KEY] [--ci 0.95]
 numerics qsnr [--formats ...] [--dist ...]    quantization SNR of formats on planted data
 numerics docs FILE.md [...] [--check]        regenerate the tables marked in docs from runs
+
+Exit codes: 0 done; 2 bad input (a recipe, sweep or argument that is not allowed, a file or
+folder that is not there), printed as one line ``numerics <command>: <file>: <key>: <what is
+wrong; what is allowed>``; 1 anything else, a bug, with its traceback. ``--debug`` (or
+``NUMERICS_DEBUG=1``) shows the traceback of bad input too.
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from numerics import formats
+from numerics.errors import UserError
 from numerics.rounding import names as rounding_names
 
 
@@ -92,8 +99,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     try:
         values = [float(v) for v in args.values]
     except ValueError as exc:
-        print(f"numerics quantize: VALUES must be numbers ({exc})", file=sys.stderr)
-        return 2
+        raise UserError(f"must be numbers ({exc})", key="VALUES", value=args.values) from None
     x = torch.tensor(values, dtype=torch.float32)
     names = args.format or ["bf16"]
     header = ["input", *(f"{n} ({args.rounding})" for n in names)]
@@ -119,6 +125,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     kwargs = {"resume": args.resume, "progress": False if args.no_progress else None}
     if args.device:
         kwargs["device"] = args.device
+    if args.resume:
+        from numerics.sweep import upgrade_config
+
+        upgrade_config(out, rec.to_dict())
+    from numerics.trainer import RunDirError
+
     try:
         if args.nproc > 1:
             from numerics.launch import train_parallel
@@ -130,11 +142,15 @@ def cmd_train(args: argparse.Namespace) -> int:
             summary = train(rec, out, **kwargs)
     except KeyboardInterrupt:
         return 130
+    except RunDirError as exc:  # --out holds another run: bad input, not a bug
+        raise UserError(str(exc), value=str(out)) from exc
     except Exception as exc:
-        failed = RunDir(out).read_summary()
-        where = f" (traceback in {out / 'summary.json'})" if failed else ""
-        print(f"numerics train: {type(exc).__name__}: {exc}{where}", file=sys.stderr)
-        return 1
+        if not isinstance(exc, UserError) and RunDir(out).read_summary():
+            print(
+                f"numerics train: the run failed (recorded in {out / 'summary.json'})",
+                file=sys.stderr,
+            )
+        raise
     metrics = ", ".join(f"{k} {_fmt_num(v)}" for k, v in summary.metrics.items())
     # the reference each task's number is read against: the corpus's unigram entropy and
     # n-gram model, the planted model's optimum
@@ -156,6 +172,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="numerics", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of bad-input errors too"
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -201,19 +220,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_command(command: str, func: Callable[[], int], debug: bool = False) -> int:
+    """``func()``; a ``UserError`` becomes one line on stderr and exit code 2 (re-raised with
+    its traceback under ``debug`` or ``NUMERICS_DEBUG=1``). Anything else propagates: a bug."""
+    try:
+        return int(func())
+    except UserError as exc:
+        if debug or os.environ.get("NUMERICS_DEBUG", "0") not in ("", "0"):
+            raise
+        print(f"numerics {command}: {exc}", file=sys.stderr)
+        return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "bench":
+    rest = argv[1:] if argv[:1] == ["--debug"] else argv
+    if rest[:1] == ["bench"]:  # bench parses its own arguments
         from numerics.bench import main as bench_main
 
-        return bench_main(argv[1:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except (KeyError, ValueError, TypeError) as exc:
-        print(f"numerics {args.command}: {exc}", file=sys.stderr)
-        return 2
+        return run_command("bench", lambda: bench_main(rest[1:]), rest is not argv)
+    args = build_parser().parse_args(argv)
+    return run_command(args.command, lambda: args.func(args), args.debug)
 
 
 if __name__ == "__main__":

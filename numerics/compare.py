@@ -50,6 +50,7 @@ from typing import Any
 
 import yaml
 
+from numerics.errors import MissingInputError, UserError
 from numerics.rundir import CONFIG, METRICS, SUMMARY, read_metrics
 from numerics.stats import (
     DEFAULT_LEVEL,
@@ -270,7 +271,7 @@ def load_runs(path: str | Path) -> list[Run]:
     """Every run under ``path`` (``path`` itself, or folders one or two levels down)."""
     root = Path(path)
     if not root.is_dir():
-        raise FileNotFoundError(f"results directory {root}: no such folder")
+        raise MissingInputError(f"results directory {root}: no such folder", value=str(root))
     runs = [load_run(d) for d in _run_dirs(root, depth=2)]
     return [r for r in runs if r is not None]
 
@@ -478,7 +479,9 @@ def where(runs: list[Run], conditions: list[str]) -> list[Run]:
     for cond in conditions:
         key, sep, value = cond.partition("=")
         if not sep or not key:
-            raise ValueError(f"--where {cond!r}: expected KEY=VALUE, e.g. train.lr=0.01")
+            raise UserError(
+                "expected KEY=VALUE, e.g. train.lr=0.01", key=f"--where {cond!r}", value=cond
+            )
         out = [r for r in out if value_label(r.get(key, _MISSING)) == value]
     return out
 
@@ -655,20 +658,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     try:
         level = check_level(args.ci)
     except ValueError as exc:
-        print(f"numerics compare: --ci: {exc}", file=sys.stderr)
-        return 2
+        raise UserError(str(exc), key="--ci", value=args.ci) from None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RunWarning)
-        try:
-            runs = load_runs(args.results)
-        except FileNotFoundError as exc:
-            print(f"numerics compare: {exc}", file=sys.stderr)
-            return 2
-        try:
-            runs = where(runs, args.where)
-        except ValueError as exc:
-            print(f"numerics compare: {exc}", file=sys.stderr)
-            return 2
+        runs = where(load_runs(args.results), args.where)
         table = aggregate(runs, args.metric, args.by, args.baseline, level)
         table.swept = swept_keys(args.results)
     for w in caught:

@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from numerics.errors import MissingInputError, UserError
 from numerics.rundir import atomic_write_bytes, atomic_write_text
 
 BLOCK = re.compile(
@@ -58,7 +59,7 @@ NOTE = (
 MARKERS = re.compile(r"<!-- numerics: (?:(?!-->).)*? -->")
 
 
-class DocError(ValueError):
+class DocError(UserError):
     """A block's command that cannot be carried out (bad arguments, missing files)."""
 
 
@@ -240,9 +241,10 @@ def cmd_docs(args: argparse.Namespace) -> int:
         path = Path(name)
         try:
             text = path.read_text()
+        except FileNotFoundError:
+            raise MissingInputError("no such file", file=name, value=name) from None
         except OSError as exc:
-            print(f"numerics docs: {name}: cannot read ({exc})", file=sys.stderr)
-            return 2
+            raise UserError(f"cannot read ({exc})", file=name, value=name) from None
         new, errors, files = regenerate(text)
         for e in errors:
             print(f"numerics docs: {name}: {e}", file=sys.stderr)
@@ -265,4 +267,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="numerics")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    return int(args.func(args))
+    from numerics.cli import run_command
+
+    return run_command(args.command, lambda: args.func(args))

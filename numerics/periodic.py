@@ -75,10 +75,16 @@ def _check_bits(bits: object, arg: str = "bits") -> int:
 
 @dataclass(frozen=True)
 class PeriodicSpec:
-    """What a recipe name such as ``periodic_sin2_b4`` asks for: the function and the bits."""
+    """The regulariser a policy asks for (a recipe's ``numerics.periodic``): the function, the
+    bits, and the amplitude schedule as fractions of the run, so that one spec fits any length:
+    ``lambda`` ramps linearly from 0 at ``start_fraction`` of the steps to ``lambda_max`` over
+    ``ramp_fraction`` of them; the weights are hard-rounded to the grid after the last step."""
 
     kind: Kind
     bits: int
+    lambda_max: float = 1e-4
+    start_fraction: float = 0.5
+    ramp_fraction: float = 0.25
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", parse_enum(Kind, self.kind, "kind"))
@@ -86,6 +92,7 @@ class PeriodicSpec:
 
     @property
     def name(self) -> str:
+        """``periodic_<kind>_b<bits>``: the tag of run labels and tables."""
         return f"periodic_{self.kind.value}_b{self.bits}"
 
 

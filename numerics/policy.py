@@ -23,23 +23,30 @@ communication        gradient buckets before the data-parallel all-reduce
 ``{format, rounding, saturate}`` mapping; ``overrides`` re-assign roles for layers whose
 qualified module name matches a glob pattern (first match wins). Block formats block along the
 reduction dimension of the product they feed, which the modules work out per cast (see
-``numerics.modules``). A policy is inert data, built from a dict (a recipe's ``numerics``
-section) or a named preset, and validated on construction: an unknown key, format or rounding
-raises ``PolicyError`` naming the key and what is allowed.
+``numerics.modules``). ``periodic: {kind, bits, lambda_max, start_fraction, ramp_fraction}``
+adds the periodic regularizer (``numerics.periodic``, 1811.09862): training in the policy's
+formats (fp32 in the paper) with a penalty that pulls the weights onto a ``bits``-bit grid,
+and the weights rounded to it at the end. A policy is inert data, built from a dict (a
+recipe's ``numerics`` section) or a named preset, and validated on construction with
+``numerics.validate``: an unknown key, format or rounding raises ``PolicyError`` (or the
+caller's error class, e.g. ``RecipeError``) naming the key and what is allowed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from numerics import formats
+from numerics import validate as val
+from numerics.errors import ConfigError
 from numerics.formats import FixedFormat, FloatFormat, Format, IntFormat
 from numerics.formats.registry import UnknownFormatError
-from numerics.periodic import PeriodicSpec, parse_periodic
+from numerics.periodic import MAX_BITS, MIN_BITS, Kind, PeriodicSpec, parse_periodic
 from numerics.rounding import Rounding
 from numerics.rounding import names as rounding_names
 from numerics.rounding import parse as parse_rounding
@@ -50,7 +57,7 @@ ROLES = (*LAYER_ROLES, "optimizer_state", "communication")
 UPDATE_METHODS = ("round", "kahan")
 
 
-class PolicyError(ValueError):
+class PolicyError(ConfigError):
     """A numerics policy that cannot be built: names the key, the value and what is allowed."""
 
 
@@ -157,7 +164,7 @@ class Policy:
     overrides: tuple[Override, ...] = ()
     seed: int = 0
     name: str | None = None
-    periodic: PeriodicSpec | None = None
+    periodic: PeriodicSpec | None = None  # the periodic regularizer (1811.09862), if any
 
     @property
     def default_layer(self) -> LayerNumerics:
@@ -185,7 +192,9 @@ class Policy:
         """A short tag for run names and tables, e.g. ``mxfp8_e4m3``, ``bf16-nomaster-sr``."""
         if self.name:
             return self.name
-        base = self.periodic.name if self.periodic else self.format
+        base = self.format
+        if self.periodic is not None:  # fp32 training + regularizer: the regularizer's tag
+            base = self.periodic.name if base == "fp32" else f"{base}-{self.periodic.name}"
         if self.rounding is not Rounding.NEAREST_EVEN:
             base += "-sr" if self.rounding is Rounding.STOCHASTIC else f"-{self.rounding.value}"
         default = Cast(self.format, self.rounding)
@@ -222,8 +231,7 @@ class Policy:
         def cast(c: Cast) -> dict[str, Any]:
             return {"format": c.format, "rounding": c.rounding.value, "saturate": c.saturate}
 
-        fmt = self.periodic.name if self.periodic else self.format
-        d: dict[str, Any] = {"format": fmt, "rounding": self.rounding.value}
+        d: dict[str, Any] = {"format": self.format, "rounding": self.rounding.value}
         for role in ROLES:
             d[role] = cast(getattr(self, role))
         d["master_weights"] = self.master_weights
@@ -237,95 +245,134 @@ class Policy:
         d["seed"] = self.seed
         if self.name:
             d["name"] = self.name
+        if self.periodic is not None:
+            d["periodic"] = {
+                f.name: getattr(self.periodic, f.name) for f in dataclasses.fields(self.periodic)
+            }
+            d["periodic"]["kind"] = self.periodic.kind.value
         return d
 
 
 # ---------------------------------------------------------------------------------------------
-# Building and validating
+# Building and validating (with the shared layer, ``numerics.validate``)
+
+Path = val.KeyPath
 
 
-def _where(ctx: str, key: str) -> str:
-    return f"{ctx}.{key}" if ctx else key
-
-
-def _format_name(value: object, where: str) -> str:
+def _format_name(value: object, ctx: val.Context, at: Path) -> str:
     if not isinstance(value, str):
-        raise PolicyError(f"{where}: a format name (string) is required, got {value!r}")
+        raise ctx.err(at, f"a format name (string) is required, got {value!r}", value=value)
+    if is_periodic_name(value):
+        raise periodic_moved(ctx, at, value)
     try:
         return formats.get(value).name
     except UnknownFormatError as exc:
-        raise PolicyError(f"{where}: {exc}") from None
+        raise ctx.err(at, str(exc), value=value, allowed="a format of `numerics formats`") from None
 
 
-def _rounding(value: object, where: str) -> Rounding:
+def _rounding(value: object, ctx: val.Context, at: Path) -> Rounding:
     try:
         return parse_rounding(value)  # type: ignore[arg-type]
     except (ValueError, TypeError):
-        raise PolicyError(
-            f"{where}: unknown rounding {value!r}; allowed: {', '.join(rounding_names())}"
+        allowed = ", ".join(rounding_names())
+        raise ctx.err(
+            at, f"unknown rounding {value!r}; allowed: {allowed}", value=value, allowed=allowed
         ) from None
 
 
-def _bool(value: object, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise PolicyError(f"{where}: true or false is required, got {value!r}")
-    return value
-
-
-def _cast(value: object, default: Cast, where: str) -> Cast:
+def _cast(value: object, default: Cast, ctx: val.Context, at: Path) -> Cast:
     if value is None:
         return default
     if isinstance(value, str):
-        return Cast(_format_name(value, where), default.rounding)
+        return Cast(_format_name(value, ctx, at), default.rounding)
     if not isinstance(value, Mapping):
-        raise PolicyError(
-            f"{where}: a format name or a mapping with keys format, rounding, saturate is "
-            f"required, got {value!r}"
+        raise ctx.err(
+            at,
+            "a format name or a mapping with keys format, rounding, saturate is required, "
+            f"got {value!r}",
+            value=value,
         )
-    _check_keys(value, ("format", "rounding", "saturate"), where)
-    fmt = _format_name(value["format"], f"{where}.format") if "format" in value else None
+    ctx.check_keys(value, ("format", "rounding", "saturate"), at)
+    fmt = _format_name(value["format"], ctx, (*at, "format")) if "format" in value else None
     rounding = (
-        _rounding(value["rounding"], f"{where}.rounding")
+        _rounding(value["rounding"], ctx, (*at, "rounding"))
         if "rounding" in value
         else default.rounding
     )
     saturate = value.get("saturate", default.saturate)
     if saturate is not None:
-        _bool(saturate, f"{where}.saturate")
+        ctx.convert(saturate, val.boolean, (*at, "saturate"))
     return Cast(fmt or default.format, rounding, saturate)
 
 
-def _check_keys(d: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
-    for key in d:
-        if key not in allowed:
-            raise PolicyError(
-                f"{_where(where, str(key))}: unknown key; allowed: {', '.join(allowed)}"
-            )
+_LOSS_SCALE: dict[str, val.Conv] = {
+    "kind": val.one_of(LossScale.KINDS),
+    "init": val.number(0.0, lo_open=True),
+    "growth": val.number(1.0),
+    "backoff": val.number(0.0, 1.0, lo_open=True, hi_open=True),
+    "growth_interval": val.integer(1),
+}
 
 
-def _loss_scale(value: object, where: str) -> LossScale:
+def _loss_scale(value: object, ctx: val.Context, at: Path) -> LossScale:
     if value is None or value == "none":
         return LossScale()
     if value == "dynamic":
         return LossScale(kind="dynamic")
     if isinstance(value, int | float) and not isinstance(value, bool):
         if not value > 0:
-            raise PolicyError(f"{where}: a static loss scale must be > 0, got {value!r}")
+            raise ctx.err(at, f"a static loss scale must be > 0, got {value!r}", value=value)
         return LossScale(kind="static", init=float(value))
     if isinstance(value, Mapping):
-        names = tuple(f.name for f in dataclasses.fields(LossScale))
-        _check_keys(value, names, where)
-        ls = LossScale(**dict(value))
-        if ls.kind not in LossScale.KINDS:
-            raise PolicyError(f"{where}.kind: {ls.kind!r}; allowed: {', '.join(LossScale.KINDS)}")
-        if not (ls.init > 0 and ls.growth >= 1 and 0 < ls.backoff < 1):
-            raise PolicyError(f"{where}: need init > 0, growth >= 1 and 0 < backoff < 1")
-        if not (isinstance(ls.growth_interval, int) and ls.growth_interval >= 1):
-            raise PolicyError(f"{where}.growth_interval: a positive integer is required")
-        return ls
-    raise PolicyError(
-        f"{where}: {value!r}; allowed: none, dynamic, a number (static scale) or a mapping "
-        f"with keys {', '.join(f.name for f in dataclasses.fields(LossScale))}"
+        ctx.section(value, _LOSS_SCALE, at)  # checked; the values are kept as written
+        return LossScale(**dict(value))
+    allowed = (
+        "none, dynamic, a number (static scale) or a mapping with keys "
+        f"{', '.join(f.name for f in dataclasses.fields(LossScale))}"
+    )
+    raise ctx.err(at, f"{value!r}; allowed: {allowed}", value=value, allowed=allowed)
+
+
+_PERIODIC: dict[str, val.Conv] = {
+    "kind": val.choice(Kind),
+    "bits": val.integer(MIN_BITS, MAX_BITS),
+    "lambda_max": val.number(0.0),
+    "start_fraction": val.number(0.0, 1.0),
+    "ramp_fraction": val.number(0.0, 1.0),
+}
+_LEGACY_PERIODIC = re.compile(r"periodic[_-]")
+
+
+def is_periodic_name(value: str) -> bool:
+    """Whether ``value`` is spelled like the old ``periodic_<kind>_b<bits>`` pseudo-format."""
+    return bool(_LEGACY_PERIODIC.match(value.strip().lower()))
+
+
+def _periodic(value: object, ctx: val.Context, at: Path) -> PeriodicSpec | None:
+    if value is None:
+        return None
+    fields = ctx.section(value, _PERIODIC, at)
+    for key, what in (
+        ("kind", "sin2 or hat"),
+        ("bits", f"the grid's bits, {MIN_BITS}..{MAX_BITS}"),
+    ):
+        if key not in fields:
+            raise ctx.err((*at, key), f"required ({what})")
+    return PeriodicSpec(**fields)
+
+
+def periodic_moved(ctx: val.Context, at: Path, name: str) -> ConfigError:
+    """The error for a ``periodic_<kind>_b<bits>`` format name: what to write instead."""
+    spec = parse_periodic(name)
+    kind, bits = (spec.kind.value, str(spec.bits)) if spec else ("sin2|hat", "BITS")
+    return ctx.err(
+        at,
+        f"{name!r} is no longer a format: the periodic regularizer is part of the policy; write "
+        f"numerics: {{format: fp32, periodic: {{kind: {kind}, bits: {bits}}}}} (on the command "
+        f"line --set numerics.periodic.kind={kind} --set numerics.periodic.bits={bits}); its "
+        "schedule (lambda_max, start_fraction, ramp_fraction) goes in numerics.periodic too",
+        value=name,
+        allowed="numerics.periodic: {kind, bits, lambda_max, start_fraction, ramp_fraction}",
     )
 
 
@@ -341,82 +388,87 @@ POLICY_KEYS = (
     "overrides",
     "seed",
     "name",
+    "periodic",
 )
 
 
-def from_dict(d: Mapping[str, Any] | None, where: str = "numerics") -> Policy:
+def from_dict(
+    d: Mapping[str, Any] | None, ctx: val.Context | None = None, at: Path = ("numerics",)
+) -> Policy:
     """Build and validate a policy from a recipe's ``numerics`` section.
 
     ``preset: NAME`` starts from a named preset (see ``PRESETS``); the other keys override it.
-    ``where`` prefixes every error message (e.g. ``recipe.yaml: numerics``).
+    ``ctx`` names the file the section came from (a recipe's context; none for a bare dict,
+    whose errors are ``PolicyError``) and ``at`` the section's key path.
     """
-    d = dict(d or {})
-    _check_keys(d, POLICY_KEYS, where)
-    periodic = parse_periodic(d["format"]) if isinstance(d.get("format"), str) else None
-    if periodic is not None:  # trains in fp32 with the regularizer, hard-rounds at the end
-        d["format"] = "fp32"
+    ctx = ctx or val.Context(None, error=PolicyError)
+    d = dict(ctx.mapping(d, POLICY_KEYS, at))
+
+    def key(name: str) -> Path:
+        return (*at, name)
+
     if "preset" in d:
         name = d.pop("preset")
-        if name not in PRESETS:
-            raise PolicyError(
-                f"{where}.preset: unknown preset {name!r}; allowed: {', '.join(PRESETS)}"
+        if not isinstance(name, str) or name not in PRESETS:
+            allowed = ", ".join(PRESETS)
+            raise ctx.err(
+                key("preset"),
+                f"unknown preset {name!r}; allowed: {allowed}",
+                value=name,
+                allowed=allowed,
             )
         base = dict(PRESETS[name])
         base.update(d)
         base.setdefault("name", None if len(d) else name)
         d = base
-    fmt = _format_name(d.get("format", "fp32"), _where(where, "format"))
-    rounding = _rounding(d.get("rounding", "nearest_even"), _where(where, "rounding"))
+    fmt = _format_name(d.get("format", "fp32"), ctx, key("format"))
+    rounding = _rounding(d.get("rounding", "nearest_even"), ctx, key("rounding"))
     default = Cast(fmt, rounding)
-    casts = {role: _cast(d.get(role), default, _where(where, role)) for role in ROLES}
-    master = _bool(d.get("master_weights", True), _where(where, "master_weights"))
+    casts = {role: _cast(d.get(role), default, ctx, key(role)) for role in ROLES}
+    master = ctx.convert(d.get("master_weights", True), val.boolean, key("master_weights"))
     update_rounding = _rounding(
-        d.get("update_rounding", "nearest_even"), _where(where, "update_rounding")
+        d.get("update_rounding", "nearest_even"), ctx, key("update_rounding")
     )
-    method = d.get("update_method", "round")
-    if method not in UPDATE_METHODS:
-        raise PolicyError(
-            f"{_where(where, 'update_method')}: {method!r}; allowed: {', '.join(UPDATE_METHODS)}"
-        )
+    method = ctx.convert(
+        d.get("update_method", "round"), val.one_of(UPDATE_METHODS), key("update_method")
+    )
     overrides = []
     raw = d.get("overrides") or []
     if not isinstance(raw, list):
-        raise PolicyError(f"{_where(where, 'overrides')}: a list of mappings is required")
+        raise ctx.err(key("overrides"), "a list of mappings is required", value=raw)
     for i, ov in enumerate(raw):
-        w = f"{_where(where, 'overrides')}[{i}]"
+        w = (*key("overrides"), i)
         if not isinstance(ov, Mapping) or "match" not in ov:
-            raise PolicyError(f"{w}: a mapping with a 'match' glob (or list of globs) is required")
-        _check_keys(ov, ("match", "format", "rounding", *LAYER_ROLES), w)
+            raise ctx.err(
+                w, "a mapping with a 'match' glob (or list of globs) is required", value=ov
+            )
+        ctx.check_keys(ov, ("match", "format", "rounding", *LAYER_ROLES), w)
         match = ov["match"]
-        pats = (match,) if isinstance(match, str) else tuple(match)
+        pats = (
+            (match,) if isinstance(match, str) else tuple(match) if isinstance(match, list) else ()
+        )
         if not pats or not all(isinstance(p, str) for p in pats):
-            raise PolicyError(f"{w}.match: a glob string or a list of them is required")
-        ov_fmt = _format_name(ov["format"], f"{w}.format") if "format" in ov else None
-        ov_round = _rounding(ov["rounding"], f"{w}.rounding") if "rounding" in ov else None
+            raise ctx.err((*w, "match"), "a glob string or a list of them is required", value=match)
+        ov_fmt = _format_name(ov["format"], ctx, (*w, "format")) if "format" in ov else None
+        ov_round = _rounding(ov["rounding"], ctx, (*w, "rounding")) if "rounding" in ov else None
         layer = {}
         for role in LAYER_ROLES:
             base_cast = casts[role]
             if ov_fmt is not None or ov_round is not None:
                 base_cast = Cast(ov_fmt or base_cast.format, ov_round or base_cast.rounding)
-            layer[role] = _cast(ov.get(role), base_cast, f"{w}.{role}")
+            layer[role] = _cast(ov.get(role), base_cast, ctx, (*w, role))
         overrides.append(Override(pats, LayerNumerics(**layer)))
-    seed = d.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise PolicyError(f"{_where(where, 'seed')}: an integer is required, got {seed!r}")
-    name = d.get("name")
-    if name is not None and not isinstance(name, str):
-        raise PolicyError(f"{_where(where, 'name')}: a string is required, got {name!r}")
     return Policy(
         format=fmt,
         rounding=rounding,
         master_weights=master,
         update_rounding=update_rounding,
         update_method=method,
-        loss_scale=_loss_scale(d.get("loss_scale"), _where(where, "loss_scale")),
+        loss_scale=_loss_scale(d.get("loss_scale"), ctx, key("loss_scale")),
         overrides=tuple(overrides),
-        seed=seed,
-        name=name,
-        periodic=periodic,
+        seed=ctx.convert(d.get("seed", 0), val.integer(), key("seed")),
+        name=ctx.convert(d.get("name"), val.optional(val.string), key("name")),
+        periodic=_periodic(d.get("periodic"), ctx, key("periodic")),
         **casts,
     )
 

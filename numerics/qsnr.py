@@ -29,6 +29,9 @@ from typing import Any
 
 import torch
 
+from numerics.errors import UserError
+from numerics.rounding import parse as parse_rounding
+
 DISTRIBUTIONS = ("gaussian", "laplace", "student_t3", "uniform")
 LADDER = (
     "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "mxint8", "mxfp8_e4m3", "mxfp8_e5m2",
@@ -41,9 +44,10 @@ def sample(dist: str, numel: int, seed: int = 0) -> torch.Tensor:
     """``numel`` float32 draws of ``dist`` as a ``(numel // 1024, 1024)`` tensor (numel is
     rounded up to whole rows)."""
     if dist not in DISTRIBUTIONS:
-        raise ValueError(f"distribution {dist!r}: allowed: {', '.join(DISTRIBUTIONS)}")
+        allowed = ", ".join(DISTRIBUTIONS)
+        raise UserError(f"distribution {dist!r}: allowed: {allowed}", value=dist, allowed=allowed)
     if numel < 1:
-        raise ValueError(f"numel must be positive, got {numel}")
+        raise UserError(f"numel must be positive, got {numel}", value=numel, allowed=">= 1")
     g = torch.Generator().manual_seed(seed)
     shape = (math.ceil(numel / ROW), ROW)
     if dist == "gaussian":
@@ -133,6 +137,9 @@ def cmd_qsnr(args: argparse.Namespace) -> int:
 
     for f in args.formats:
         formats.get(f)  # an unknown name fails here with the registry's close matches
+    parse_rounding(args.rounding)
+    if args.numel < 1:
+        raise UserError(f"must be positive, got {args.numel}", key="--numel", value=args.numel)
     values = table(args.formats, args.dist, args.numel, args.seed, args.rounding)
     if args.markdown:
         print("\n".join(markdown(values)))
@@ -150,4 +157,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="numerics")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    return int(args.func(args))
+    from numerics.cli import run_command
+
+    return run_command(args.command, lambda: args.func(args))

@@ -14,9 +14,10 @@ from typing import Any
 import yaml
 
 from numerics import policy as policy_mod
+from numerics.errors import ConfigError, MissingInputError
 
 
-class RecipeError(ValueError):
+class RecipeError(ConfigError):
     """A recipe that cannot be used: ``<file>: <key.path>: what is wrong; what is allowed``."""
 
 
@@ -56,8 +57,10 @@ def _parse_override(item: Override, source: str) -> tuple[tuple[str, ...], Any, 
         text = f"--set {item}"
         if not isinstance(item, str) or "=" not in item:
             raise RecipeError(
-                f"{source}: {text!r}: malformed override; expected KEY.PATH=VALUE "
-                "(e.g. train.seed=2)"
+                "malformed override; expected KEY.PATH=VALUE (e.g. train.seed=2)",
+                file=source,
+                key=repr(text),
+                value=item,
             )
         key, raw = item.split("=", 1)
         try:
@@ -65,12 +68,12 @@ def _parse_override(item: Override, source: str) -> tuple[tuple[str, ...], Any, 
         except yaml.YAMLError as exc:
             problem = getattr(exc, "problem", None) or "cannot parse"
             raise RecipeError(
-                f"{source}: {text!r}: the value is not valid YAML ({problem})"
+                f"the value is not valid YAML ({problem})", file=source, key=repr(text), value=raw
             ) from None
     path = tuple(k.strip() for k in key.split("."))
     if not all(path):
         raise RecipeError(
-            f"{source}: {text!r}: empty key; expected KEY.PATH=VALUE (e.g. train.seed=2)"
+            "empty key; expected KEY.PATH=VALUE (e.g. train.seed=2)", file=source, key=repr(text)
         )
     return path, value, text
 
@@ -93,7 +96,10 @@ def _apply(
                 )
             elif not isinstance(child, dict):
                 raise RecipeError(
-                    f"{source}: {text!r}: {'.'.join(path[: i + 1])} is {child!r}, not a mapping"
+                    f"{'.'.join(path[: i + 1])} is {child!r}, not a mapping",
+                    file=source,
+                    key=repr(text),
+                    value=child,
                 )
             node = child
         node[path[-1]] = value
@@ -119,21 +125,24 @@ def _read(path: str, referrer: str | None) -> dict[str, Any]:
         text = Path(path).read_text()
     except FileNotFoundError:
         if referrer is None:
-            raise FileNotFoundError(f"recipe file not found: {path}") from None
-        raise RecipeError(f"{referrer}: base: file not found: {path}") from None
+            raise MissingInputError(f"recipe file not found: {path}", value=path) from None
+        raise RecipeError(
+            f"file not found: {path}", file=referrer, key="base", value=path
+        ) from None
     try:
         data = yaml.load(text, Loader=YamlLoader)  # a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise RecipeError(f"{path}: {at}YAML syntax error: {problem}") from None
+        raise RecipeError(f"{at}YAML syntax error: {problem}", file=path) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise RecipeError(
-            f"{path}: a recipe must be a mapping of sections (task, model, data, train, ...), "
-            f"got {type(data).__name__}"
+            "a recipe must be a mapping of sections (task, model, data, train, ...), "
+            f"got {type(data).__name__}",
+            file=path,
         )
     return data
 

@@ -25,6 +25,8 @@ import enum
 
 import torch
 
+from numerics.errors import UserError
+
 
 class Rounding(enum.Enum):
     NEAREST_EVEN = "nearest_even"
@@ -65,7 +67,9 @@ def parse(mode: str | Rounding) -> Rounding:
     if key in _ALIASES:
         return _ALIASES[key]
     allowed = ", ".join(m.value for m in Rounding)
-    raise ValueError(f"unknown rounding mode {mode!r}; allowed: {allowed}")
+    raise UserError(
+        f"unknown rounding mode {mode!r}; allowed: {allowed}", value=mode, allowed=allowed
+    )
 
 
 def names() -> list[str]:

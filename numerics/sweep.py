@@ -37,7 +37,10 @@ completed / diverged / failed runs as they come back.
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import hashlib
+import inspect
 import itertools
 import json
 import math
@@ -54,7 +57,10 @@ import numpy as np
 import yaml
 
 from numerics import recipe as recipes
+from numerics import validate as val
+from numerics.errors import ConfigError, MissingInputError, UserError
 from numerics.executors.base import Executor, RunSpec, Summary
+from numerics.periodic import PeriodicSpec
 from numerics.rundir import CHECKPOINT, CONFIG, SUMMARY, RunDir, atomic_write_text, jsonable
 
 METHODS = ("grid", "random")
@@ -76,11 +82,11 @@ FAILED_SUMMARY = "summary.failed.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
-class SweepError(ValueError):
+class SweepError(ConfigError):
     """A sweep file that cannot be used: ``<file>: <key>: what is wrong; what is allowed``."""
 
 
-class ResultsExistError(RuntimeError):
+class ResultsExistError(UserError):
     """The sweep's results folder already holds runs and ``--resume`` was not given."""
 
 
@@ -143,24 +149,26 @@ def _number(v: Any) -> bool:
     return not isinstance(v, bool) and isinstance(v, int | float) and math.isfinite(v)
 
 
-def _parameter(key: Any, spec: Any, where: str) -> Parameter:
-    at = f"{where}: parameters.{key}"
+def _parameter(key: Any, spec: Any, ctx: val.Context) -> Parameter:
+    at = ("parameters", str(key))
     if not isinstance(key, str) or not all(k.strip() for k in key.split(".")):
-        raise SweepError(f"{at}: a parameter key must be a dotted recipe key like train.lr")
+        raise ctx.err(at, "a parameter key must be a dotted recipe key like train.lr", value=key)
     if not isinstance(spec, Mapping):
-        raise SweepError(
-            f"{at}: must be a mapping (wandb syntax) with value, values or distribution, "
-            f"got {spec!r}"
+        raise ctx.err(
+            at,
+            f"must be a mapping (wandb syntax) with value, values or distribution, got {spec!r}",
+            value=spec,
         )
     spec = dict(spec)
+    dists = _allowed(list(DISTRIBUTIONS))
     if "distribution" in spec:
         dist = spec["distribution"]
         if dist not in DISTRIBUTIONS:
-            raise SweepError(
-                f"{at}: unknown distribution {dist!r}; allowed: {_allowed(list(DISTRIBUTIONS))}"
+            raise ctx.err(
+                at, f"unknown distribution {dist!r}; allowed: {dists}", value=dist, allowed=dists
             )
     elif "value" in spec and "values" in spec:
-        raise SweepError(f"{at}: give value (a constant) or values (a list), not both")
+        raise ctx.err(at, "give value (a constant) or values (a list), not both")
     elif "value" in spec or "values" in spec:
         dist = "constant" if "value" in spec else "categorical"
     else:
@@ -169,108 +177,126 @@ def _parameter(key: Any, spec: Any, where: str) -> Parameter:
             if "min" in spec or "max" in spec
             else ""
         )
-        raise SweepError(
-            f"{at}: needs value (a constant), values (a list) or distribution (one of "
-            f"{_allowed(list(DISTRIBUTIONS))}){hint}"
+        raise ctx.err(
+            at,
+            f"needs value (a constant), values (a list) or distribution (one of {dists}){hint}",
+            value=spec,
         )
     required, optional = DISTRIBUTIONS[dist]
     allowed = ["distribution", *required, *optional]
     for k in spec:
         if k not in allowed:
-            raise SweepError(
-                f"{at}: unknown key {k!r} for distribution {dist}; allowed: {_allowed(allowed)}"
+            raise ctx.err(
+                at,
+                f"unknown key {k!r} for distribution {dist}; allowed: {_allowed(allowed)}",
+                value=k,
+                allowed=_allowed(allowed),
             )
     for k in required:
         if k not in spec:
-            raise SweepError(f"{at}: distribution {dist} needs {_allowed(required)} ({k} missing)")
+            raise ctx.err(at, f"distribution {dist} needs {_allowed(required)} ({k} missing)")
     p = Parameter(key, dist, spec)
     if dist == "categorical" and (not isinstance(spec["values"], list) or not spec["values"]):
-        raise SweepError(f"{at}: values must be a non-empty list, got {spec['values']!r}")
+        raise ctx.err(
+            at, f"values must be a non-empty list, got {spec['values']!r}", value=spec["values"]
+        )
     for k in ("min", "max", "q", "mu", "sigma"):
         if k in allowed and not _number(p.arg(k)):
-            raise SweepError(f"{at}: {k} must be a finite number, got {p.arg(k)!r}")
+            raise ctx.err(at, f"{k} must be a finite number, got {p.arg(k)!r}", value=p.arg(k))
     if dist == "int_uniform" and not all(isinstance(spec[k], int) for k in ("min", "max")):
-        raise SweepError(f"{at}: int_uniform needs integer min and max, got {spec}")
+        raise ctx.err(at, f"int_uniform needs integer min and max, got {spec}", value=spec)
     if "min" in required and not spec["min"] < spec["max"]:
-        raise SweepError(f"{at}: min ({spec['min']}) must be < max ({spec['max']})")
+        raise ctx.err(at, f"min ({spec['min']}) must be < max ({spec['max']})", value=spec)
     if dist == "log_uniform_values" and spec["min"] <= 0:
-        raise SweepError(f"{at}: log_uniform_values needs min > 0, got {spec['min']}")
+        raise ctx.err(at, f"log_uniform_values needs min > 0, got {spec['min']}", value=spec["min"])
     for k in ("q", "sigma"):
         if k in allowed and p.arg(k) <= 0:
-            raise SweepError(f"{at}: {k} must be > 0, got {p.arg(k)}")
+            raise ctx.err(at, f"{k} must be > 0, got {p.arg(k)}", value=p.arg(k))
     return p
 
 
-def _resolve_recipe(path: Any, sweep_path: str) -> str:
+def _resolve_recipe(path: Any, ctx: val.Context) -> str:
     if not isinstance(path, str) or not path.strip():
-        raise SweepError(f"{sweep_path}: recipe: must be a recipe path or a list of them")
+        raise ctx.err(("recipe",), "must be a recipe path or a list of them", value=path)
+    sweep_path = ctx.source or ""
     if os.path.isabs(path):
         found = Path(path) if Path(path).is_file() else None
     else:
         near = Path(os.path.dirname(sweep_path)) / path
         found = near if near.is_file() else (Path(path) if Path(path).is_file() else None)
     if found is None:
-        raise FileNotFoundError(
-            f"{sweep_path}: recipe: file not found: {path} (looked next to the sweep file, "
-            f"then in the working directory {os.getcwd()})"
+        raise MissingInputError(
+            f"file not found: {path} (looked next to the sweep file, then in the working "
+            f"directory {os.getcwd()})",
+            file=sweep_path,
+            key="recipe",
+            value=path,
         )
     return os.path.normpath(str(found))
 
 
+_COUNT, _SEED, _JOBS = val.integer(1), val.integer(0), val.optional(val.integer(1))
+
+
 def from_dict(d: Any, path: str = "<sweep>") -> Sweep:
     """Validate a sweep mapping; recipe paths are resolved against ``path``'s folder."""
+    ctx = val.Context(path, error=SweepError)
     if not isinstance(d, Mapping):
-        raise SweepError(f"{path}: a sweep file must be a mapping with keys {_allowed(TOP_KEYS)}")
-    for key in d:
-        if key not in TOP_KEYS:
-            raise SweepError(f"{path}: unknown key {key!r}; allowed: {_allowed(TOP_KEYS)}")
+        raise ctx.err((), f"a sweep file must be a mapping with keys {_allowed(TOP_KEYS)}")
+    ctx.check_keys(d, TOP_KEYS, ())
     name = d.get("name", Path(path).stem)
     if not isinstance(name, str) or not _NAME.match(name):
-        raise SweepError(
-            f"{path}: name: {name!r} is not a folder name; allowed: letters, digits, . _ + -"
+        raise ctx.err(
+            ("name",),
+            f"{name!r} is not a folder name; allowed: letters, digits, . _ + -",
+            value=name,
         )
     if d.get("recipe") is None:
-        raise SweepError(f"{path}: recipe: required (a recipe path or a list of them)")
+        raise ctx.err(("recipe",), "required (a recipe path or a list of them)")
     raw_recipes = d["recipe"] if isinstance(d["recipe"], list) else [d["recipe"]]
     if not raw_recipes:
-        raise SweepError(f"{path}: recipe: the list is empty")
-    paths = tuple(_resolve_recipe(r, path) for r in raw_recipes)
+        raise ctx.err(("recipe",), "the list is empty")
+    paths = tuple(_resolve_recipe(r, ctx) for r in raw_recipes)
     method = d.get("method", "grid")
     if method not in METHODS:
-        raise SweepError(f"{path}: method: unknown method {method!r}; allowed: {_allowed(METHODS)}")
-    count, seed = d.get("count"), d.get("seed", 0)
+        raise ctx.err(
+            ("method",),
+            f"unknown method {method!r}; allowed: {_allowed(METHODS)}",
+            value=method,
+            allowed=_allowed(METHODS),
+        )
+    count = d.get("count")
     if method == "random":
         if count is None:
-            raise SweepError(f"{path}: count: required by method random (the number of runs)")
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise SweepError(f"{path}: count: must be a positive integer, got {count!r}")
+            raise ctx.err(("count",), "required by method random (the number of runs)")
+        ctx.convert(count, _COUNT, ("count",))
     elif count is not None:
-        raise SweepError(f"{path}: count: applies to method random only (grid runs every point)")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise SweepError(f"{path}: seed: must be an integer >= 0, got {seed!r}")
+        raise ctx.err(("count",), "applies to method random only (grid runs every point)")
+    seed = ctx.convert(d.get("seed", 0), _SEED, ("seed",))
     raw_params = d.get("parameters") or {}
     if not isinstance(raw_params, Mapping):
-        raise SweepError(f"{path}: parameters: must be a mapping of recipe key -> spec")
-    params = tuple(_parameter(k, v, path) for k, v in raw_params.items())
+        raise ctx.err(("parameters",), "must be a mapping of recipe key -> spec", value=raw_params)
+    params = tuple(_parameter(k, v, ctx) for k, v in raw_params.items())
     if method == "grid":
         for p in params:
             if p.distribution not in ("constant", "categorical"):
-                raise SweepError(
-                    f"{path}: parameters.{p.key}: distribution {p.distribution} needs method "
-                    "random; grid takes value or values"
+                raise ctx.err(
+                    ("parameters", p.key),
+                    f"distribution {p.distribution} needs method random; grid takes value or "
+                    "values",
                 )
     ex = d.get("executor") or {}
     if not isinstance(ex, Mapping):
-        raise SweepError(f"{path}: executor: must be a mapping like {{kind: local, jobs: 2}}")
+        raise ctx.err(("executor",), "must be a mapping like {kind: local, jobs: 2}", value=ex)
     ex = {"kind": "local", **ex}
     if ex["kind"] not in EXECUTORS:
-        raise SweepError(
-            f"{path}: executor.kind: unknown executor {ex['kind']!r}; allowed: "
-            f"{_allowed(EXECUTORS)}"
+        raise ctx.err(
+            ("executor", "kind"),
+            f"unknown executor {ex['kind']!r}; allowed: {_allowed(EXECUTORS)}",
+            value=ex["kind"],
+            allowed=_allowed(EXECUTORS),
         )
-    jobs = ex.get("jobs")
-    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
-        raise SweepError(f"{path}: executor.jobs: must be a positive integer, got {jobs!r}")
+    ctx.convert(ex.get("jobs"), _JOBS, ("executor", "jobs"))
     return Sweep(path, name, paths, method, params, count, seed, ex, dict(d))
 
 
@@ -280,11 +306,11 @@ def load_sweep(path: str | Path) -> Sweep:
     try:
         text = Path(name).read_text()
     except FileNotFoundError:
-        raise FileNotFoundError(f"sweep file not found: {name}") from None
+        raise MissingInputError(f"sweep file not found: {name}", value=name) from None
     try:
         data = yaml.load(text, Loader=recipes.YamlLoader)  # a SafeLoader reading 1e-3 as float
     except yaml.YAMLError as exc:
-        raise SweepError(f"{name}: YAML syntax error: {exc}") from None
+        raise SweepError(f"YAML syntax error: {exc}", file=name) from None
     return from_dict(data, name)
 
 
@@ -316,9 +342,55 @@ def points(sweep: Sweep) -> list[Point]:
     return out
 
 
+_SCHEDULE = ("lambda_max", "start_fraction", "ramp_fraction")
+
+
+def hashed_config(recipe: recipes.Recipe) -> dict[str, Any]:
+    """What a run id hashes: ``legacy_layout(recipe.to_dict())``."""
+    return legacy_layout(recipe.to_dict())
+
+
+def legacy_layout(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A resolved recipe (``Recipe.to_dict()``) in the layout it had before the periodic
+    regularizer moved into the policy, so that run folders made before keep their ids.
+
+    Then the regularizer was a format, ``numerics.format: periodic_<kind>_b<bits>`` (training in
+    fp32), and every recipe had a top-level ``periodic`` section with its schedule. A policy
+    with ``numerics.periodic`` and format fp32 is hashed as that format name plus the section;
+    one without as the section's defaults; any other (which the old layout could not say) as
+    it is, without the section.
+    """
+    d = copy.deepcopy(dict(config))
+    periodic = d["numerics"].pop("periodic", None)
+    if periodic is None:
+        defaults = {f.name: f.default for f in dataclasses.fields(PeriodicSpec)}
+        d["periodic"] = {k: defaults[k] for k in _SCHEDULE}
+    elif d["numerics"]["format"] == "fp32":
+        d["numerics"]["format"] = f"periodic_{periodic['kind']}_b{periodic['bits']}"
+        d["periodic"] = {k: periodic[k] for k in _SCHEDULE}
+    else:
+        d["numerics"]["periodic"] = periodic
+    return d
+
+
+def upgrade_config(out: str | Path, config: Mapping[str, Any]) -> bool:
+    """Rewrite the ``config.yaml`` of run folder ``out`` in today's layout when it holds
+    ``config`` in the layout from before ``numerics.periodic`` (see ``legacy_layout``), so that
+    ``--resume`` continues runs begun before the move. True if it was rewritten."""
+    rd = RunDir(out)
+    try:
+        old = yaml.safe_load(rd.config.read_text())
+    except FileNotFoundError:
+        return False
+    if old == jsonable(config) or old != jsonable(legacy_layout(config)):
+        return False
+    rd.write_config(dict(config))
+    return True
+
+
 def run_id(recipe: recipes.Recipe) -> str:
-    """``<recipe_label>-<8 hex of sha256 of the resolved recipe>``: stable, config-addressed."""
-    blob = json.dumps(recipe.to_dict(), sort_keys=True)
+    """``<recipe_label>-<8 hex of sha256 of hashed_config(recipe)>``: stable, config-addressed."""
+    blob = json.dumps(hashed_config(recipe), sort_keys=True)
     label = re.sub(r"[^A-Za-z0-9._+-]", "_", recipes.recipe_label(recipe))
     return f"{label}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
 
@@ -333,12 +405,14 @@ class Expansion:
     swept: list[str]
 
 
-def _recipe_error(sweep: Sweep, i: int, point: Point, exc: Exception) -> SweepError:
-    msg = str(exc)
-    for key in point[1]:
-        if f"--set {key}=" in msg:
-            return SweepError(f"{sweep.path}: parameters.{key}: {msg}")
-    return SweepError(f"{sweep.path}: run {i + 1} ({point[0]} with {point[1]}): {msg}")
+def _recipe_error(sweep: Sweep, i: int, point: Point, exc: UserError) -> SweepError:
+    """A run's recipe error, reported against the parameter that set the key if one did."""
+    key = getattr(exc, "set_by", None)
+    if key in point[1]:
+        where, value = f"parameters.{key}", point[1][key]
+    else:
+        where, value = f"run {i + 1} ({point[0]} with {point[1]})", exc.value
+    return SweepError(str(exc), file=sweep.path, key=where, value=value, allowed=exc.allowed)
 
 
 def expand(sweep: Sweep, results: str | Path = "results") -> Expansion:
@@ -349,12 +423,12 @@ def expand(sweep: Sweep, results: str | Path = "results") -> Expansion:
     for i, (path, params) in enumerate(points(sweep)):
         try:
             rec = recipes.load(path, list(params.items()))
-        except (ValueError, KeyError, TypeError) as exc:
+        except UserError as exc:
             raise _recipe_error(sweep, i, (path, params), exc) from None
         rid, config = run_id(rec), rec.to_dict()
         if rid in runs:
-            if runs[rid].config != config:  # 32 bits of sha256 collided
-                raise SweepError(f"{sweep.path}: run id {rid} names two different configs")
+            if runs[rid].config != config:  # 32 bits of sha256 collided: a bug to report
+                raise RuntimeError(f"{sweep.path}: run id {rid} names two different configs")
             duplicates.append({"recipe": path, "params": params, "same_as": rid})
             continue
         runs[rid] = RunSpec(rid, str(folder / rid), config, path, params, sweep.name)
@@ -400,8 +474,11 @@ def make_executor(kind: str, jobs: int | None, options: Mapping[str, Any]) -> Ex
         extra = sorted(set(opts) - {"threads"})
         if extra:
             raise SweepError(
-                f"executor: option(s) {', '.join(extra)} not accepted by the local executor; "
-                "allowed: jobs, threads"
+                f"option(s) {', '.join(extra)} not accepted by the local executor; "
+                "allowed: jobs, threads",
+                key="executor",
+                value=extra,
+                allowed="jobs, threads",
             )
         return LocalExecutor(jobs=jobs, threads=opts.get("threads"))
     if jobs is not None:
@@ -410,6 +487,16 @@ def make_executor(kind: str, jobs: int | None, options: Mapping[str, Any]) -> Ex
         if kind == "ray":
             from numerics.executors.ray_executor import RayExecutor
 
+            known = [n for n in inspect.signature(RayExecutor).parameters if n != "fn"]
+            extra = sorted(set(opts) - set(known))
+            if extra:
+                raise SweepError(
+                    f"option(s) {', '.join(extra)} not accepted by the ray executor; "
+                    f"allowed: {', '.join(known)}",
+                    key="executor",
+                    value=extra,
+                    allowed=", ".join(known),
+                )
             return RayExecutor(**opts)
         if kind == "slurm":
             from numerics.executors.slurm import SlurmExecutor
@@ -417,9 +504,15 @@ def make_executor(kind: str, jobs: int | None, options: Mapping[str, Any]) -> Ex
             return SlurmExecutor(**opts)
     except ImportError as exc:
         raise SweepError(
-            f"executor kind {kind} is not available: {exc} (pip install 'numerics[{kind}]')"
+            f"executor kind {kind} is not available: {exc} (pip install 'numerics[{kind}]')",
+            value=kind,
         ) from None
-    raise SweepError(f"executor: unknown kind {kind!r}; allowed: {_allowed(EXECUTORS)}")
+    raise SweepError(
+        f"unknown kind {kind!r}; allowed: {_allowed(EXECUTORS)}",
+        key="executor",
+        value=kind,
+        allowed=_allowed(EXECUTORS),
+    )
 
 
 @dataclass
@@ -483,9 +576,10 @@ def run_sweep(
     existing = existing_runs(folder)
     if existing and not resume:
         raise ResultsExistError(
-            f"{folder}: already holds {len(existing)} run folder(s); pass --resume to continue "
+            f"already holds {len(existing)} run folder(s); pass --resume to continue "
             "the sweep (finished runs are kept, failed and interrupted ones run again) or use "
-            "another --results folder; nothing was touched"
+            "another --results folder; nothing was touched",
+            file=str(folder),
         )
     tally = Tally(len(expansion.runs), merged=len(expansion.duplicates))
     todo: list[RunSpec] = []
@@ -498,6 +592,8 @@ def run_sweep(
             continue
         if rd.summary.exists():  # failed (or unreadable): re-run; the checkpoint stays
             os.replace(rd.summary, rd.path / FAILED_SUMMARY)
+        if resume:
+            upgrade_config(rd.path, spec.config)
         todo.append(spec)
     write_index(sweep, expansion, folder)
     bar = tqdm(
@@ -544,8 +640,10 @@ def wandb_config(sweep: Sweep) -> dict[str, Any]:
 
     if len(sweep.recipes) != 1:
         raise SweepError(
-            f"{sweep.path}: recipe: a wandb sweep runs one command, so --export-wandb needs a "
-            f"single recipe, got {len(sweep.recipes)}; write one sweep file per recipe"
+            "a wandb sweep runs one command, so --export-wandb needs a single recipe, got "
+            f"{len(sweep.recipes)}; write one sweep file per recipe",
+            file=sweep.path,
+            key="recipe",
         )
     recipe = sweep.recipes[0]
     task = tasks.get(recipes.load(recipe).task)
@@ -604,7 +702,8 @@ def _describe(spec: RunSpec) -> str:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    """0: every run completed or diverged; 1: a run failed; 2: bad input; 130: Ctrl-C."""
+    """0: every run completed or diverged; 1: a run failed; 130: Ctrl-C. Bad input raises a
+    ``UserError`` (the CLI's exit code 2)."""
     folder = Path(args.results) / "?"
     try:
         sweep = load_sweep(args.sweep)
@@ -627,7 +726,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             options = {}  # the file's options are for its own kind
         if args.address:
             if kind != "ray":
-                raise SweepError(f"--address is for executor ray, not {kind}")
+                raise UserError(f"is for executor ray, not {kind}", key="--address", value=kind)
             options["address"] = args.address
         if kind == "slurm":
             options.setdefault("folder", str(folder / ".slurm"))
@@ -641,9 +740,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    except (ValueError, ResultsExistError, OSError) as exc:  # SweepError is a ValueError
-        print(f"numerics sweep: {exc}", file=sys.stderr)
-        return 2
     print(f"sweep {sweep.name}: {tally.line()} -> {folder}")
     return 1 if tally.failed else 0
 
@@ -653,7 +749,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="numerics")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    return int(args.func(args))
+    from numerics.cli import run_command
+
+    return run_command(args.command, lambda: args.func(args))
 
 
 if __name__ == "__main__":

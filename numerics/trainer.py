@@ -235,9 +235,8 @@ def _periodic(recipe: Recipe, model: nn.Module, steps: int) -> PeriodicRegulariz
     spec = recipe.numerics.periodic
     if spec is None:
         return None
-    cfg = recipe.periodic
-    start, ramp = int(cfg.start_fraction * steps), int(cfg.ramp_fraction * steps)
-    amplitude = AmplitudeSchedule(cfg.lambda_max, start=start, ramp_steps=ramp)
+    start, ramp = int(spec.start_fraction * steps), int(spec.ramp_fraction * steps)
+    amplitude = AmplitudeSchedule(spec.lambda_max, start=start, ramp_steps=ramp)
     return PeriodicRegularizer.from_spec(model, spec, amplitude=amplitude)
 
 

@@ -34,6 +34,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
+from numerics.errors import UserError
 from numerics.executors.base import RunSpec, Summary, default_threads, run_one
 from numerics.summary import RunSummary
 
@@ -105,11 +106,11 @@ class LocalExecutor:
         if jobs is None:
             jobs = os.cpu_count() or 1
         if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-            raise ValueError(f"LocalExecutor: jobs={jobs!r}; allowed: a positive integer")
+            raise UserError(f"LocalExecutor: jobs={jobs!r}; allowed: a positive integer")
         if threads is not None and (
             isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
         ):
-            raise ValueError(
+            raise UserError(
                 f"LocalExecutor: threads={threads!r}; allowed: a positive integer or null"
             )
         self.jobs = jobs

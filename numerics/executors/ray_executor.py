@@ -42,6 +42,7 @@ from typing import Any
 import ray
 import ray.exceptions as rex
 
+from numerics.errors import UserError
 from numerics.executors.base import RunSpec, Summary, run_one
 from numerics.executors.local import record_failure
 from numerics.summary import RunSummary
@@ -64,7 +65,7 @@ def _positive_int(name: str, value: Any, allow_none: bool = True) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         none = " or null" if allow_none else ""
-        raise ValueError(f"RayExecutor: {name}={value!r}; allowed: a positive integer{none}")
+        raise UserError(f"RayExecutor: {name}={value!r}; allowed: a positive integer{none}")
 
 
 class RayExecutor:
@@ -85,7 +86,7 @@ class RayExecutor:
         **init_options: Any,
     ) -> None:
         if address is not None and (not isinstance(address, str) or not address):
-            raise ValueError(
+            raise UserError(
                 f"RayExecutor: address={address!r}; allowed: HOST:PORT, ray://HOST:PORT, 'auto' "
                 "or null (start a local Ray)"
             )
@@ -96,17 +97,17 @@ class RayExecutor:
             or not isinstance(num_cpus_per_run, int | float)
             or not num_cpus_per_run > 0
         ):
-            raise ValueError(
+            raise UserError(
                 f"RayExecutor: num_cpus_per_run={num_cpus_per_run!r}; allowed: a number > 0"
             )
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < -1:
-            raise ValueError(
+            raise UserError(
                 f"RayExecutor: max_retries={max_retries!r}; allowed: an integer >= 0 (-1: forever)"
             )
         if not isinstance(cancel_grace_s, int | float) or cancel_grace_s < 0:
-            raise ValueError(f"RayExecutor: cancel_grace_s={cancel_grace_s!r}; allowed: >= 0")
+            raise UserError(f"RayExecutor: cancel_grace_s={cancel_grace_s!r}; allowed: >= 0")
         if not callable(fn):
-            raise ValueError(f"RayExecutor: fn={fn!r}; allowed: a function (spec, threads)")
+            raise UserError(f"RayExecutor: fn={fn!r}; allowed: a function (spec, threads)")
         self.address = address
         self.jobs = jobs
         self.num_cpus_per_run = float(num_cpus_per_run)

@@ -43,6 +43,7 @@ from typing import Any
 import submitit
 from submitit.core.utils import FailedJobError
 
+from numerics.errors import UserError
 from numerics.executors.base import RunSpec, Summary, run_one
 from numerics.executors.local import record_failure
 from numerics.summary import RunSummary
@@ -53,7 +54,7 @@ CLUSTERS = (None, "slurm", "local", "debug")
 
 def _positive_int(name: str, value: Any) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(f"SlurmExecutor: {name}={value!r}; allowed: a positive integer or null")
+        raise UserError(f"SlurmExecutor: {name}={value!r}; allowed: a positive integer or null")
 
 
 class SlurmExecutor:
@@ -74,28 +75,28 @@ class SlurmExecutor:
         **slurm_options: Any,
     ) -> None:
         if not isinstance(folder, str | os.PathLike) or not str(folder):
-            raise ValueError(f"SlurmExecutor: folder={folder!r}; allowed: a folder for job logs")
+            raise UserError(f"SlurmExecutor: folder={folder!r}; allowed: a folder for job logs")
         _positive_int("jobs", jobs)
         _positive_int("threads", threads)
         if cluster not in CLUSTERS:
-            raise ValueError(
+            raise UserError(
                 f"SlurmExecutor: cluster={cluster!r}; allowed: null (auto), slurm, local, debug"
             )
         if poll_s is not None and (not isinstance(poll_s, int | float) or poll_s <= 0):
-            raise ValueError(f"SlurmExecutor: poll_s={poll_s!r}; allowed: a number > 0 or null")
+            raise UserError(f"SlurmExecutor: poll_s={poll_s!r}; allowed: a number > 0 or null")
         if not callable(fn):
-            raise ValueError(f"SlurmExecutor: fn={fn!r}; allowed: a function (spec, threads)")
+            raise UserError(f"SlurmExecutor: fn={fn!r}; allowed: a function (spec, threads)")
         try:
             self.executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
         except (RuntimeError, ValueError) as exc:  # e.g. "slurm" where there is no srun
-            raise ValueError(f"SlurmExecutor: cluster={cluster!r}: {exc}") from None
+            raise UserError(f"SlurmExecutor: cluster={cluster!r}: {exc}") from None
         self.cluster: str = self.executor.cluster
         self.jobs = jobs
         self.fn = fn
         self.poll_s = poll_s if poll_s is not None else (10.0 if self.cluster == "slurm" else 0.2)
         for key in ("nodes", "tasks_per_node", "slurm_nodes", "slurm_ntasks_per_node"):
             if slurm_options.get(key, 1) != 1:
-                raise ValueError(
+                raise UserError(
                     f"SlurmExecutor: {key}={slurm_options[key]!r}; allowed: 1 (a job is one "
                     "process training one run; more would write the same run directory at once)"
                 )
@@ -111,7 +112,7 @@ class SlurmExecutor:
         try:
             self.executor.update_parameters(**options)
         except (AssertionError, NameError, TypeError, ValueError) as exc:
-            raise ValueError(f"SlurmExecutor: bad executor option(s): {exc}") from None
+            raise UserError(f"SlurmExecutor: bad executor option(s): {exc}") from None
 
     def run(self, specs: Sequence[RunSpec], on_done: Callable[[RunSpec, Summary], None]) -> None:
         specs = list(specs)

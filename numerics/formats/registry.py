@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import re
 
+from numerics.errors import UserError
 from numerics.formats.block import (
     BlockFormat,
     ScaleRule,
@@ -26,11 +27,9 @@ from numerics.formats.integer import FixedFormat, IntFormat
 Format = FloatFormat | FixedFormat | IntFormat | BlockFormat | SharedMicroExpFormat
 
 
-class UnknownFormatError(KeyError):
-    """An unknown format name; the message lists close matches."""
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0])
+class UnknownFormatError(UserError, KeyError):
+    """An unknown format name; the message lists close matches. A ``UserError`` (bad input),
+    and a ``KeyError`` for callers that look names up like a mapping."""
 
 
 _REGISTRY: dict[str, Format] = {}
@@ -126,7 +125,8 @@ def get(name: str | Format) -> Format:
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise UnknownFormatError(
             f"unknown format {name!r}{hint} (see `numerics formats` for all; families eXmY, "
-            "fixedW_F, bfpN_bK and the suffixes _ftz, _bK, _ceil are parsed)"
+            "fixedW_F, bfpN_bK and the suffixes _ftz, _bK, _ceil are parsed)",
+            value=name,
         )
     return fmt
 

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from numerics import recipe as recipes
+from numerics.cli import main as cli_main
 from numerics.compare import (
     RunWarning,
     add_parser,
@@ -24,6 +25,7 @@ from numerics.compare import (
     load_runs,
     where,
 )
+from numerics.errors import MissingInputError
 from numerics.trainer import train
 
 IMG, LANG = "image/mlp/digits", "language/gpt/stdlib"
@@ -131,7 +133,7 @@ def test_load_runs_finds_runs_one_and_two_levels_down(tmp_path: Path) -> None:
     assert by_name["bf16-2"].error == "RuntimeError: boom"
     assert by_name["e4m3-0"].error == "loss nan at step 2"
     assert by_name["lm-bf16-1"].recipe == LANG
-    with pytest.raises(FileNotFoundError, match="nowhere"):
+    with pytest.raises(MissingInputError, match="nowhere"):
         load_runs(tmp_path / "nowhere")
 
 
@@ -404,11 +406,12 @@ def test_cmd_compare_end_to_end_on_a_real_run(
     assert cmd_compare(_args(str(res), "--ci", "0.9", "--out", str(tmp_path / "r90"))) == 0
     assert "90% CI (Student t, over seeds)" in capsys.readouterr().out
     assert "90% CI" in (tmp_path / "r90" / "report.md").read_text()
-    assert cmd_compare(_args(str(res), "--ci", "95")) == 2
+    assert cli_main(["compare", str(res), "--ci", "95"]) == 2
     err = capsys.readouterr().err
     assert "--ci" in err and "95" in err and "strictly between 0 and 1" in err
 
-    assert cmd_compare(_args(str(tmp_path / "missing"))) == 2
+    assert cli_main(["compare", str(tmp_path / "missing")]) == 2
+    assert "missing: no such folder" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert cmd_compare(_args(str(tmp_path / "empty"))) == 1
     assert "no runs" in capsys.readouterr().err

@@ -73,8 +73,11 @@ def test_round_trip_through_a_dict():
         ({"format": "bf17"}, "numerics.format: unknown format 'bf17'"),
         ({"weights": {"format": "fp8", "rnd": 1}}, "numerics.weights.rnd: unknown key"),
         ({"rounding": "nearest_odd"}, "numerics.rounding: unknown rounding 'nearest_odd'; allo"),
-        ({"master_weights": "no"}, "numerics.master_weights: true or false is required"),
-        ({"update_method": "neumaier"}, "numerics.update_method: 'neumaier'; allowed: round"),
+        ({"master_weights": "no"}, "numerics.master_weights: must be true or false, got 'no'"),
+        (
+            {"update_method": "neumaier"},
+            "numerics.update_method: must be one of round, kahan, got 'neumaier'",
+        ),
         ({"loss_scale": "auto"}, "numerics.loss_scale: 'auto'; allowed: none, dynamic"),
         ({"loss_scale": -1}, "numerics.loss_scale: a static loss scale must be > 0"),
         ({"overrides": [{"format": "bf16"}]}, "numerics.overrides[0]: a mapping with a 'match'"),
@@ -116,11 +119,33 @@ def test_axis_dependence():
     assert P.Cast("fp32").is_identity and not P.Cast("fp32", saturate=True).is_identity
 
 
-def test_a_periodic_regularizer_is_named_like_a_format():
-    pol = P.from_dict({"format": "periodic_sin2_b4"})
+def test_a_periodic_regularizer_is_part_of_the_policy():
+    pol = P.from_dict({"periodic": {"kind": "sin2", "bits": 4, "lambda_max": 1e-3}})
     assert pol.periodic is not None and (pol.periodic.kind.value, pol.periodic.bits) == ("sin2", 4)
+    assert (pol.periodic.lambda_max, pol.periodic.start_fraction) == (1e-3, 0.5)  # defaults
     assert pol.weights.is_identity and pol.errors.is_identity and not pol.is_identity
     assert pol.label() == "periodic_sin2_b4"
     assert P.from_dict(pol.to_dict()) == pol
-    with pytest.raises(P.PolicyError, match=r"numerics\.format: unknown format 'periodic_sin2_b1'"):
-        P.from_dict({"format": "periodic_sin2_b1"})  # bits 2..16
+    with pytest.raises(
+        P.PolicyError, match=r"numerics\.periodic\.bits: must be an integer in 2\.\.16"
+    ):
+        P.from_dict({"periodic": {"kind": "hat", "bits": 1}})
+    with pytest.raises(P.PolicyError, match=r"numerics\.periodic\.kind: required"):
+        P.from_dict({"periodic": {"bits": 3}})
+    with pytest.raises(P.PolicyError, match=r"numerics\.periodic\.bits: required"):
+        P.from_dict({"periodic": {"kind": "hat"}})
+    with pytest.raises(P.PolicyError, match=r"numerics\.periodic\.knid: unknown key.*kind\?"):
+        P.from_dict({"periodic": {"knid": "hat", "bits": 3}})
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "bits"),
+    [("periodic_sin2_b4", "sin2", "4"), ("periodic_sin2_b1", "sin2|hat", "BITS")],
+)
+def test_the_old_periodic_format_says_what_to_write_instead(name, kind, bits):
+    with pytest.raises(P.PolicyError) as err:
+        P.from_dict({"format": name})
+    msg = str(err.value)
+    assert msg.startswith(f"numerics.format: {name!r} is no longer a format"), msg
+    assert f"periodic: {{kind: {kind}, bits: {bits}}}" in msg, msg
+    assert f"--set numerics.periodic.kind={kind} --set numerics.periodic.bits={bits}" in msg, msg

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from numerics.errors import MissingInputError
 from numerics.largebatch import Decay, ScalingRule
 from numerics.policy import Policy
 from numerics.recipe import (
@@ -489,7 +490,7 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
 
 
 def test_missing_file_and_non_mapping_file(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"nope\.yaml"):
+    with pytest.raises(MissingInputError, match=r"recipe file not found: .*nope\.yaml"):
         load(tmp_path / "nope.yaml")
     f = write(tmp_path / "list.yaml", "- 1\n- 2\n")
     with pytest.raises(RecipeError, match=r"list\.yaml: a recipe must be a mapping"):
@@ -732,7 +733,6 @@ def test_to_dict_round_trip(tmp_path: Path, numerics: Any) -> None:
         "numerics",
         "large_batch",
         "logging",
-        "periodic",
     ]
     assert list(out["train"]) == TRAIN_KEYS and list(out["large_batch"]) == LARGE_BATCH_KEYS
     assert list(out["logging"]) == LOGGING_KEYS
@@ -786,13 +786,14 @@ def test_docs_recipes_md_lists_every_key_with_its_default() -> None:
     from pathlib import Path as _Path
 
     from numerics import recipe as r
+    from numerics.periodic import PeriodicSpec
 
     doc = (_Path(__file__).resolve().parents[2] / "docs" / "recipes.md").read_text()
     sections = {
         "train": r.TrainConfig,
         "large_batch": r.LargeBatchConfig,
         "logging": r.LoggingConfig,
-        "periodic": r.PeriodicConfig,
+        "numerics.periodic": PeriodicSpec,
     }
     for section, cls in sections.items():
         body = doc.split(f"### `{section}`", 1)[1].split("\n### ", 1)[0]
@@ -807,3 +808,87 @@ def test_docs_recipes_md_lists_every_key_with_its_default() -> None:
             cell = rows[f.name].strip()
             parsed = cell if isinstance(value, str) else yaml.safe_load(cell)  # YAML: off=false
             assert parsed == value, (section, f.name)
+
+
+# --- the periodic regularizer: part of the policy, the old spellings say what to write ----------
+PERIODIC = {"kind": "sin2", "bits": 3, "lambda_max": 1e-3}
+
+
+def test_periodic_regularizer_is_numerics_periodic(tmp_path: Path) -> None:
+    r = from_dict(minimal() | {"numerics": {"format": "fp32", "periodic": PERIODIC}})
+    spec = r.numerics.periodic
+    assert spec is not None and (spec.kind.value, spec.bits, spec.lambda_max) == ("sin2", 3, 1e-3)
+    assert (spec.start_fraction, spec.ramp_fraction) == (0.5, 0.25)  # the defaults
+    assert recipe_label(r) == "image-_test_resnet-_test_digits-periodic_sin2_b3-s0"
+    assert r.to_dict()["numerics"]["periodic"] == PERIODIC | {
+        "start_fraction": 0.5,
+        "ramp_fraction": 0.25,
+    }
+    assert from_dict(yaml.safe_load(yaml.safe_dump(r.to_dict()))) == r
+    assert "periodic" not in from_dict(minimal()).to_dict()["numerics"]
+    # on the command line, over a string numerics
+    f = dump(tmp_path / "x.yaml", minimal() | {"numerics": "fp32"})
+    over = load(f, ["numerics.periodic.kind=hat", "numerics.periodic.bits=4"]).numerics
+    assert over.periodic is not None and over.periodic.name == "periodic_hat_b4"
+
+
+@pytest.mark.parametrize(
+    ("recipe", "overrides", "starts", "fragments"),
+    [
+        (
+            {"numerics": {"format": "periodic_sin2_b3"}},
+            [],
+            "numerics.format: 'periodic_sin2_b3' is no longer a format",
+            ["numerics: {format: fp32, periodic: {kind: sin2, bits: 3}}"],
+        ),
+        (
+            {"numerics": "periodic_hat_b4"},
+            [],
+            "numerics: 'periodic_hat_b4' is no longer a format",
+            ["periodic: {kind: hat, bits: 4}", "--set numerics.periodic.bits=4"],
+        ),
+        (
+            {},
+            ["numerics.format=periodic_sin2_b2"],
+            "numerics.format: 'periodic_sin2_b2' is no longer a format",
+            ["[from --set numerics.format=periodic_sin2_b2]"],
+        ),
+        (
+            {"periodic": {"lambda_max": 1e-4, "start_fraction": 0.5}},
+            [],
+            "periodic: the periodic regularizer is part of the policy now",
+            ["write numerics.periodic.lambda_max, numerics.periodic.start_fraction"],
+        ),
+        (
+            {"numerics": {"periodic": {"kind": "sine", "bits": 3}}},
+            [],
+            "numerics.periodic.kind: must be one of sin2, hat, got 'sine'",
+            [],
+        ),
+    ],
+)
+def test_old_periodic_spellings_say_what_to_write_instead(
+    tmp_path: Path, recipe: dict[str, Any], overrides: list[str], starts: str, fragments: list[str]
+) -> None:
+    f = dump(tmp_path / "old.yaml", minimal() | recipe)
+    with pytest.raises(RecipeError) as exc:
+        load(f, overrides)
+    msg = str(exc.value)
+    assert msg.startswith(f"{f}: {starts}"), msg
+    for fragment in fragments:
+        assert fragment in msg, (fragment, msg)
+    assert exc.value.file == str(f) and exc.value.key == starts.split(":")[0]
+
+
+def test_errors_carry_file_key_value_and_allowed(tmp_path: Path) -> None:
+    f = dump(tmp_path / "x.yaml", set_key(minimal(), "train.optimizer", "adamm"))
+    with pytest.raises(RecipeError) as exc:
+        load(f)
+    e = exc.value
+    assert (e.file, e.key, e.value, e.allowed) == (
+        str(f),
+        "train.optimizer",
+        "adamm",
+        "one of sgd, adam, adamw",
+    )
+    assert "(did you mean adam?)" in str(e) and "\n" not in str(e)

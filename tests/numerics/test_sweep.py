@@ -19,6 +19,7 @@ import yaml
 
 from numerics import recipe as recipes
 from numerics import sweep as sw
+from numerics.errors import MissingInputError
 from numerics.executors.base import RunSpec, Summary, run_one
 from numerics.executors.local import LocalExecutor
 
@@ -92,7 +93,7 @@ def test_recipe_path_relative_to_the_sweep_file_else_the_working_directory(
     cwd = sweep_file(tiny / "sweeps", recipe="recipes/b.yaml")  # not next to the sweep file
     assert sw.load_sweep(cwd).recipes == (os.path.join("recipes", "b.yaml"),)
     missing = sweep_file(tiny / "sweeps", recipe="recipes/nope.yaml")
-    with pytest.raises(FileNotFoundError, match=r"demo.yaml: recipe: file not found: recipes/nope"):
+    with pytest.raises(MissingInputError, match=r"demo.yaml: recipe: file not found: recipes/nope"):
         sw.load_sweep(missing)
 
 
@@ -161,7 +162,7 @@ def test_random_picks_among_several_recipes(tiny: Path) -> None:
 
 # --- validation ---------------------------------------------------------------------------------
 BAD: list[tuple[dict[str, Any], list[str]]] = [
-    ({"metod": "grid"}, ["unknown key 'metod'", "allowed: name, description, recipe, method"]),
+    ({"metod": "grid"}, ["metod: unknown key; allowed: name, description", "did you mean method?"]),
     ({"method": "bayes"}, ["method: unknown method 'bayes'", "allowed: grid, random"]),
     ({"method": "random"}, ["count: required by method random"]),
     ({"method": "random", "count": 0}, ["count: must be a positive integer"]),
@@ -243,7 +244,9 @@ def test_run_ids_are_label_and_config_hash_stable_and_distinct(tiny: Path) -> No
     labels = ["image-mlp-digits-fp32-s0", "image-mlp-digits-fp32-s3",
               "image-mlp-digits-bf16-s0", "image-mlp-digits-bf16-s3"]  # fmt: skip
     for spec, label in zip(first, labels, strict=True):
-        resolved = recipes.load(tiny / "recipes" / "a.yaml", list(spec.params.items())).to_dict()
+        resolved = sw.hashed_config(
+            recipes.load(tiny / "recipes" / "a.yaml", list(spec.params.items()))
+        )
         digest = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()
         assert spec.run_id == f"{label}-{digest[:8]}"
     # a change anywhere in the resolved config changes the id, not only the label's fields
@@ -456,3 +459,24 @@ def test_export_wandb_writes_an_equivalent_agent_config(tiny: Path) -> None:
     two = sweep_file(tiny, recipe=["recipes/a.yaml", "recipes/b.yaml"])
     rc, _, err = run_cli(two, tiny, "--export-wandb", str(out))
     assert rc == 2 and "needs a single recipe, got 2" in err
+
+
+def test_upgrade_config_rewrites_a_config_from_before_numerics_periodic(tiny: Path) -> None:
+    from numerics.rundir import RunDir, jsonable
+
+    overrides = [("numerics.periodic", {"kind": "sin2", "bits": 3}), ("train.seed", 1)]
+    config = recipes.load(tiny / "recipes" / "a.yaml", overrides).to_dict()
+    old = sw.legacy_layout(config)
+    assert old["numerics"]["format"] == "periodic_sin2_b3" and "periodic" not in old["numerics"]
+    assert old["periodic"] == {"lambda_max": 1e-4, "start_fraction": 0.5, "ramp_fraction": 0.25}
+    rd = RunDir(tiny / "run")
+    rd.path.mkdir()
+    assert not sw.upgrade_config(rd.path, config)  # no config.yaml: nothing to do
+    rd.write_config(old)
+    assert sw.upgrade_config(rd.path, config)
+    assert yaml.safe_load(rd.config.read_text()) == jsonable(config)
+    assert not sw.upgrade_config(rd.path, config)  # already today's layout
+    other = recipes.load(tiny / "recipes" / "a.yaml", [("train.seed", 2)]).to_dict()
+    rd.write_config(sw.legacy_layout(other))
+    assert not sw.upgrade_config(rd.path, config)  # another run's config stays as it is
+    assert yaml.safe_load(rd.config.read_text()) == jsonable(sw.legacy_layout(other))

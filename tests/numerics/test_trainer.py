@@ -199,11 +199,9 @@ def test_a_failing_run_writes_a_failed_summary_with_its_traceback(
 
 
 # --- numerics features through the loop -------------------------------------------------------
-def test_periodic_format_hardens_weights_onto_the_grid(tmp_path: Path) -> None:
-    r = make(
-        {"numerics": {"format": "periodic_sin2_b3"}, "model": {"dropout": 0.0},
-         "periodic": {"lambda_max": 1e-3, "start_fraction": 0.5}}
-    )  # fmt: skip
+def test_periodic_regularizer_hardens_weights_onto_the_grid(tmp_path: Path) -> None:
+    periodic = {"kind": "sin2", "bits": 3, "lambda_max": 1e-3, "start_fraction": 0.5}
+    r = make({"numerics": {"format": "fp32", "periodic": periodic}, "model": {"dropout": 0.0}})
     s = train(r, tmp_path)
     assert s.status == "completed" and s.metrics_before_hardening is not None
     # the mean distance to the grid before rounding, in grid steps: between 0 (on the grid)

@@ -57,6 +57,25 @@ def test_shipped_sweep_expands(path: Path, tmp_path: Path) -> None:
     assert len({r.run_id for r in ex.runs}) == len(ex.runs)
 
 
+# run ids of shipped sweeps as they were before the periodic regularizer moved from a format
+# name (numerics.format: periodic_sin2_b3, periodic.lambda_max) into numerics.periodic: the
+# results folders made then must keep their ids (sweep.hashed_config)
+KNOWN_IDS = {
+    "demo": ["image-resnet20-digits-fp32-s0-f43f8216"],
+    "findings/periodic_naumov": [
+        "image-resnet20-digits-periodic_sin2_b3-s0-dadca331",
+        "image-resnet20-digits-periodic_sin2_b3-s1-ba2da7be",
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN_IDS))
+def test_run_ids_survive_the_move_of_periodic_into_the_policy(name: str, tmp_path: Path) -> None:
+    ex = sweeps.expand(sweeps.load_sweep(ROOT / "sweeps" / f"{name}.yaml"), tmp_path)
+    ids = [r.run_id for r in ex.runs]
+    assert ids[: len(KNOWN_IDS[name])] == KNOWN_IDS[name]
+
+
 def test_demo_sweep_runs_reduced_and_compares(tmp_path: Path) -> None:
     raw = sweeps.load_sweep(ROOT / "sweeps" / "demo.yaml").raw
     params = dict(raw["parameters"])
