@@ -129,7 +129,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         from numerics.sweep import upgrade_config
 
         upgrade_config(out, rec.to_dict())
-    from numerics.trainer import RunDirError
 
     try:
         if args.nproc > 1:
@@ -142,8 +141,6 @@ def cmd_train(args: argparse.Namespace) -> int:
             summary = train(rec, out, **kwargs)
     except KeyboardInterrupt:
         return 130
-    except RunDirError as exc:  # --out holds another run: bad input, not a bug
-        raise UserError(str(exc), value=str(out)) from exc
     except Exception as exc:
         if not isinstance(exc, UserError) and RunDir(out).read_summary():
             print(

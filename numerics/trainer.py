@@ -6,7 +6,7 @@
    the model is built, so the same seed gives the same initial weights);
 2. ``quantize_model`` swaps every Linear/Conv/Embedding/Matmul for its quantized version under
    the recipe's numerics policy; telemetry if ``logging.telemetry_every``; a periodic
-   regularizer if the format is ``periodic_*``;
+   regularizer if the policy has ``numerics.periodic``;
 3. in data-parallel runs (``nproc > 1``, see ``numerics.launch``) DDP wraps the model and the
    policy's ``communication`` cast is registered as its all-reduce hook;
 4. the optimizer (``QuantizedOptimizer``: sgd/adam/adamw with the policy's optimizer-state
@@ -63,6 +63,7 @@ from tqdm import tqdm
 from numerics import tasks
 from numerics.data.base import DATASETS, ArraySplit, Dataset, Sampling, WindowSplit
 from numerics.embedding_cache import CachedEmbedding
+from numerics.errors import UserError
 from numerics.largebatch import LARS, WarmupFactor, cowclip_, cowclip_scaling, id_counts
 from numerics.largebatch import lr_scale_factor as _lr_scale_factor
 from numerics.logger import Logger, NullLogger, flatten, make_logger
@@ -79,8 +80,9 @@ from numerics.telemetry import Telemetry
 StepHook = Callable[[int], None]
 
 
-class RunDirError(RuntimeError):
-    """The output folder holds another run, or a run with a different config."""
+class RunDirError(UserError):
+    """The output folder holds another run, or a run with a different config (bad input:
+    the CLI prints it as one line, exit code 2)."""
 
 
 class CheckpointError(RunDirError):
