@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from numerics.modules import Matmul, quantize_model
-from numerics.optim import QuantizedOptimizer
+from numerics.nn.modules import Matmul, quantize_model
+from numerics.nn.optim import QuantizedOptimizer
 
 
 class Block(nn.Module):

@@ -21,13 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from numerics import formats
-from numerics.errors import UserError
+from numerics.errors import UserError, run_command
 from numerics.rounding import names as rounding_names
 
 
@@ -115,28 +114,28 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from numerics import recipe as recipes
-    from numerics.rundir import RunDir
+    from numerics.train import recipe as recipes
+    from numerics.train.rundir import RunDir
 
     rec = recipes.load(args.recipe, args.set or [])
-    from numerics.sweep import run_id
+    from numerics.sweeps.spec import run_id
 
     out = Path(args.out) if args.out else Path("results") / "runs" / run_id(rec)
     kwargs = {"resume": args.resume, "progress": False if args.no_progress else None}
     if args.device:
         kwargs["device"] = args.device
     if args.resume:
-        from numerics.sweep import upgrade_config
+        from numerics.sweeps.spec import upgrade_config
 
         upgrade_config(out, rec.to_dict())
 
     try:
         if args.nproc > 1:
-            from numerics.launch import train_parallel
+            from numerics.train.launch import train_parallel
 
             summary = train_parallel(rec, out, args.nproc, **kwargs)
         else:
-            from numerics.trainer import train
+            from numerics.train.trainer import train
 
             summary = train(rec, out, **kwargs)
     except KeyboardInterrupt:
@@ -201,10 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
-    from numerics.compare import add_parser as add_compare
-    from numerics.docgen import add_parser as add_docs
     from numerics.qsnr import add_parser as add_qsnr
-    from numerics.sweep import add_parser as add_sweep
+    from numerics.sweeps.cli import add_parser as add_sweep
+    from numerics.sweeps.compare import add_parser as add_compare
+    from numerics.sweeps.docgen import add_parser as add_docs
 
     add_sweep(sub)
     add_compare(sub)
@@ -215,18 +214,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=None)
     return parser
-
-
-def run_command(command: str, func: Callable[[], int], debug: bool = False) -> int:
-    """``func()``; a ``UserError`` becomes one line on stderr and exit code 2 (re-raised with
-    its traceback under ``debug`` or ``NUMERICS_DEBUG=1``). Anything else propagates: a bug."""
-    try:
-        return int(func())
-    except UserError as exc:
-        if debug or os.environ.get("NUMERICS_DEBUG", "0") not in ("", "0"):
-            raise
-        print(f"numerics {command}: {exc}", file=sys.stderr)
-        return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:

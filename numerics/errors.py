@@ -12,6 +12,9 @@ still do.
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Callable
 from typing import Any
 
 #: ``UserError.value`` when no single value is at fault (a missing key, a missing file).
@@ -60,3 +63,15 @@ class ConfigError(UserError):
 
 class MissingInputError(UserError):
     """A file or folder named on the command line or in a config that does not exist."""
+
+
+def run_command(command: str, func: Callable[[], int], debug: bool = False) -> int:
+    """``func()``; a ``UserError`` becomes one line on stderr and exit code 2 (re-raised with
+    its traceback under ``debug`` or ``NUMERICS_DEBUG=1``). Anything else propagates: a bug."""
+    try:
+        return int(func())
+    except UserError as exc:
+        if debug or os.environ.get("NUMERICS_DEBUG", "0") not in ("", "0"):
+            raise
+        print(f"numerics {command}: {exc}", file=sys.stderr)
+        return 2

@@ -57,7 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
-from numerics.rundir import atomic_write_json
+from numerics.files import atomic_write_json
 
 MAX_ORDER = 8
 VOCAB = 256

@@ -157,6 +157,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="numerics")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    from numerics.cli import run_command
+    from numerics.errors import run_command
 
     return run_command(args.command, lambda: args.func(args))

@@ -1,7 +1,7 @@
 """The one validation layer of config files: recipes, their ``numerics`` policy, and sweeps.
 
-Each of ``numerics.recipe``, ``numerics.policy`` and ``numerics.sweep`` keeps its own schema
-(which keys, which values) and checks it with these pieces:
+Each of ``numerics.train.recipe``, ``numerics.nn.policy`` and ``numerics.sweeps.spec`` keeps its
+own schema (which keys, which values) and checks it with these pieces:
 
 - converters (``integer``, ``number``, ``choice``, ``sequence``, ...): a function from the value
   as written to its Python form, raising ``Invalid(what is allowed)`` otherwise;

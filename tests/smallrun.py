@@ -72,7 +72,7 @@ def small_overrides(data: str, tmp: Path) -> list[str]:
 
 def tiny_config() -> dict[str, object]:
     """A resolved recipe that trains in about a second: a 3-step digits MLP."""
-    from numerics import recipe as recipes
+    from numerics.train import recipe as recipes
 
     return recipes.from_dict(
         {

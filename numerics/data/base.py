@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from numerics.registry import Registry
+from numerics.zoo import Registry
 
 
 class Sampling(enum.Enum):

@@ -4,7 +4,7 @@ A constructor is registered in ``MODELS`` and called as ``ctor(info, **options)`
 dataset's facts (``numerics.data.base.Dataset.info``) and ``options`` the recipe's ``model:``
 section without ``name`` (keyword-only parameters with defaults and type annotations).
 
-Forward signatures by task (what ``numerics.tasks`` calls):
+Forward signatures by task (what ``numerics.train.tasks`` calls):
 - image:    ``model(x)`` with x float (B, C, H, W) -> logits (B, num_classes)
 - language: ``model(x)`` with x int64 (B, T) -> logits (B, T, vocab_size)
 - recsys:   ``model(dense, sparse)`` with dense (B, 13), sparse int64 (B, 26) -> logits (B,);
@@ -12,14 +12,14 @@ Forward signatures by task (what ``numerics.tasks`` calls):
             ``sparse[:, i]`` (CowClip clips those rows)
 
 Models are built from plain ``nn.Linear`` / ``nn.Conv2d`` / ``nn.Embedding`` and
-``numerics.modules.Matmul`` (for activation x activation products such as attention), so
-``numerics.modules.quantize_model`` can swap every product for its quantized counterpart.
+``numerics.nn.modules.Matmul`` (for activation x activation products such as attention), so
+``numerics.nn.modules.quantize_model`` can swap every product for its quantized counterpart.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from numerics.registry import Registry
+from numerics.zoo import Registry
 
 MODELS: Registry[Any] = Registry("model")

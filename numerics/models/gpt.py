@@ -14,7 +14,7 @@ Press & Wolf 2017), as GPT-2 does.
 
 Quantization reaches every product: the projections are plain ``nn.Linear``, the embeddings
 ``nn.Embedding``, and the two activation-by-activation products of attention (``q @ k^T`` and
-``att @ v``) go through ``numerics.modules.Matmul``, so ``quantize_model`` swaps all of them.
+``att @ v``) go through ``numerics.nn.modules.Matmul``, so ``quantize_model`` swaps all of them.
 (``F.scaled_dot_product_attention`` would hide both products in one fused kernel.)
 
 Talking-heads attention (Shazeer et al. 2020, arXiv 2003.02436) lets the heads exchange
@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from numerics.models.base import MODELS
-from numerics.modules import Matmul
+from numerics.nn.modules import Matmul
 
 INIT_STD = 0.02
 

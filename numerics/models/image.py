@@ -18,7 +18,7 @@ blocks only, identity elsewhere. Convolutions are initialised with He (Kaiming) 
 fan-out mode as in fb.resnet.torch; batch norms with weight 1 and bias 0.
 
 The models use plain ``nn.Conv2d`` / ``nn.Linear`` / ``nn.BatchNorm2d`` so that
-``numerics.modules.quantize_model`` can swap every product. Initial weights come from torch's
+``numerics.nn.modules.quantize_model`` can swap every product. Initial weights come from torch's
 global generator: seed it (``torch.manual_seed``) before calling a constructor. Every model
 works on any square input size, the 8x8 digits as well as 32x32 CIFAR images.
 """

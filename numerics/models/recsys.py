@@ -3,8 +3,8 @@
 Both read one impression as 13 dense features (B, 13) and 26 categorical ids (B, 26), look each
 id up in its own embedding table (``self.embeddings[i]`` reads ``sparse[:, i]``), and return a
 click logit (B,). The layers are plain ``nn.Linear`` / ``nn.Embedding`` (dense gradients) and
-``numerics.modules.Matmul`` for DLRM's activation-by-activation product, so
-``numerics.modules.quantize_model`` reaches every product.
+``numerics.nn.modules.Matmul`` for DLRM's activation-by-activation product, so
+``numerics.nn.modules.quantize_model`` reaches every product.
 
 DLRM (Naumov et al., "Deep Learning Recommendation Model for Personalization and
 Recommendation Systems", arXiv:1906.00091; facebookresearch/dlrm ``dlrm_s_pytorch.py``):
@@ -47,9 +47,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from numerics.embedding_cache import CachedEmbedding
 from numerics.models.base import MODELS
-from numerics.modules import Matmul
+from numerics.nn.embedding_cache import CachedEmbedding
+from numerics.nn.modules import Matmul
 
 
 def _recsys_info(info: dict[str, Any]) -> tuple[int, list[int]]:
@@ -219,7 +219,7 @@ def dlrm(
     output follows ``top_mlp``; ``interaction``: "dot" or "cat". ``embedding_cache`` "int8" or
     "int4" stores every table in that format with ``cache_fraction`` of its rows (the most
     used, refreshed every ``cache_refresh_every`` steps) in fp32
-    (``numerics.embedding_cache.CachedEmbedding``; the trainer steps the stored rows), written
+    (``numerics.nn.embedding_cache.CachedEmbedding``; the trainer steps the stored rows), written
     back with ``cache_rounding`` (stochastic, or nearest_even for the ablation)."""
     num_dense, cards = _recsys_info(info)
     return DLRM(

@@ -17,11 +17,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from numerics import policy as P
 from numerics import quantize
-from numerics import recipe as recipes
-from numerics.comm import register
-from numerics.trainer import train
+from numerics.nn import policy as P
+from numerics.nn.comm import register
+from numerics.train import recipe as recipes
+from numerics.train.trainer import train
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="no CUDA device: run make gpu-check on a GPU machine"

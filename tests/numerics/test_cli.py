@@ -102,11 +102,11 @@ def test_argument_errors_stay_argparse_exit_code_2(argv: list[str]) -> None:
 BUGS: dict[str, tuple[list[str], str, str]] = {
     "formats": (["formats", "bf16"], "numerics.cli", "_facts"),
     "quantize": (["quantize", "-f", "bf16", "1.0"], "numerics.quantize", "quantize"),
-    "train": (["train", str(RECIPE), "--out", "{tmp}/run"], "numerics.trainer", "train"),
-    "sweep": (["sweep", "{tmp}/s.yaml", "--dry-run"], "numerics.sweep", "expand"),
-    "compare": (["compare", "{tmp}"], "numerics.compare", "aggregate"),
+    "train": (["train", str(RECIPE), "--out", "{tmp}/run"], "numerics.train.trainer", "train"),
+    "sweep": (["sweep", "{tmp}/s.yaml", "--dry-run"], "numerics.sweeps.cli", "expand"),
+    "compare": (["compare", "{tmp}"], "numerics.sweeps.compare", "aggregate"),
     "qsnr": (["qsnr", "--formats", "bf16", "--numel", "1024"], "numerics.qsnr", "table"),
-    "docs": (["docs", "{tmp}/doc.md"], "numerics.docgen", "regenerate"),
+    "docs": (["docs", "{tmp}/doc.md"], "numerics.sweeps.docgen", "regenerate"),
     "bench": (
         ["bench", "--numel", "64", "--reps", "1", "--formats", "bf16", "--no-qtorch"],
         "numerics.bench",

@@ -6,8 +6,8 @@ import torch
 import numerics
 from numerics import formats
 from numerics.formats import FloatFormat
-from numerics.modules.caster import Caster
-from numerics.policy import Cast
+from numerics.nn.modules.caster import Caster
+from numerics.nn.policy import Cast
 from numerics.quantize import plan
 from numerics.rounding import Rounding
 

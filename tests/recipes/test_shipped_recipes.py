@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from numerics import recipe as recipes
-from numerics.trainer import train
+from numerics.train import recipe as recipes
+from numerics.train.trainer import train
 from tests.smallrun import small_overrides
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from numerics import sweep as sweeps
-from numerics.compare import aggregate, load_runs
+from numerics.sweeps import engine, spec
+from numerics.sweeps.compare import aggregate, load_runs
 from tests.smallrun import small_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,8 +51,8 @@ def test_every_shipped_sweep_is_listed() -> None:
 
 @pytest.mark.parametrize("path", SWEEPS, ids=_key)
 def test_shipped_sweep_expands(path: Path, tmp_path: Path) -> None:
-    sw = sweeps.load_sweep(path)
-    ex = sweeps.expand(sw, tmp_path)
+    sw = spec.load_sweep(path)
+    ex = spec.expand(sw, tmp_path)
     assert len(ex.runs) == EXPECTED[_key(path)]
     assert len({r.run_id for r in ex.runs}) == len(ex.runs)
 
@@ -71,13 +71,13 @@ KNOWN_IDS = {
 
 @pytest.mark.parametrize("name", sorted(KNOWN_IDS))
 def test_run_ids_survive_the_move_of_periodic_into_the_policy(name: str, tmp_path: Path) -> None:
-    ex = sweeps.expand(sweeps.load_sweep(ROOT / "sweeps" / f"{name}.yaml"), tmp_path)
+    ex = spec.expand(spec.load_sweep(ROOT / "sweeps" / f"{name}.yaml"), tmp_path)
     ids = [r.run_id for r in ex.runs]
     assert ids[: len(KNOWN_IDS[name])] == KNOWN_IDS[name]
 
 
 def test_demo_sweep_runs_reduced_and_compares(tmp_path: Path) -> None:
-    raw = sweeps.load_sweep(ROOT / "sweeps" / "demo.yaml").raw
+    raw = spec.load_sweep(ROOT / "sweeps" / "demo.yaml").raw
     params = dict(raw["parameters"])
     params["numerics.format"] = {"values": ["fp32", "bf16", "mxfp4_e2m1"]}
     params["train.seed"] = {"value": 0}
@@ -87,8 +87,8 @@ def test_demo_sweep_runs_reduced_and_compares(tmp_path: Path) -> None:
     params["train.eval_batch_size"] = {"value": 64}
     params["logging.progress"] = {"value": False}
     small = {**raw, "parameters": params, "executor": {"kind": "local", "jobs": 1}}
-    sw = sweeps.from_dict(small, str(ROOT / "sweeps" / "demo.yaml"))
-    tally = sweeps.run_sweep(sw, tmp_path, progress=False)
+    sw = spec.from_dict(small, str(ROOT / "sweeps" / "demo.yaml"))
+    tally = engine.run_sweep(sw, tmp_path, progress=False)
     assert tally.total == 9 and tally.completed == 9
     runs = load_runs(tmp_path / "demo")
     table = aggregate(runs)
@@ -100,16 +100,16 @@ def test_demo_sweep_runs_reduced_and_compares(tmp_path: Path) -> None:
 def test_shipped_sweep_runs_reduced_and_compares(path: Path, tmp_path: Path) -> None:
     """The first and the last run of every shipped sweep, shrunk to two steps on small data,
     run through the executor's run function and come out in the comparison."""
-    from numerics import recipe as recipes
-    from numerics.executors.base import RunSpec, run_one
+    from numerics.sweeps.executors.base import RunSpec, run_one
+    from numerics.train import recipe as recipes
 
-    ex = sweeps.expand(sweeps.load_sweep(path), tmp_path / "results")
+    ex = spec.expand(spec.load_sweep(path), tmp_path / "results")
     picked = [ex.runs[0], ex.runs[-1]]
-    for spec in picked:
+    for run in picked:
         config = recipes.apply_overrides(
-            spec.config, small_overrides(spec.config["data"]["name"], tmp_path)
+            run.config, small_overrides(run.config["data"]["name"], tmp_path)
         )
-        small = RunSpec(spec.run_id, spec.out, recipes.from_dict(config).to_dict(), spec.source)
+        small = RunSpec(run.run_id, run.out, recipes.from_dict(config).to_dict(), run.source)
         summary = run_one(small, threads=1)
         assert summary["status"] in ("completed", "diverged"), summary.get("error")
     table = aggregate(load_runs(tmp_path / "results"))

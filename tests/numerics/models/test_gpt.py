@@ -20,7 +20,7 @@ from torch import nn
 from numerics.data.text import stdlib
 from numerics.models.base import MODELS
 from numerics.models.gpt import gpt
-from numerics.modules import Matmul, QEmbedding, QLinear, QMatmul, quantize_model
+from numerics.nn.modules import Matmul, QEmbedding, QLinear, QMatmul, quantize_model
 
 INFO = {"vocab_size": 256, "block_size": 16}
 

@@ -24,7 +24,7 @@ from numerics.models.image import (
     resnet20,
     shortcut_a,
 )
-from numerics.modules import QConv2d, QLinear, quantize_model
+from numerics.nn.modules import QConv2d, QLinear, quantize_model
 
 CIFAR = {"num_classes": 10, "in_channels": 3, "image_size": 32}
 DIGITS = {"num_classes": 10, "in_channels": 1, "image_size": 8}

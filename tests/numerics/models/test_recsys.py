@@ -9,7 +9,7 @@ from torch import nn
 
 from numerics.models.base import MODELS
 from numerics.models.recsys import DLRM, DeepFM, deepfm, dlrm
-from numerics.modules import QEmbedding, QLinear, QMatmul, quantize_model
+from numerics.nn.modules import QEmbedding, QLinear, QMatmul, quantize_model
 
 CARDS = [3 + (i % 5) for i in range(26)]  # small, unequal tables
 INFO = {"num_dense": 13, "cardinalities": CARDS}

@@ -1,0 +1,203 @@
+"""Running a sweep: the executor factory, resume, the tally and the results index.
+
+The engine writes ``<results>/<name>/sweep.yaml`` (the sweep file, the swept keys and every run
+with its parameters, for ``numerics compare``), skips runs that already ended (with
+``--resume``), and hands the rest to an executor (``numerics.sweeps.executors``), counting
+completed / diverged / failed runs as they come back.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from numerics.errors import UserError
+from numerics.files import atomic_write_text, jsonable
+from numerics.sweeps.executors.base import Executor, RunSpec, Summary
+from numerics.sweeps.spec import EXECUTORS, Expansion, Sweep, SweepError, expand, upgrade_config
+from numerics.train.rundir import CHECKPOINT, CONFIG, SUMMARY, RunDir
+
+INDEX = "sweep.yaml"
+FAILED_SUMMARY = "summary.failed.json"
+
+
+class ResultsExistError(UserError):
+    """The sweep's results folder already holds runs and ``--resume`` was not given."""
+
+
+def index(sweep: Sweep, expansion: Expansion) -> dict[str, Any]:
+    """What ``sweep.yaml`` in the results folder holds."""
+    return {
+        "name": sweep.name,
+        "sweep_file": sweep.path,
+        "sweep": sweep.raw,
+        "swept": expansion.swept,
+        "runs": [
+            {"run_id": s.run_id, "recipe": s.source, "params": s.params} for s in expansion.runs
+        ],
+        "duplicates": expansion.duplicates,
+    }
+
+
+def write_index(sweep: Sweep, expansion: Expansion, folder: str | Path) -> Path:
+    path = Path(folder) / INDEX
+    atomic_write_text(path, yaml.safe_dump(jsonable(index(sweep, expansion)), sort_keys=False))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Executors and the engine
+
+
+def make_executor(kind: str, jobs: int | None, options: Mapping[str, Any]) -> Executor:
+    """The executor of ``kind`` (local | ray | slurm) with ``jobs`` and its other options."""
+    opts = dict(options)
+    if kind == "local":
+        from numerics.sweeps.executors.local import LocalExecutor
+
+        extra = sorted(set(opts) - {"threads"})
+        if extra:
+            raise SweepError(
+                f"option(s) {', '.join(extra)} not accepted by the local executor; "
+                "allowed: jobs, threads",
+                key="executor",
+                value=extra,
+                allowed="jobs, threads",
+            )
+        return LocalExecutor(jobs=jobs, threads=opts.get("threads"))
+    if jobs is not None:
+        opts["jobs"] = jobs
+    try:
+        if kind == "ray":
+            from numerics.sweeps.executors.ray_executor import RayExecutor
+
+            known = [n for n in inspect.signature(RayExecutor).parameters if n != "fn"]
+            extra = sorted(set(opts) - set(known))
+            if extra:
+                raise SweepError(
+                    f"option(s) {', '.join(extra)} not accepted by the ray executor; "
+                    f"allowed: {', '.join(known)}",
+                    key="executor",
+                    value=extra,
+                    allowed=", ".join(known),
+                )
+            return RayExecutor(**opts)
+        if kind == "slurm":
+            from numerics.sweeps.executors.slurm import SlurmExecutor
+
+            return SlurmExecutor(**opts)
+    except ImportError as exc:
+        raise SweepError(
+            f"executor kind {kind} is not available: {exc} (pip install 'numerics[{kind}]')",
+            value=kind,
+        ) from None
+    raise SweepError(
+        f"unknown kind {kind!r}; allowed: {', '.join(EXECUTORS)}",
+        key="executor",
+        value=kind,
+        allowed=", ".join(EXECUTORS),
+    )
+
+
+@dataclass
+class Tally:
+    """How the sweep's runs ended; ``skipped`` counts runs already finished before (resume),
+    ``merged`` the points that resolved to the config of another run."""
+
+    total: int
+    completed: int = 0
+    diverged: int = 0
+    failed: int = 0
+    skipped: int = 0
+    merged: int = 0
+
+    def add(self, status: Any) -> None:
+        if status in ("completed", "diverged"):
+            setattr(self, status, getattr(self, status) + 1)
+        else:
+            self.failed += 1
+
+    @property
+    def done(self) -> int:
+        return self.completed + self.diverged + self.failed
+
+    def line(self) -> str:
+        notes = [f"{self.skipped} already done"] if self.skipped else []
+        notes += [f"{self.merged} identical configs merged"] if self.merged else []
+        return (
+            f"{self.done}/{self.total} runs: {self.completed} completed, {self.diverged} "
+            f"diverged, {self.failed} failed" + (f" ({'; '.join(notes)})" if notes else "")
+        )
+
+
+def existing_runs(folder: Path) -> list[Path]:
+    """Run directories (config, summary or checkpoint inside) under a sweep's folder."""
+    if not folder.is_dir():
+        return []
+    files = (CONFIG, SUMMARY, CHECKPOINT, FAILED_SUMMARY)
+    return sorted(p for p in folder.iterdir() if any((p / f).is_file() for f in files))
+
+
+def run_sweep(
+    sweep: Sweep,
+    results: str | Path = "results",
+    executor: Executor | None = None,
+    *,
+    resume: bool = False,
+    progress: bool | None = None,
+) -> Tally:
+    """Expand and run ``sweep``; returns the tally. Without ``resume`` a results folder that
+    holds runs is refused (``ResultsExistError``) and nothing is touched. With it, runs that
+    completed or diverged are kept, failed ones re-run (their summary moved aside to
+    ``summary.failed.json``) and interrupted ones resume from their checkpoints. Ctrl-C
+    propagates as ``KeyboardInterrupt`` once the executor has stopped its runs."""
+    from tqdm import tqdm
+
+    from numerics.sweeps.executors.local import LocalExecutor
+
+    expansion = expand(sweep, results)
+    folder = Path(results) / sweep.name
+    existing = existing_runs(folder)
+    if existing and not resume:
+        raise ResultsExistError(
+            f"already holds {len(existing)} run folder(s); pass --resume to continue "
+            "the sweep (finished runs are kept, failed and interrupted ones run again) or use "
+            "another --results folder; nothing was touched",
+            file=str(folder),
+        )
+    tally = Tally(len(expansion.runs), merged=len(expansion.duplicates))
+    todo: list[RunSpec] = []
+    for spec in expansion.runs:
+        rd = RunDir(spec.out)
+        summary = rd.read_summary() if resume else None
+        if summary is not None and summary.finished:
+            tally.add(summary.status)
+            tally.skipped += 1
+            continue
+        if rd.summary.exists():  # failed (or unreadable): re-run; the checkpoint stays
+            os.replace(rd.summary, rd.path / FAILED_SUMMARY)
+        if resume:
+            upgrade_config(rd.path, spec.config)
+        todo.append(spec)
+    write_index(sweep, expansion, folder)
+    bar = tqdm(
+        total=tally.total, initial=tally.done, unit="run", desc=sweep.name,
+        disable=None if progress is None else not progress,
+    )  # fmt: skip
+
+    def on_done(spec: RunSpec, summary: Summary) -> None:
+        tally.add(summary.status)
+        bar.update(1)
+        bar.set_postfix(completed=tally.completed, diverged=tally.diverged, failed=tally.failed)
+
+    try:
+        (executor or LocalExecutor()).run(todo, on_done)
+    finally:
+        bar.close()
+    return tally
