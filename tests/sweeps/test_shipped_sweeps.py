@@ -111,6 +111,6 @@ def test_shipped_sweep_runs_reduced_and_compares(path: Path, tmp_path: Path) -> 
         )
         small = RunSpec(run.run_id, run.out, recipes.from_dict(config).to_dict(), run.source)
         summary = run_one(small, threads=1)
-        assert summary["status"] in ("completed", "diverged"), summary.get("error")
+        assert summary.status in ("completed", "diverged"), summary.error
     table = aggregate(load_runs(tmp_path / "results"))
     assert table.rows and sum(len(c.runs) for c in table.cells.values()) == 2
