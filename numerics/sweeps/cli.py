@@ -16,9 +16,6 @@ from numerics.sweeps.executors.base import RunSpec
 from numerics.sweeps.spec import EXECUTORS, expand, load_sweep
 from numerics.sweeps.wandb_export import export_wandb
 
-# ---------------------------------------------------------------------------------------------
-# Command line
-
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Add ``numerics sweep`` to an argparse subparsers object."""

@@ -51,10 +51,6 @@ def write_index(sweep: Sweep, expansion: Expansion, folder: str | Path) -> Path:
     return path
 
 
-# ---------------------------------------------------------------------------------------------
-# Executors and the engine
-
-
 def make_executor(kind: str, jobs: int | None, options: Mapping[str, Any]) -> Executor:
     """The executor of ``kind`` (local | ray | slurm) with ``jobs`` and its other options."""
     opts = dict(options)

@@ -12,9 +12,6 @@ from numerics.files import atomic_write_text, jsonable
 from numerics.sweeps.spec import Sweep, SweepError
 from numerics.train import recipe as recipes
 
-# ---------------------------------------------------------------------------------------------
-# wandb export
-
 _WANDB_SCRIPT = (  # $1: the recipe; then each KEY=VALUE word becomes --set KEY=VALUE
     'recipe="$1"; shift; for kv do set -- "$@" --set "$kv"; shift; done; '
     'exec numerics train "$recipe" --out {out} --set logging.wandb=online "$@"'
