@@ -19,6 +19,8 @@ The words after ``numerics:`` are a command, parsed like a command line:
   [--where KEY=VALUE]``:
   one cell's text (for a summary table), in a block that may sit inside a line.
 - ``qsnr [--formats ...] [--dist ...] [--numel N] [--seed S]``: the ``numerics qsnr`` table.
+- ``cost FOLDER... [--jobs N]``: what the sweeps in the folders cost: runs, the sum of their
+  recorded wall times (``summary.json``'s ``wall_s``) and that sum spread over N parallel jobs.
 - ``include FILE --heading TITLE``: the section of another markdown file under ``## TITLE``
   (up to the next ``## ``), its own generated blocks' markers removed (their text kept), so
   the README can show docs/findings.md's summary; regenerate FILE first.
@@ -86,7 +88,10 @@ def _parsers() -> dict[str, _Parser]:
     include = _Parser(prog="include", add_help=False)
     include.add_argument("file")
     include.add_argument("--heading", required=True)
-    return {"compare": compare, "cell": cell, "qsnr": qsnr, "include": include}
+    cost = _Parser(prog="cost", add_help=False)
+    cost.add_argument("folders", nargs="+")
+    cost.add_argument("--jobs", type=int, default=1)
+    return {"compare": compare, "cell": cell, "qsnr": qsnr, "include": include, "cost": cost}
 
 
 def _table(args: argparse.Namespace) -> tuple[Any, list[Any]]:
@@ -169,6 +174,37 @@ def render_qsnr(args: argparse.Namespace) -> str:
     return "\n".join([head, "", *qsnr.markdown(values)])
 
 
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f}"
+
+
+def render_cost(args: argparse.Namespace) -> str:
+    from numerics.compare import RunWarning, load_runs
+
+    if args.jobs < 1:
+        raise DocError(f"cost: --jobs={args.jobs}; must be >= 1")
+    head = [
+        f"| sweep | runs | run time, min (sum of wall_s) | spread over {args.jobs} jobs, min |",
+        "|---|---|---|---|",
+    ]
+    rows, total_n, total_s = [], 0, 0.0
+    for folder in args.folders:
+        if not Path(folder).is_dir():
+            rows.append(f"| `{folder}` | no runs yet | | |")
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RunWarning)
+            runs = load_runs(folder)
+        seconds = sum(float(r.summary.get("wall_s") or 0.0) for r in runs if r.summary)
+        total_n, total_s = total_n + len(runs), total_s + seconds
+        rows.append(
+            f"| `{Path(folder).name}` | {len(runs)} | {_minutes(seconds)} | "
+            f"{_minutes(seconds / args.jobs)} |"
+        )
+    rows.append(f"| all | {total_n} | {_minutes(total_s)} | {_minutes(total_s / args.jobs)} |")
+    return "\n".join([*head, *rows])
+
+
 def render_include(args: argparse.Namespace) -> str:
     lines = Path(args.file).read_text().splitlines()
     head = f"## {args.heading}"
@@ -184,8 +220,10 @@ def render(command: str, files: dict[Path, bytes] | None = None) -> str:
     ``files`` (path -> bytes), not to disk."""
     try:
         words = shlex.split(command)
-        if not words or words[0] not in ("compare", "cell", "qsnr", "include"):
-            raise DocError(f"unknown block {command!r}: allowed: compare, cell, qsnr, include")
+        if not words or words[0] not in ("compare", "cell", "qsnr", "include", "cost"):
+            raise DocError(
+                f"unknown block {command!r}: allowed: compare, cell, qsnr, include, cost"
+            )
         args = _parsers()[words[0]].parse_args(words[1:])
         if words[0] == "compare":
             return render_compare(args, {} if files is None else files)
@@ -193,6 +231,8 @@ def render(command: str, files: dict[Path, bytes] | None = None) -> str:
             return render_cell(args)
         if words[0] == "include":
             return render_include(args)
+        if words[0] == "cost":
+            return render_cost(args)
         return render_qsnr(args)
     except (DocError, ValueError, KeyError, OSError) as exc:
         return f"**numerics docs: this block failed: {type(exc).__name__}: {exc}**"

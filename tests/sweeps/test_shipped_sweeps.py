@@ -31,7 +31,7 @@ EXPECTED = {
     "findings/fixed_point_gupta": 14 * 3,
     "findings/periodic_naumov": 2 * 3 * 8,
     "findings/mx_ladder_rouhani": 10 * 3,
-    "findings/mx_ladder_rouhani_language": 10 * 3,
+    "findings/mx_ladder_rouhani_language": 11 * 3,
     "findings/embedding_cache_yang": 7 * 3,
     "findings/embedding_cache_yang_sgd": 4 * 3,
     "findings/fp16_loss_scaling_micikevicius": 7 * 3,

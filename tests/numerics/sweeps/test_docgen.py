@@ -157,3 +157,21 @@ def test_include_copies_a_section_without_its_markers(project: Path) -> None:
         "<!-- numerics: include f.md --heading Nope -->\n<!-- numerics: end -->"
     )
     assert errors and "no section '## Nope'" in bad
+
+
+def test_cost_block_sums_the_recorded_wall_times(project: Path) -> None:
+    plant_columns(project / "results" / "a", {"fp32": [0.8, 0.9]}, wall_s=90.0)
+    plant_columns(project / "results" / "b", {"fp32": [0.8], "bf16": [0.7]}, wall_s=30.0)
+    text, errors, _ = regenerate(
+        "<!-- numerics: cost results/a results/b results/none --jobs 2 -->\n<!-- numerics: end -->"
+    )
+    assert not errors
+    lines = text.splitlines()
+    assert "| `a` | 2 | 3.0 | 1.5 |" in lines  # 2 x 90 s = 3 min; over 2 jobs 1.5
+    assert "| `b` | 2 | 1.0 | 0.5 |" in lines
+    assert "| `results/none` | no runs yet | | |" in lines
+    assert "| all | 4 | 4.0 | 2.0 |" in lines
+    bad, errors, _ = regenerate(
+        "<!-- numerics: cost results/a --jobs 0 -->\n<!-- numerics: end -->"
+    )
+    assert errors and "--jobs=0" in bad
