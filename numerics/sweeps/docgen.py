@@ -179,7 +179,7 @@ def _minutes(seconds: float) -> str:
 
 
 def render_cost(args: argparse.Namespace) -> str:
-    from numerics.compare import RunWarning, load_runs
+    from numerics.sweeps.compare import RunWarning, load_runs
 
     if args.jobs < 1:
         raise DocError(f"cost: --jobs={args.jobs}; must be >= 1")
@@ -195,7 +195,7 @@ def render_cost(args: argparse.Namespace) -> str:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RunWarning)
             runs = load_runs(folder)
-        seconds = sum(float(r.summary.get("wall_s") or 0.0) for r in runs if r.summary)
+        seconds = sum(float(r.summary.wall_s or 0.0) for r in runs if r.summary)
         total_n, total_s = total_n + len(runs), total_s + seconds
         rows.append(
             f"| `{Path(folder).name}` | {len(runs)} | {_minutes(seconds)} | "
