@@ -173,6 +173,7 @@ def run_sweep(
         rd = RunDir(spec.out)
         summary = rd.read_summary() if resume else None
         if summary is not None and summary.finished:
+            upgrade_config(rd.path, spec.config)  # one from before numerics.periodic: new layout
             tally.add(summary.status)
             tally.skipped += 1
             continue

@@ -124,6 +124,32 @@ def test_resume_reruns_exactly_the_unfinished_runs(tiny: Path) -> None:
     assert calls == []
 
 
+def test_resume_brings_a_finished_runs_old_config_to_todays_layout(tiny: Path) -> None:
+    """A run finished before numerics.periodic keeps its result, and its config.yaml is
+    rewritten in today's layout, so tables made with today's keys find it."""
+    from numerics.sweeps.executors.base import RunSpec as Spec
+
+    params = {"numerics.periodic": {"value": {"kind": "sin2", "bits": 3}}}
+    s = spec.load_sweep(sweep_file(tiny, parameters=params, executor={"kind": "local"}))
+    (run,) = spec.expand(s, tiny / "results").runs
+    d = Path(run.out)
+    d.mkdir(parents=True)
+    old = spec.legacy_layout(run.config)
+    (d / "config.yaml").write_text(yaml.safe_dump(old))
+    (d / "summary.json").write_text(json.dumps({"status": "completed", "metrics": {}}))
+    calls: list[str] = []
+
+    def never(spec_: Spec, threads: int | None) -> Summary:
+        calls.append(spec_.run_id)
+        raise AssertionError("a finished run was run again")
+
+    engine.run_sweep(s, tiny / "results", LocalExecutor(jobs=1, fn=never), resume=True)
+    assert calls == []
+    new = yaml.safe_load((d / "config.yaml").read_text())
+    assert new["numerics"]["periodic"]["bits"] == 3 and "periodic" not in new
+    assert new != old
+
+
 def test_refuses_to_run_over_existing_results(tiny: Path) -> None:
     path = four_runs(tiny)
     old = tiny / "results" / "demo" / "some-run"
