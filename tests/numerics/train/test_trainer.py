@@ -341,12 +341,17 @@ class _Planted:
         return (Path.touch, (self.marker,))
 
 
-def test_a_checkpoint_carrying_code_is_refused_unrun(tmp_path: Path) -> None:
+def _cut_run(tmp_path: Path) -> tuple[recipes.Recipe, Path, dict[str, Any]]:
+    """A run stopped after step 5: its recipe, its checkpoint's path and contents."""
     r = make(checkpoint_every=4)
     with pytest.raises(KeyboardInterrupt):
         train(r, tmp_path / "run", hooks=[_interrupt_at(5)])
     ck_path = tmp_path / "run" / "checkpoint.pt"
-    ck = torch.load(ck_path, weights_only=True)
+    return r, ck_path, torch.load(ck_path, weights_only=True)
+
+
+def test_a_checkpoint_carrying_code_is_refused_unrun(tmp_path: Path) -> None:
+    r, ck_path, ck = _cut_run(tmp_path)
     marker = tmp_path / "ran"
     ck["parts"]["progress"]["acc"] = _Planted(marker)
     torch.save(ck, ck_path)
@@ -357,11 +362,7 @@ def test_a_checkpoint_carrying_code_is_refused_unrun(tmp_path: Path) -> None:
 
 
 def test_a_checkpoint_of_another_layout_or_run_is_refused(tmp_path: Path) -> None:
-    r = make(checkpoint_every=4)
-    with pytest.raises(KeyboardInterrupt):
-        train(r, tmp_path / "run", hooks=[_interrupt_at(5)])
-    ck_path = tmp_path / "run" / "checkpoint.pt"
-    ck = torch.load(ck_path, weights_only=True)
+    r, ck_path, ck = _cut_run(tmp_path)
     torch.save({"model": ck["parts"]["model"], "next_step": 5}, ck_path)  # the old flat layout
     with pytest.raises(CheckpointError, match=r"layout version 1.*reads version 2"):
         train(r, tmp_path / "run", resume=True)
