@@ -5,6 +5,8 @@ numerics quantize --format F [...] VALUES    what given numbers become
 numerics bench [...]                         quantizer throughput beside a tensor copy
 numerics train RECIPE [--set K=V ...] [--out DIR] [--resume] [--nproc N]
                                              train a recipe into a run directory
+numerics evaluate RUN [--set numerics.format=F ...] [--out DIR]
+                                             a trained run in another format (direct cast)
 numerics sweep SWEEP [--jobs N] [--executor local|ray|slurm] [--resume] [--dry-run]
 numerics compare RESULTS_DIR [--metric M] [--baseline fp32] [--by KEY] [--ci 0.95]
 numerics qsnr [--formats ...] [--dist ...]    quantization SNR of formats on planted data
@@ -165,6 +167,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return {"completed": 0, "diverged": 3}.get(summary.status, 1)
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from numerics.train.evaluate import evaluate
+
+    s = evaluate(args.run, args.set or [], args.out, args.device)
+    metrics = ", ".join(f"{k} {_fmt_num(v)}" for k, v in s.metrics.items())
+    print(f"{s.format}: {metrics} (trained in {s.extra['trained_format']}) <- {args.run}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="numerics", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -202,6 +213,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     from numerics.qsnr import add_parser as add_qsnr
     from numerics.sweeps.cli import add_parser as add_sweep
+
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a trained run in another numerics policy (direct-cast inference)",
+    )
+    p.add_argument("run", help="a run directory (config.yaml and checkpoint.pt inside)")
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE",
+        help="the inference policy, e.g. --set numerics.format=mxint8 (repeatable; numerics.* "
+        "and train.eval_batch_size / train.max_eval_batches only)",
+    )  # fmt: skip
+    p.add_argument("--out", help="evaluation folder (default results/evals/<run>--<format>)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cpu")
+    p.set_defaults(func=cmd_evaluate)
+
     from numerics.sweeps.compare import add_parser as add_compare
     from numerics.sweeps.docgen import add_parser as add_docs
 

@@ -487,6 +487,23 @@ def load(path: str | Path, overrides: Sequence[Override] = ()) -> Recipe:
     for file, d in reversed(chain):
         merged = merge(merged, d)
         _record(files, d, file)
+    return _overridden(merged, files, overrides, name)
+
+
+def with_overrides(d: Mapping[str, Any], overrides: Sequence[Override], source: str) -> Recipe:
+    """The recipe mapping ``d`` (named ``source`` in errors, e.g. a run's config.yaml read and
+    edited by the caller) with ``overrides`` applied and validated, as ``load`` does."""
+    files: dict[tuple[Any, ...], str] = {}
+    _record(files, d, source)
+    return _overridden(dict(d), files, overrides, source)
+
+
+def _overridden(
+    merged: dict[str, Any],
+    files: dict[tuple[Any, ...], str],
+    overrides: Sequence[Override],
+    name: str,
+) -> Recipe:
     merged, sets = _apply(merged, overrides, name)
     for p, _ in sets:  # a key set by --set is reported against the file named on the CLI
         _mark(files, p, name)

@@ -70,6 +70,7 @@ from numerics.nn.loss_scale import LossScaler
 from numerics.nn.modules import quantize_model
 from numerics.nn.optim import QuantizedOptimizer
 from numerics.nn.periodic import AmplitudeSchedule, PeriodicRegularizer
+from numerics.nn.policy import Policy
 from numerics.nn.telemetry import Telemetry
 from numerics.train import tasks
 from numerics.train.logger import Logger, NullLogger, flatten, make_logger
@@ -379,9 +380,9 @@ def save_checkpoint(path: Path, parts: dict[str, Stateful]) -> None:
     atomic_torch_save(path, {"version": CHECKPOINT_VERSION, "parts": state})
 
 
-def load_checkpoint(path: Path, parts: dict[str, Stateful], device: torch.device) -> None:
-    """Restore every part from ``path``. The file is read with torch's weights-only loader
-    (tensors and plain data only), so a checkpoint someone else wrote cannot run code."""
+def read_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
+    """The parts saved in ``path`` (name -> state). The file is read with torch's weights-only
+    loader (tensors and plain data only), so a checkpoint someone else wrote cannot run code."""
     try:
         ck = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -396,7 +397,13 @@ def load_checkpoint(path: Path, parts: dict[str, Stateful], device: torch.device
             f"{CHECKPOINT_VERSION}; finish the run with the numerics that started it, or "
             "delete checkpoint.pt to run it again from the start"
         )
-    saved = ck["parts"]
+    parts: dict[str, Any] = ck["parts"]
+    return parts
+
+
+def load_checkpoint(path: Path, parts: dict[str, Stateful], device: torch.device) -> None:
+    """Restore every part from ``path`` (``read_checkpoint``); the parts must be the run's."""
+    saved = read_checkpoint(path, device)
     if set(saved) != set(parts):
         raise CheckpointError(
             f"{path}: holds parts {sorted(saved)}, the run has {sorted(parts)}; it is not "
@@ -453,6 +460,23 @@ class _Run:
         return parts
 
 
+def data_and_model(recipe: Recipe) -> tuple[Dataset, nn.Module]:
+    """The recipe's dataset and its model in fp32, before ``quantize_model``: seeded by
+    ``train.seed`` (``torch.manual_seed`` first, so a seed gives the same initial weights)."""
+    seed = recipe.train.seed
+    torch.manual_seed(seed)
+    data_opts = {k: v for k, v in recipe.data.items() if k != "name"}
+    data: Dataset = DATASETS.get(recipe.data["name"])(seed=seed, **data_opts)
+    model_opts = {k: v for k, v in recipe.model.items() if k != "name"}
+    return data, MODELS.get(recipe.model["name"])(data.info, **model_opts)
+
+
+def run_policy(recipe: Recipe) -> Policy:
+    """The recipe's numerics policy with its SR streams seeded from numerics.seed and
+    train.seed, so two seeds of one recipe draw different bits."""
+    return replace(recipe.numerics, seed=recipe.numerics.seed * 1_000_003 + recipe.train.seed)
+
+
 def _build(recipe: Recipe, device: torch.device, rank: int, world: int) -> _Run:
     t, log = recipe.train, recipe.logging
     task = tasks.get(recipe.task)
@@ -460,11 +484,7 @@ def _build(recipe: Recipe, device: torch.device, rank: int, world: int) -> _Run:
         raise ValueError(f"train.batch_size={t.batch_size} must be divisible by nproc={world}")
 
     # 1. data and model
-    torch.manual_seed(t.seed)
-    data_opts = {k: v for k, v in recipe.data.items() if k != "name"}
-    data: Dataset = DATASETS.get(recipe.data["name"])(seed=t.seed, **data_opts)
-    model_opts = {k: v for k, v in recipe.model.items() if k != "name"}
-    model: nn.Module = MODELS.get(recipe.model["name"])(data.info, **model_opts)
+    data, model = data_and_model(recipe)
     n_params = sum(p.numel() for p in model.parameters())
     # reference values that depend on the validation slice (the language n-gram's bits)
     references: dict[str, float | int] = {}
@@ -472,7 +492,7 @@ def _build(recipe: Recipe, device: torch.device, rank: int, world: int) -> _Run:
         references = task.reference(data, t.eval_batch_size, t.max_eval_batches)
 
     # 2. numerics: SR streams seeded from numerics.seed and train.seed
-    policy = replace(recipe.numerics, seed=recipe.numerics.seed * 1_000_003 + t.seed)
+    policy = run_policy(recipe)
     telemetry = Telemetry(log.telemetry_every) if log.telemetry_every else None
     model = quantize_model(model, policy, telemetry=telemetry).to(device)
     steps = total_steps(recipe, data)

@@ -67,6 +67,11 @@ BAD_INPUT: dict[str, tuple[list[str], list[str]]] = {
     "qsnr-numel": (["qsnr", "--numel", "0"], ["--numel: must be positive, got 0"]),
     "qsnr-rounding": (["qsnr", "--rounding", "sideways"], ["unknown rounding mode 'sideways'"]),
     "docs-missing": (["docs", "{tmp}/nope.md"], ["{tmp}/nope.md: no such file"]),
+    "evaluate-missing": (["evaluate", "{tmp}/nowhere"], ["{tmp}/nowhere: no such run directory"]),
+    "evaluate-set": (
+        ["evaluate", "{tmp}", "--set", "train.lr=1"],
+        ["--set: 'train.lr=1': an evaluation changes only the inference side"],
+    ),
 }
 
 

@@ -1,0 +1,133 @@
+"""Evaluate a trained run under another numerics policy: direct-cast inference.
+
+``evaluate(run_dir, overrides, out)`` reads the run's resolved recipe (its ``config.yaml``) and
+its model (``checkpoint.pt``, read weights-only), applies ``overrides`` in the recipe's own
+``KEY=VALUE`` syntax, builds the model under the resulting numerics policy, loads the trained
+weights into it, and evaluates it on the run's validation split. Only the inference side may
+change: ``numerics.*`` (format, rounding, per-role casts, per-layer overrides) and the
+evaluation's size (``train.eval_batch_size``, ``train.max_eval_batches``); anything that would
+change the data or the model is refused.
+
+Under the run's own policy with nearest rounding the metrics equal the run's own final
+evaluation bit for bit (the same weights, the same casts, a deterministic evaluation). A policy
+with stochastic rounding draws fresh bits from the run's seed, so it is an evaluation, not a
+replay of the run's last one.
+
+The evaluation folder is run-like: ``config.yaml`` (the evaluated recipe; its ``numerics`` is
+the inference policy) and ``summary.json`` (a ``RunSummary`` whose ``format`` is the inference
+policy's label, with the source run and the format it was trained in under ``source_run`` and
+``trained_format``). ``numerics compare`` tables a folder of them like training runs: rows the
+recipe, columns the inference format, intervals over the training seeds.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from numerics.errors import MissingInputError, UserError
+from numerics.nn.modules import quantize_model
+from numerics.train import recipe as recipes
+from numerics.train import tasks
+from numerics.train.rundir import RunDir
+from numerics.train.summary import RunSummary
+from numerics.train.trainer import data_and_model, header, read_checkpoint, run_policy
+
+#: the recipe keys an evaluation may override (a key or a dotted prefix of one)
+ALLOWED = ("numerics", "train.eval_batch_size", "train.max_eval_batches")
+
+
+def _check_override(override: str) -> None:
+    key = override.split("=", 1)[0].strip()
+    if not any(key == a or key.startswith(a + ".") for a in ALLOWED):
+        raise UserError(
+            f"{override!r}: an evaluation changes only the inference side of a trained run",
+            key="--set",
+            value=override,
+            allowed=", ".join(ALLOWED),
+            note=" (allowed: numerics and the keys under it, train.eval_batch_size, "
+            "train.max_eval_batches)",
+        )
+
+
+def _inference_base(config: Path, overrides: Sequence[str]) -> dict[str, Any]:
+    """The run's resolved recipe, the base the overrides apply to. When the overrides name a
+    numerics key, the policy starts from fp32 (keeping the run's ``numerics.seed``): the
+    resolved config spells out every role's cast, so ``numerics.format=F`` on top of it would
+    change nothing; an evaluation's policy is what its overrides say."""
+    d = yaml.load(config.read_text(), Loader=recipes.YamlLoader)
+    if not isinstance(d, dict):
+        raise UserError("not a recipe mapping", file=str(config))
+    if any(o.split("=", 1)[0].strip().startswith("numerics") for o in overrides):
+        seed = (d.get("numerics") or {}).get("seed")
+        d["numerics"] = {"format": "fp32", **({"seed": seed} if seed is not None else {})}
+    return d
+
+
+def default_out(run_dir: str | Path, label: str) -> Path:
+    """``results/evals/<run folder>--<inference format label>``."""
+    return Path("results") / "evals" / f"{Path(run_dir).name}--{label}"
+
+
+def evaluate(
+    run_dir: str | Path,
+    overrides: Sequence[str] = (),
+    out: str | Path | None = None,
+    device: str | None = None,
+) -> RunSummary:
+    """Evaluate the trained run in ``run_dir`` under ``overrides``; write the evaluation folder
+    ``out`` (default ``default_out``) and return its summary."""
+    for o in overrides:
+        _check_override(o)
+    src = RunDir(run_dir)
+    if not src.path.is_dir():
+        raise MissingInputError("no such run directory", file=str(src.path))
+    if not src.config.exists():
+        raise MissingInputError("no config.yaml: not a run directory", file=str(src.path))
+    if not src.checkpoint.exists():
+        raise MissingInputError(
+            "no checkpoint.pt: the run kept no model to evaluate (it was deleted, or the run "
+            "failed before its first checkpoint)",
+            file=str(src.path),
+        )
+    base = _inference_base(src.config, overrides)
+    trained = recipes.load(src.config)
+    recipe = recipes.with_overrides(base, list(overrides), str(src.config))
+    dev = torch.device(device or "cpu")
+    data, model = data_and_model(recipe)
+    n_params = sum(p.numel() for p in model.parameters())
+    model = quantize_model(model, run_policy(recipe)).to(dev)
+    state = read_checkpoint(src.checkpoint, dev)["model"]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise UserError(
+            f"the model built under this policy does not take the run's weights (missing "
+            f"{sorted(missing)[:4]}, unexpected {sorted(unexpected)[:4]})",
+            file=str(src.checkpoint),
+            key="--set",
+            value=list(overrides),
+        )
+    task = tasks.get(recipe.task)
+    t = recipe.train
+    model.eval()
+    metrics = task.evaluate(model, data.test, t.eval_batch_size, t.max_eval_batches, dev)
+    summary = RunSummary(
+        status="completed",
+        **header(recipe),
+        metrics=metrics,
+        primary_metric=task.primary,
+        parameters=n_params,
+        device=str(dev),
+        torch=torch.__version__,
+        python=platform.python_version(),
+        extra={"source_run": str(src.path), "trained_format": trained.numerics.label()},
+    )
+    rd = RunDir(out if out is not None else default_out(src.path, recipe.numerics.label()))
+    rd.write_config(recipe.to_dict())
+    rd.write_summary(summary)
+    return summary

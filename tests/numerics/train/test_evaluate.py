@@ -1,0 +1,77 @@
+"""numerics evaluate: a trained run under another policy. The oracle for the run's own policy
+is the run's own final evaluation (bit for bit); for another format, the model rebuilt by hand
+from the checkpoint's weights under that format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from numerics.cli import main
+from numerics.errors import MissingInputError, UserError
+from numerics.nn.modules import quantize_model
+from numerics.nn.policy import from_dict as policy_from_dict
+from numerics.sweeps.compare import aggregate, load_runs
+from numerics.train import tasks
+from numerics.train.evaluate import evaluate
+from numerics.train.trainer import data_and_model, train
+from tests.numerics.train.test_trainer import make, weights
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "r"
+    train(make(), out)
+    return out
+
+
+def test_the_runs_own_policy_gives_its_own_final_metrics(trained: Path, tmp_path: Path) -> None:
+    own = json.loads((trained / "summary.json").read_text())
+    s = evaluate(trained, [], tmp_path / "e")
+    assert s.metrics == own["metrics"]  # bit for bit: same weights, casts, evaluation
+    assert s.format == "fp32" and s.extra["trained_format"] == "fp32"
+
+
+def test_another_format_equals_the_model_rebuilt_by_hand(trained: Path, tmp_path: Path) -> None:
+    s = evaluate(trained, ["numerics.format=mxfp4_e2m1"], tmp_path / "e")
+    assert s.format == "mxfp4_e2m1" and s.extra["source_run"] == str(trained)
+    # by hand: the recipe's model, mxfp4 casts, the checkpoint's weights, the task's evaluation
+    recipe = make()
+    data, model = data_and_model(recipe)
+    model = quantize_model(model, policy_from_dict({"format": "mxfp4_e2m1"}))
+    model.load_state_dict(weights(trained))
+    model.eval()
+    t = recipe.train
+    want = tasks.get("image").evaluate(
+        model, data.test, t.eval_batch_size, None, torch.device("cpu")
+    )
+    assert s.metrics == want
+    fp32 = json.loads((trained / "summary.json").read_text())["metrics"]
+    assert s.metrics["loss"] != fp32["loss"]  # the cast changed the outputs
+    on_disk = json.loads((tmp_path / "e" / "summary.json").read_text())
+    assert on_disk["metrics"] == s.metrics and on_disk["status"] == "completed"
+
+
+def test_compare_tables_evaluations_by_inference_format(trained: Path, tmp_path: Path) -> None:
+    for f in ("fp32", "bf16"):
+        evaluate(trained, [f"numerics.format={f}"], tmp_path / "evals" / f)
+    table = aggregate(load_runs(tmp_path / "evals"))
+    assert {c for _, c in table.cells} == {"fp32", "bf16"}
+
+
+def test_bad_input_is_named(trained: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"--set: 'train.lr=3'.*allowed: numerics"):
+        evaluate(trained, ["train.lr=3"], tmp_path / "e")
+    with pytest.raises(MissingInputError, match="no such run directory"):
+        evaluate(tmp_path / "nowhere", [])
+    (tmp_path / "nockpt").mkdir()
+    (tmp_path / "nockpt" / "config.yaml").write_text((trained / "config.yaml").read_text())
+    with pytest.raises(MissingInputError, match=r"no checkpoint\.pt"):
+        evaluate(tmp_path / "nockpt", [])
+    with pytest.raises(UserError, match=r"numerics\.format"):
+        evaluate(trained, ["numerics.format=fp7"], tmp_path / "e")
+    assert main(["evaluate", str(tmp_path / "nockpt")]) == 2
+    assert not (tmp_path / "e").exists()  # nothing written for refused input
