@@ -7,6 +7,8 @@ numerics train RECIPE [--set K=V ...] [--out DIR] [--resume] [--nproc N]
                                              train a recipe into a run directory
 numerics evaluate RUN [--set numerics.format=F ...] [--out DIR]
                                              a trained run in another format (direct cast)
+numerics pvf RUN [--component NAME=GLOB] [--bit B] [--faults N]
+                                             bit-flip fault injection: PVF per component
 numerics sweep SWEEP [--jobs N] [--executor local|ray|slurm] [--resume] [--dry-run]
 numerics compare RESULTS_DIR [--metric M] [--baseline fp32] [--by KEY] [--ci 0.95]
 numerics qsnr [--formats ...] [--dist ...]    quantization SNR of formats on planted data
@@ -176,6 +178,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pvf(args: argparse.Namespace) -> int:
+    from numerics.train.pvf import cmd_pvf
+
+    return cmd_pvf(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="numerics", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -227,6 +235,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="evaluation folder (default results/evals/<run>--<format>)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cpu")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("pvf", help="bit-flip fault injection in a trained run's parameters")
+    p.add_argument("run", help="a run directory trained in fp32 (config.yaml, checkpoint.pt)")
+    p.add_argument(
+        "--component", action="append", metavar="[NAME=]GLOB",
+        help="a parameter group by name glob (repeatable; default: the top-level modules)",
+    )  # fmt: skip
+    p.add_argument(
+        "--bit", action="append", metavar="B",
+        help="bit position 0..31 (repeatable; default: uniform over the 32 bits)",
+    )  # fmt: skip
+    p.add_argument("--faults", type=int, default=1000, help="faults per component and bit")
+    p.add_argument("--examples", type=int, default=512, help="evaluation examples per fault")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="output folder (default results/pvf/<run>)")
+    p.set_defaults(func=_cmd_pvf)
 
     from numerics.sweeps.compare import add_parser as add_compare
     from numerics.sweeps.docgen import add_parser as add_docs
