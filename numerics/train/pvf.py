@@ -157,7 +157,8 @@ def pvf_table(
     return cells
 
 
-def _decider(task: str, batch: dict[str, Tensor]) -> Decide:
+def decider(task: str, batch: dict[str, Tensor]) -> Decide:
+    """The decisions a task's output is judged by, on the fixed examples ``batch``."""
     if task == "image":
         return lambda m: m(batch["x"]).argmax(-1)
     if task == "language":
@@ -198,7 +199,7 @@ def pvf(
     groups = components(model, component_specs)
     n = min(examples, len(data.test))
     batch = data.test.batch(torch.arange(n))
-    cells = pvf_table(model, _decider(recipe.task, batch), groups, faults, bits, seed)
+    cells = pvf_table(model, decider(recipe.task, batch), groups, faults, bits, seed)
     rows = [{**asdict(c), "pvf": c.pvf, "interval": list(c.interval)} for c in cells]
     rd = RunDir(out)
     rd.write_config(recipe.to_dict())
