@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from numerics.train import recipe as recipes
-from numerics.train.pvf import decider, components, pvf_table
+from numerics.train.pvf import components, decider, pvf_table
 from numerics.train.rundir import RunDir
 from numerics.train.trainer import data_and_model, read_checkpoint, train
 
