@@ -170,11 +170,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from numerics.train.evaluate import evaluate
+    from numerics.train.evaluate import evaluate, evaluate_many
 
-    s = evaluate(args.run, args.set or [], args.out, args.device)
-    metrics = ", ".join(f"{k} {_fmt_num(v)}" for k, v in s.metrics.items())
-    print(f"{s.format}: {metrics} (trained in {s.extra['trained_format']}) <- {args.run}")
+    sets = args.set or []
+    if args.out is not None:
+        if len(args.runs) > 1 or len(args.format or []) > 1:
+            raise UserError("names one evaluation; use --results for several", key="--out")
+        sets = [*sets, *(f"numerics.format={f}" for f in args.format or [])]
+        done = [evaluate(args.runs[0], sets, args.out, args.device)]
+    else:
+        done = evaluate_many(args.runs, args.format or [], sets, args.results, args.device)
+    for s in done:
+        metrics = ", ".join(f"{k} {_fmt_num(v)}" for k, v in s.metrics.items())
+        print(f"{s.format}: {metrics} (trained in {s.extra['trained_format']}) "
+              f"<- {s.extra['source_run']}")  # fmt: skip
     return 0
 
 
@@ -226,13 +235,25 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         help="evaluate a trained run in another numerics policy (direct-cast inference)",
     )
-    p.add_argument("run", help="a run directory (config.yaml and checkpoint.pt inside)")
+    p.add_argument(
+        "runs", nargs="+", metavar="RUN",
+        help="run directories (config.yaml and checkpoint.pt inside), or folders of them",
+    )  # fmt: skip
     p.add_argument(
         "--set", action="append", metavar="KEY=VALUE",
         help="the inference policy, e.g. --set numerics.format=mxint8 (repeatable; numerics.* "
         "and train.eval_batch_size / train.max_eval_batches only)",
     )  # fmt: skip
-    p.add_argument("--out", help="evaluation folder (default results/evals/<run>--<format>)")
+    p.add_argument(
+        "--format", action="append", metavar="F",
+        help="evaluate in each of these formats (numerics.format=F on top of --set; repeatable)",
+    )  # fmt: skip
+    p.add_argument(
+        "--results",
+        help="folder for many evaluations, one per run and format (<run>--<format>); those "
+        "already there are kept (default results/evals)",
+    )
+    p.add_argument("--out", help="the folder of a single evaluation (one run, one policy)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cpu")
     p.set_defaults(func=cmd_evaluate)
 

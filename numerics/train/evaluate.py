@@ -69,9 +69,59 @@ def _inference_base(config: Path, overrides: Sequence[str]) -> dict[str, Any]:
     return d
 
 
-def default_out(run_dir: str | Path, label: str) -> Path:
-    """``results/evals/<run folder>--<inference format label>``."""
-    return Path("results") / "evals" / f"{Path(run_dir).name}--{label}"
+def default_out(run_dir: str | Path, label: str, results: str | Path | None = None) -> Path:
+    """``<results>/<run folder>--<inference format label>``; results defaults to
+    ``results/evals``."""
+    folder = Path(results) if results is not None else Path("results") / "evals"
+    return folder / f"{Path(run_dir).name}--{label.replace('/', '_')}"
+
+
+def run_dirs(paths: Sequence[str | Path]) -> list[Path]:
+    """The run directories named: each path that holds a checkpoint.pt, else the folders one
+    level down that do (a sweep's results folder), in name order."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            raise MissingInputError("no such run directory", file=str(p))
+        if (p / "checkpoint.pt").exists():
+            out.append(p)
+            continue
+        inner = sorted(d for d in p.glob("*/") if (d / "checkpoint.pt").exists())
+        if not inner:
+            raise MissingInputError(
+                "neither a run directory nor a folder of them (no checkpoint.pt in it or one "
+                "level down)",
+                file=str(p),
+            )
+        out += inner
+    return out
+
+
+def evaluate_many(
+    runs: Sequence[str | Path],
+    formats: Sequence[str],
+    overrides: Sequence[str] = (),
+    results: str | Path | None = None,
+    device: str | None = None,
+) -> list[RunSummary]:
+    """Every run in ``runs`` (``run_dirs``) in every format of ``formats`` (each as
+    ``numerics.format=F`` after ``overrides``; none: ``overrides`` alone), one folder each
+    under ``results``. An evaluation whose folder already holds a summary is kept, not
+    redone, so an interrupted batch continues where it stopped."""
+    for o in overrides:
+        _check_override(o)
+    done: list[RunSummary] = []
+    for run in run_dirs(runs):
+        grid: list[list[str]] = [[f"numerics.format={f}"] for f in formats] or [[]]
+        for extra in grid:
+            sets = [*overrides, *extra]
+            label = recipes.with_overrides(
+                _inference_base(RunDir(run).config, sets), sets, str(RunDir(run).config)
+            ).numerics.label()
+            out = default_out(run, label, results)
+            kept = RunDir(out).read_summary()
+            done.append(kept if kept is not None else evaluate(run, sets, out, device))
+    return done
 
 
 def evaluate(

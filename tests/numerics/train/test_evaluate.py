@@ -16,7 +16,7 @@ from numerics.nn.modules import quantize_model
 from numerics.nn.policy import from_dict as policy_from_dict
 from numerics.sweeps.compare import aggregate, load_runs
 from numerics.train import tasks
-from numerics.train.evaluate import evaluate
+from numerics.train.evaluate import evaluate, evaluate_many
 from numerics.train.trainer import data_and_model, train
 from tests.numerics.train.test_trainer import make, weights
 
@@ -75,3 +75,18 @@ def test_bad_input_is_named(trained: Path, tmp_path: Path) -> None:
         evaluate(trained, ["numerics.format=fp7"], tmp_path / "e")
     assert main(["evaluate", str(tmp_path / "nockpt")]) == 2
     assert not (tmp_path / "e").exists()  # nothing written for refused input
+
+
+def test_many_runs_and_formats_each_once(trained: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "sweep"
+    folder.mkdir()
+    (folder / "r").symlink_to(trained, target_is_directory=True)  # a folder of runs
+    done = evaluate_many([folder], ["fp32", "bf16"], [], tmp_path / "evals")
+    assert [s.format for s in done] == ["fp32", "bf16"]
+    assert sorted(p.name for p in (tmp_path / "evals").iterdir()) == ["r--bf16", "r--fp32"]
+    stamp = (tmp_path / "evals" / "r--bf16" / "summary.json").stat().st_mtime_ns
+    again = evaluate_many([trained], ["bf16"], [], tmp_path / "evals")  # kept, not redone
+    assert again[0].metrics == done[1].metrics
+    assert (tmp_path / "evals" / "r--bf16" / "summary.json").stat().st_mtime_ns == stamp
+    with pytest.raises(MissingInputError, match="neither a run directory nor a folder"):
+        evaluate_many([tmp_path / "evals"], ["fp32"])
