@@ -51,10 +51,15 @@ docs: venv
 # Every findings sweep (resumable: finished runs are kept), then the docs. A sweep with a failed
 # run does not stop the others; docs/findings.md lists what is missing.
 FINDINGS := $(sort $(wildcard sweeps/findings/*.yaml))
+# Direct-cast inference: the demo's fp32-trained runs evaluated in every format (docs/findings.md).
+DIRECT_CAST_FORMATS := fp32 bf16 fp16 fp8_e4m3 fp8_e5m2 int8 int8_pc mxint8 mxfp8_e4m3 mxfp8_e5m2 mxfp6_e2m3 mxfp6_e3m2 mxfp4_e2m1 mx9 mx6 mx4
 findings: venv
 	@for s in $(FINDINGS); do \
 		$(VENV)/bin/numerics sweep $$s --resume || echo "findings: $$s has failed runs (see its table)"; \
 	done
+	$(VENV)/bin/numerics sweep sweeps/demo.yaml --resume
+	$(VENV)/bin/numerics evaluate results/demo/*-fp32-s?-* --results results/findings_direct_cast \
+		$(addprefix --format ,$(DIRECT_CAST_FORMATS))
 	$(MAKE) docs
 
 clean:
