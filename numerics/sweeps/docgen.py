@@ -21,6 +21,7 @@ The words after ``numerics:`` are a command, parsed like a command line:
 - ``qsnr [--formats ...] [--dist ...] [--numel N] [--seed S]``: the ``numerics qsnr`` table.
 - ``cost FOLDER... [--jobs N]``: what the sweeps in the folders cost: runs, the sum of their
   recorded wall times (``summary.json``'s ``wall_s``) and that sum spread over N parallel jobs.
+- ``pvf FOLDER``: the fault-injection table ``numerics pvf`` wrote to FOLDER (pvf.json).
 - ``include FILE --heading TITLE``: the section of another markdown file under ``## TITLE``
   (up to the next ``## ``), its own generated blocks' markers removed (their text kept), so
   the README can show docs/findings.md's summary; regenerate FILE first.
@@ -88,10 +89,19 @@ def _parsers() -> dict[str, _Parser]:
     include = _Parser(prog="include", add_help=False)
     include.add_argument("file")
     include.add_argument("--heading", required=True)
+    pvf = _Parser(prog="pvf", add_help=False)
+    pvf.add_argument("folder")
     cost = _Parser(prog="cost", add_help=False)
     cost.add_argument("folders", nargs="+")
     cost.add_argument("--jobs", type=int, default=1)
-    return {"compare": compare, "cell": cell, "qsnr": qsnr, "include": include, "cost": cost}
+    return {
+        "compare": compare,
+        "cell": cell,
+        "qsnr": qsnr,
+        "include": include,
+        "cost": cost,
+        "pvf": pvf,
+    }
 
 
 def _table(args: argparse.Namespace) -> tuple[Any, list[Any]]:
@@ -205,6 +215,22 @@ def render_cost(args: argparse.Namespace) -> str:
     return "\n".join([*head, *rows])
 
 
+def render_pvf(args: argparse.Namespace) -> str:
+    import json
+
+    from numerics.train.pvf import Cell, markdown
+
+    path = Path(args.folder) / "pvf.json"
+    if not path.exists():
+        return f"No fault-injection results in `{args.folder}` yet."
+    doc = json.loads(path.read_text())
+    cells = [Cell(r["component"], r["bit"], r["faults"], r["trials"], r["changed"])
+             for r in doc["cells"]]  # fmt: skip
+    head = (f"`{Path(doc['source_run']).name}`, {doc['examples']} evaluation examples per fault, "
+            f"seed {doc['seed']}:")  # fmt: skip
+    return "\n".join([head, "", *markdown(cells)])
+
+
 def render_include(args: argparse.Namespace) -> str:
     lines = Path(args.file).read_text().splitlines()
     head = f"## {args.heading}"
@@ -220,10 +246,9 @@ def render(command: str, files: dict[Path, bytes] | None = None) -> str:
     ``files`` (path -> bytes), not to disk."""
     try:
         words = shlex.split(command)
-        if not words or words[0] not in ("compare", "cell", "qsnr", "include", "cost"):
-            raise DocError(
-                f"unknown block {command!r}: allowed: compare, cell, qsnr, include, cost"
-            )
+        kinds = ("compare", "cell", "qsnr", "include", "cost", "pvf")
+        if not words or words[0] not in kinds:
+            raise DocError(f"unknown block {command!r}: allowed: {', '.join(kinds)}")
         args = _parsers()[words[0]].parse_args(words[1:])
         if words[0] == "compare":
             return render_compare(args, {} if files is None else files)
@@ -233,6 +258,8 @@ def render(command: str, files: dict[Path, bytes] | None = None) -> str:
             return render_include(args)
         if words[0] == "cost":
             return render_cost(args)
+        if words[0] == "pvf":
+            return render_pvf(args)
         return render_qsnr(args)
     except (DocError, ValueError, KeyError, OSError) as exc:
         return f"**numerics docs: this block failed: {type(exc).__name__}: {exc}**"

@@ -175,3 +175,22 @@ def test_cost_block_sums_the_recorded_wall_times(project: Path) -> None:
         "<!-- numerics: cost results/a --jobs 0 -->\n<!-- numerics: end -->"
     )
     assert errors and "--jobs=0" in bad
+
+
+def test_pvf_block_renders_the_fault_table(project: Path) -> None:
+    from scipy.stats import binomtest
+
+    (project / "p").mkdir()
+    counts = {"faults": 10, "trials": 100}
+    cells = [{"component": "top", "bit": 30, **counts, "changed": 25},
+             {"component": "emb", "bit": None, **counts, "changed": 0}]  # fmt: skip
+    doc = {"source_run": "results/demo/run-s0", "seed": 4, "examples": 10, "cells": cells}
+    (project / "p" / "pvf.json").write_text(json.dumps(doc))
+    text, errors, _ = regenerate("<!-- numerics: pvf p -->\n<!-- numerics: end -->")
+    assert not errors
+    ci = binomtest(25, 100).proportion_ci(method="wilson")
+    assert f"| top | 30 | 10 | 100 | 0.2500 | [{ci.low:.4f}, {ci.high:.4f}] |" in text
+    assert "| emb | any | 10 | 100 | 0.0000 | [0.0000, 0.0370] |" in text
+    assert "`run-s0`, 10 evaluation examples per fault, seed 4:" in text
+    empty, errors, _ = regenerate("<!-- numerics: pvf nowhere -->\n<!-- numerics: end -->")
+    assert not errors and "No fault-injection results in `nowhere` yet." in empty
