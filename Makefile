@@ -10,7 +10,7 @@ EXTRAS ?= dev
 # Compiled kernels are cached here, so only the first run pays for compilation.
 export TORCHINDUCTOR_CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/numerics/inductor
 
-.PHONY: venv test lint demo bench docs findings gpu-check clean
+.PHONY: venv test lint demo bench docs findings runs-archive gpu-check clean
 
 $(VENV)/.stamp: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -51,6 +51,14 @@ docs: venv
 # Every findings sweep (resumable: finished runs are kept), then the docs. A sweep with a failed
 # run does not stop the others; docs/findings.md lists what is missing.
 FINDINGS := $(sort $(wildcard sweeps/findings/*.yaml))
+# The run records behind the docs' tables (config.yaml, summary.json, pvf.json; no checkpoints
+# or curves), reproducible bytes: `tar xzf docs/findings/runs.tar.gz && make docs` on a clone.
+runs-archive:
+	tar czf docs/findings/runs.tar.gz --sort=name --mtime='2026-12-06 00:00Z' --owner=0 --group=0 \
+		results/findings_*/*/summary.json results/findings_*/*/config.yaml \
+		results/findings_*/sweep.yaml results/findings_pvf/*/pvf.json \
+		results/demo/*/summary.json results/demo/*/config.yaml results/demo/sweep.yaml
+
 # Direct-cast inference: the demo's fp32-trained runs evaluated in every format (docs/findings.md).
 DIRECT_CAST_FORMATS := fp32 bf16 fp16 fp8_e4m3 fp8_e5m2 int8 int8_pc mxint8 mxfp8_e4m3 mxfp8_e5m2 mxfp6_e2m3 mxfp6_e3m2 mxfp4_e2m1 mx9 mx6 mx4
 findings: venv
