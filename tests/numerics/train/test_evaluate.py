@@ -75,3 +75,26 @@ def test_bad_input_is_named(trained: Path, tmp_path: Path) -> None:
         evaluate(trained, ["numerics.format=fp7"], tmp_path / "e")
     assert main(["evaluate", str(tmp_path / "nockpt")]) == 2
     assert not (tmp_path / "e").exists()  # nothing written for refused input
+
+
+def test_rowwise_weights_equal_torchs_fbgemm_rows(trained: Path, tmp_path: Path) -> None:
+    # an independent oracle: the fp32 model holding unpack(prepack(W)) of every weight
+    s = evaluate(trained, ["numerics.weights=int8_rowwise"], tmp_path / "e")
+    recipe = make()
+    data, model = data_and_model(recipe)
+    model.load_state_dict(weights(trained))
+    ops = torch.ops.quantized
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight.copy_(
+                    ops.embedding_bag_byte_unpack(ops.embedding_bag_byte_prepack(m.weight))
+                )
+    model.eval()
+    t = recipe.train
+    want = tasks.get("image").evaluate(
+        model, data.test, t.eval_batch_size, None, torch.device("cpu")
+    )
+    assert s.metrics == want
+    fp32 = json.loads((trained / "summary.json").read_text())["metrics"]
+    assert s.metrics["loss"] != fp32["loss"]  # the weights did change
