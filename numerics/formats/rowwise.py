@@ -17,12 +17,13 @@ arithmetic is that of torch's fbgemm operators on the CPU
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
+
+from numerics.formats.integer import Saturating
 
 
 @dataclass(frozen=True)
-class RowwiseFormat:
+class RowwiseFormat(Saturating):
     name: str
     bits: int
     scale_bits: int  # width of the stored scale and bias: 32 (float32) or 16 (float16)
@@ -48,21 +49,6 @@ class RowwiseFormat:
     def row_multiple(self) -> int:
         """Row widths torch's packer takes are multiples of this (codes per byte)."""
         return 8 // self.bits
-
-    @property
-    def has_inf(self) -> bool:
-        return False
-
-    @property
-    def has_nan(self) -> bool:
-        return False
-
-    @property
-    def default_saturate(self) -> bool:
-        return True
-
-    def replace(self, **changes: object) -> RowwiseFormat:
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
     def facts(self) -> dict[str, object]:
         fp = f"fp{self.scale_bits}"
