@@ -40,12 +40,23 @@ def codes(x: torch.Tensor, fmt: RowwiseFormat) -> tuple[torch.Tensor, torch.Tens
 
 
 def decode(q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """``fma(q, scale, bias)`` in float32, as the unpack operators compute it: the product
-    of a code (at most 8 bits) and a float32 scale is exact in float64, so only the sum
-    rounds, to float64 and then to float32. That double rounding could in principle differ
-    from one fused rounding; the tests hold it equal to torch's operators on random and
-    adversarial rows."""
-    return (q.double() * scale.double() + bias.double()).float()
+    """``fma(q, scale, bias)`` in float32, as the unpack operators compute it (torch has no
+    fma). The product of a code (at most 8 bits) and a float32 scale is exact in float64;
+    the float64 sum is rounded to odd (its error, by TwoSum, moves an inexact even result
+    to its odd neighbour), and a float64 rounded to odd rounds to float32 as the exact sum
+    would: one rounding, no double-rounding error."""
+    p = q.double() * scale.double()
+    b = bias.double().expand_as(p)
+    s = p + b
+    # TwoSum: s + err == p + b exactly (finite inputs)
+    bv = s - p
+    err = (p - (s - bv)) + (b - bv)
+    bits = s.view(torch.int64)
+    inexact_even = (err != 0) & (bits & 1 == 0) & torch.isfinite(err)
+    # the odd neighbour on err's side: away from zero when err has s's sign
+    step = torch.where((err > 0) == (s > 0), 1, -1)
+    s = torch.where(inexact_even, bits + step, bits).view(torch.float64)
+    return s.float()
 
 
 def rowwise(x: torch.Tensor, fmt: RowwiseFormat) -> torch.Tensor:
