@@ -23,6 +23,8 @@ BlockFormat (MX,BFP)  float elements: ``u`` of ``value / 2**s`` in the        as
                       element format; fixed (BFP, mxint8) elements: ``k``
                       with ``value / 2**s = k * 2**-(M-1)``
 SharedMicroExpFormat  ``k`` with value ``k * 2**(E - tau - (M-1))``            int8 for M <= 7
+RowwiseFormat         ``c`` in [0, 2**bits - 1]; value ``fma(c, scale, bias)``  uint8 (one a byte)
+(fbgemm's)
 ====================  =====================================================  ==================
 
 Scales and micro-exponents:
@@ -30,11 +32,15 @@ Scales and micro-exponents:
 - IntFormat: float32 scales (``amax / qmax``, 1 for an all-zero row, NaN for a row holding
   NaN or inf, whose codes are 0), shape ``(1,)`` per tensor or one per row of the axis-last
   layout for per-channel formats.
+- RowwiseFormat: float32 ``(rows, 2)``, each row's scale and bias (fp16 values for 4 and 2
+  bits), as torch's fbgemm prepack computes them; ``packed_rows`` lays codes, scale and bias
+  out as that operator does, byte for byte.
 - BlockFormat / SharedMicroExpFormat: one uint8 E8M0 code per block, ``s + 127`` (the scale is
   ``2**s``, ``s`` in [-127, 127]); 255 marks a NaN block (its element codes are 0). The shared
   micro-exponent format adds ``micro``: one uint8 ``tau`` (0 or 1) per sub-block.
 
-Layouts: element formats and per-tensor integers keep x's shape. Per-channel integers keep the
+Layouts: element formats and per-tensor integers keep x's shape. Per-channel integers and
+row-wise formats keep the
 axis-last rows ``(rows, length)``; block formats keep the padded, axis-last block layout
 ``(nblocks, block_size)`` that ``quantize`` rounds in (a trailing partial block is zero-padded);
 ``micro`` is ``(nblocks, block_size // sub_block)``. ``decode`` restores x's shape and axis.
@@ -65,9 +71,11 @@ from numerics.formats import (
     Format,
     IntFormat,
     NanStyle,
+    RowwiseFormat,
     SharedMicroExpFormat,
 )
 from numerics.kernels import layout
+from numerics.kernels import rowwise as _rowwise
 from numerics.kernels.block import mx_scale
 from numerics.kernels.params import params_for
 from numerics.quantize import Backend, quantize
@@ -83,6 +91,7 @@ __all__ = [
     "e8m0_decode",
     "encode",
     "encode_codes",
+    "packed_rows",
 ]
 
 I64 = torch.int64
@@ -107,7 +116,10 @@ def _bits(fmt: ElementFormat) -> int:
 
 def code_dtype(fmt: str | Format) -> torch.dtype:
     """The integer dtype that holds ``fmt``'s element codes (the narrowest that fits)."""
-    elem = _element(_formats.get(fmt))
+    fmt = _formats.get(fmt)
+    if isinstance(fmt, RowwiseFormat):
+        return torch.uint8
+    elem = _element(fmt)
     bits = _bits(elem)
     if bits <= 8:
         return torch.int8 if _is_signed(elem) else torch.uint8
@@ -267,6 +279,11 @@ def _element(fmt: Format) -> ElementFormat:
         return fmt
     if isinstance(fmt, IntFormat):
         return fmt.grid  # symmetric integers: a fixed-point grid with no fraction bits
+    if isinstance(fmt, RowwiseFormat):
+        raise ValueError(
+            f"{fmt.name}: its codes are unsigned integers 0..{fmt.levels} (uint8), no element "
+            "grid; encode and decode take the format itself"
+        )
     return fmt.element
 
 
@@ -341,7 +358,8 @@ class Encoded:
         format: the format descriptor.
         codes: element codes (see the module docstring for the layout and dtype).
         scales: None for element formats; float32 scales for integer formats; uint8 E8M0
-            codes per block (255 = NaN) for block and shared micro-exponent formats.
+            codes per block (255 = NaN) for block and shared micro-exponent formats; float32
+            (scale, bias) per row for row-wise formats.
         micro: shared micro-exponent formats only: uint8 tau per sub-block.
         shape, axis, dtype: the original tensor's shape, the (non-negative) block / channel
             axis, and its dtype.
@@ -368,11 +386,12 @@ class Encoded:
         stored whole, as its scale covers the full block.
         """
         fmt = self.format
-        total = self.codes.numel() * _bits(_element(fmt))
+        bits = fmt.bits if isinstance(fmt, RowwiseFormat) else _bits(_element(fmt))
+        total = self.codes.numel() * bits
         if self.scales is not None:
             if isinstance(fmt, IntFormat):
                 total += self.scales.numel() * SCALE_BITS_INT
-            elif isinstance(fmt, BlockFormat | SharedMicroExpFormat):
+            elif isinstance(fmt, BlockFormat | SharedMicroExpFormat | RowwiseFormat):
                 total += self.scales.numel() * fmt.scale_bits
         if self.micro is not None:
             assert isinstance(fmt, SharedMicroExpFormat)
@@ -440,7 +459,12 @@ def encode(
             enc = _encode_int(x32, y32, fmt, ax, x.dtype, shape)
         elif isinstance(fmt, BlockFormat):
             enc = _encode_block(x32, y32, fmt, ax, x.dtype, shape)
+        elif isinstance(fmt, RowwiseFormat):
+            q, scale, bias = _rowwise.codes(layout.rows(x32, ax), fmt)
+            scales = torch.cat([scale, bias], dim=1)
+            enc = Encoded(fmt, q, scales, None, shape, ax, x.dtype)
         else:
+            assert isinstance(fmt, SharedMicroExpFormat)
             enc = _encode_smx(x32, y32, fmt, ax, x.dtype, shape)
         # Every code is checked by decoding it: decode(encode(x)) == quantize(x) is a
         # guarantee, not a hope (and an off-grid value is reported instead of stored wrong).
@@ -449,8 +473,9 @@ def encode(
 
 
 def _signed_zero(fmt: Format) -> bool:
-    """Whether the codes are sign-magnitude, so -0.0 survives the round trip."""
-    return isinstance(_element(fmt), FloatFormat)
+    """Whether the codes are sign-magnitude, so -0.0 survives the round trip (row-wise
+    decoding repeats quantize's own arithmetic, so every bit survives)."""
+    return isinstance(fmt, RowwiseFormat) or isinstance(_element(fmt), FloatFormat)
 
 
 def _verify(got: torch.Tensor, want: torch.Tensor, fmt: Format, signed_zero: bool) -> None:
@@ -576,10 +601,39 @@ def _decode_f32(enc: Encoded) -> torch.Tensor:
                 y = layout.unrows(rows, enc.shape, enc.axis)
             else:
                 y = (q * enc.scales).reshape(enc.shape)  # float32, as int_kernel multiplies
+        elif isinstance(fmt, RowwiseFormat):
+            assert enc.scales is not None
+            rows = _rowwise.decode(enc.codes, enc.scales[:, :1], enc.scales[:, 1:])
+            y = layout.unrows(rows, enc.shape, enc.axis)
         else:
+            assert isinstance(fmt, BlockFormat | SharedMicroExpFormat)
             view = layout.block_view(enc.shape, enc.axis, fmt.block_size, whole=True, moved=True)
             y = view.unblocks(_decode_blocks(enc, fmt))
         return y
+
+
+def packed_rows(enc: Encoded) -> torch.Tensor:
+    """A row-wise encoding in fbgemm's fused layout, uint8 ``(rows, bytes)``: each row's codes
+    (4 and 2 bits: packed from the low bits up, 8 // bits to a byte), then its scale and bias
+    (float32 for 8 bits, float16 for 4 and 2), as
+    ``torch.ops.quantized.embedding_bag_{byte,4bit,2bit}_prepack`` store a 2-D table."""
+    fmt = enc.format
+    if not isinstance(fmt, RowwiseFormat):
+        raise ValueError(f"packed_rows: {fmt.name} is not a row-wise format")
+    assert enc.scales is not None
+    rows, length = enc.codes.shape
+    per = fmt.row_multiple
+    if length % per:
+        raise ValueError(
+            f"packed_rows: {fmt.name} packs {per} codes to a byte; rows of {length} do not fill "
+            "whole bytes (torch's packer refuses them too)"
+        )
+    shifts = torch.arange(per, device=enc.codes.device) * fmt.bits
+    q = enc.codes.to(I64).reshape(rows, length // per, per)
+    codes = (q << shifts).sum(dim=-1).to(torch.uint8)  # (rows, length // per)
+    sb_dtype = torch.float32 if fmt.scale_bits == 32 else torch.float16
+    scale_bias = enc.scales.to(sb_dtype).contiguous().view(torch.uint8).reshape(rows, -1)
+    return torch.cat([codes, scale_bias], dim=1)
 
 
 def _decode_blocks(enc: Encoded, fmt: BlockFormat | SharedMicroExpFormat) -> torch.Tensor:

@@ -4,7 +4,9 @@ Layout rules: element formats act value by value. Block formats (MX, BFP, MX9/6/
 ``axis``: the tensor is viewed with ``axis`` last, each row is cut into blocks (a trailing
 partial block is zero-padded, which never changes a result) and the result is put back in x's
 shape. Per-channel integer formats take one scale per slice along ``axis`` (the channel is
-every other index). Stochastic rounding numbers elements in that same axis-last row-major
+every other index); row-wise formats (fbgemm's ``int8_rowwise`` and kin) likewise take one
+scale and bias per slice along ``axis``, and round only as fbgemm does (nearest_even).
+Stochastic rounding numbers elements in that same axis-last row-major
 layout, so the random bits are a function of (seed, position) only.
 
 Inputs may be float32, bfloat16 or float16 (widened exactly to float32); the result is cast
@@ -29,12 +31,14 @@ from numerics.formats import (
     FloatFormat,
     Format,
     IntFormat,
+    RowwiseFormat,
     SharedMicroExpFormat,
 )
 from numerics.kernels import compiled as _compiled
 from numerics.kernels import layout as _layout
 from numerics.kernels import lean as _lean
 from numerics.kernels import native as _native
+from numerics.kernels import rowwise as _rowwise
 from numerics.kernels import settings as _settings
 from numerics.kernels.block import block_kernel, smx_kernel
 from numerics.kernels.core import P_NBPA
@@ -244,10 +248,26 @@ def _plan(
             "quantize: backend='qtorch' has no saturate or sr_bits options; leave them "
             "at their defaults (qtorch's own overflow behaviour applies)"
         )
+    if isinstance(fmt, RowwiseFormat):
+        _check_rowwise(fmt, mode, backend)
     identity = isinstance(fmt, FloatFormat) and fmt.is_identity and not sat
     below = torch_cast_below(fmt, mode, backend, settings)
     cast = torch_cast(fmt) if below else None
     return Plan(fmt, mode, sat, sr_bits, backend, settings, identity, cast, below)
+
+
+def _check_rowwise(fmt: RowwiseFormat, mode: Rounding, backend: str) -> None:
+    """Row-wise formats are defined by fbgemm's arithmetic: its rounding, and one path."""
+    if mode is not Rounding.NEAREST_EVEN:
+        raise ValueError(
+            f"quantize: {fmt.name} rounds as fbgemm does; rounding={mode.value!r} is refused "
+            "(allowed: nearest_even)"
+        )
+    if backend in ("reference", "qtorch"):
+        raise ValueError(
+            f"quantize: {fmt.name} has no {backend} backend; allowed: auto, compiled, eager "
+            "(all run numerics.kernels.rowwise)"
+        )
 
 
 def _torch_cast(x32: torch.Tensor, p: Plan) -> torch.Tensor:
@@ -316,6 +336,8 @@ def _prepare(p: Plan, shape: tuple[int, ...], axis: int, dev: torch.device) -> P
         return Prepared(r, _element_cast(p, fmt, x32, r))
     if isinstance(fmt, IntFormat):
         return Prepared(r, _int_cast(p, fmt, x32, axis, r))
+    if isinstance(fmt, RowwiseFormat):
+        return Prepared(r, _rowwise_cast(fmt, axis))
     assert isinstance(fmt, BlockFormat | SharedMicroExpFormat)
     return Prepared(r, _block_cast(p, fmt, x32, axis, r))
 
@@ -373,6 +395,15 @@ def _int_cast(p: Plan, fmt: IntFormat, x32: torch.Tensor, axis: int, r: Route) -
         return kern(x.reshape(1, -1), pk, qk).reshape(x.shape)
 
     return scaled
+
+
+def _rowwise_cast(fmt: RowwiseFormat, axis: int) -> Run:
+    """Row-wise formats: one scale and bias per row, the rows along ``axis``."""
+
+    def rowwise(x: torch.Tensor, keys: torch.Tensor | None) -> torch.Tensor:
+        return _layout.unrows(_rowwise.rowwise(_layout.rows(x, axis), fmt), x.shape, axis)
+
+    return rowwise
 
 
 def _block_cast(

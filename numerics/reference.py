@@ -297,6 +297,7 @@ def quantize_reference(
             return torch.from_numpy(y).reshape(x.shape)
         out = torch.from_numpy(y).reshape(moved.shape).movedim(-1, axis)
         return out.reshape(x.shape).contiguous()
+    assert isinstance(fmt, BlockFormat | SharedMicroExpFormat)  # quantize refuses the others
     bs = fmt.block_size
     pad = (-length) % bs
     padded = np.pad(rows, ((0, 0), (0, pad)))

@@ -18,6 +18,8 @@ device, blocked along some axis. ``route`` names the path it takes, in this orde
                     integers, and blocks the block layout gives them (``blocks_view``).
 ``LEAN``            nearest_even of a block format the lean kernels cover where the cast
                     is not compiled (``numerics.kernels.lean``).
+``EAGER``           row-wise formats (fbgemm's), whatever the backend: a few torch ops
+                    (``numerics.kernels.rowwise``).
 ``INDUCTOR``        compiled: ``backend="compiled"``, or ``auto`` with ``Settings.compile``
                     from ``eager_below`` elements up (``numerics.kernels.compiled``; a
                     compiler failure falls back to the eager kernel with a warning).
@@ -43,6 +45,7 @@ from numerics.formats import (
     FloatFormat,
     Format,
     IntFormat,
+    RowwiseFormat,
     SharedMicroExpFormat,
 )
 from numerics.formats.element import NanStyle
@@ -180,6 +183,8 @@ def route(
         return Route.IDENTITY
     if numel < torch_cast_below(fmt, mode, backend, s):
         return Route.TORCH_CAST
+    if isinstance(fmt, RowwiseFormat):
+        return Route.EAGER  # a few torch ops per row (numerics.kernels.rowwise), any backend
     compiled = backend == "compiled" or (
         backend == "auto" and s.compile and numel >= eager_below(fmt, mode, s)
     )

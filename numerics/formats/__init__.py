@@ -15,6 +15,7 @@ from numerics.formats.registry import (
     names,
     register,
 )
+from numerics.formats.rowwise import RowwiseFormat
 
 __all__ = [
     "BlockFormat",
@@ -23,6 +24,7 @@ __all__ = [
     "Format",
     "IntFormat",
     "NanStyle",
+    "RowwiseFormat",
     "ScaleRule",
     "SharedMicroExpFormat",
     "UnknownFormatError",

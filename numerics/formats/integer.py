@@ -15,10 +15,31 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Self
+
+
+class Saturating:
+    """What integer-coded formats share: no inf or NaN codes, and out-of-range values
+    saturate."""
+
+    @property
+    def has_inf(self) -> bool:
+        return False
+
+    @property
+    def has_nan(self) -> bool:
+        return False
+
+    @property
+    def default_saturate(self) -> bool:
+        return True
+
+    def replace(self, **changes: object) -> Self:
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
 
 @dataclass(frozen=True)
-class FixedFormat:
+class FixedFormat(Saturating):
     name: str
     wl: int
     fl: int
@@ -58,21 +79,6 @@ class FixedFormat:
         """Exponent of the largest value's binade (the grid is uniform below it)."""
         return math.floor(math.log2(self.max))
 
-    @property
-    def has_inf(self) -> bool:
-        return False
-
-    @property
-    def has_nan(self) -> bool:
-        return False
-
-    @property
-    def default_saturate(self) -> bool:
-        return True
-
-    def replace(self, **changes: object) -> FixedFormat:
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
-
     def facts(self) -> dict[str, object]:
         return {
             "name": self.name,
@@ -90,7 +96,7 @@ class FixedFormat:
 
 
 @dataclass(frozen=True)
-class IntFormat:
+class IntFormat(Saturating):
     name: str
     bits: int
     per_channel: bool = False
@@ -111,21 +117,6 @@ class IntFormat:
     def grid(self) -> FixedFormat:
         """The integer grid the scaled values are rounded to."""
         return FixedFormat(f"{self.name}_grid", self.bits, 0, symmetric=True)
-
-    @property
-    def has_inf(self) -> bool:
-        return False
-
-    @property
-    def has_nan(self) -> bool:
-        return False
-
-    @property
-    def default_saturate(self) -> bool:
-        return True
-
-    def replace(self, **changes: object) -> IntFormat:
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
     def facts(self) -> dict[str, object]:
         return {

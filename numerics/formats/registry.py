@@ -23,8 +23,9 @@ from numerics.formats.block import (
 )
 from numerics.formats.element import FloatFormat, NanStyle, finite, ieee
 from numerics.formats.integer import FixedFormat, IntFormat
+from numerics.formats.rowwise import RowwiseFormat
 
-Format = FloatFormat | FixedFormat | IntFormat | BlockFormat | SharedMicroExpFormat
+Format = FloatFormat | FixedFormat | IntFormat | BlockFormat | SharedMicroExpFormat | RowwiseFormat
 
 
 class UnknownFormatError(UserError, KeyError):
@@ -197,6 +198,15 @@ def _builtin() -> None:
             description="symmetric int4, fp32 scale per slice along the axis",
         )
     )
+    for bits, sbits in ((8, 32), (4, 16), (2, 16)):
+        r(
+            RowwiseFormat(
+                f"int{bits}_rowwise",
+                bits,
+                sbits,
+                description=f"fbgemm row-wise: uint{bits} codes, fp{sbits} scale and bias per row",
+            )
+        )
     r(FixedFormat("fixed16_8", 16, 8, description="Q7.8 fixed point"))
     r(FixedFormat("fixed8_4", 8, 4, description="Q3.4 fixed point"))
     mx_elems: list[tuple[str, FloatFormat | FixedFormat]] = [

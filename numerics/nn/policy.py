@@ -47,6 +47,7 @@ from numerics.errors import ConfigError
 from numerics.formats import FixedFormat, FloatFormat, Format, IntFormat
 from numerics.formats.registry import UnknownFormatError
 from numerics.nn.periodic import MAX_BITS, MIN_BITS, Kind, PeriodicSpec, parse_periodic
+from numerics.quantize import plan
 from numerics.rounding import Rounding
 from numerics.rounding import names as rounding_names
 from numerics.rounding import parse as parse_rounding
@@ -305,6 +306,16 @@ def _cast(value: object, default: Cast, ctx: val.Context, at: Path) -> Cast:
     return Cast(fmt or default.format, rounding, saturate)
 
 
+def _check_cast(c: Cast, rounding: Rounding, ctx: val.Context, at: Path) -> None:
+    """Refuse a cast ``quantize`` would refuse (a row-wise format with stochastic rounding,
+    saturate=False where the format always saturates) when the policy is built, not at the
+    first step."""
+    try:
+        plan(c.format, rounding, c.saturate)
+    except ValueError as exc:
+        raise ctx.err(at, str(exc).removeprefix("quantize: "), value=c.format) from None
+
+
 _LOSS_SCALE: dict[str, val.Conv] = {
     "kind": val.one_of(LossScale.KINDS),
     "init": val.number(0.0, lo_open=True),
@@ -425,10 +436,14 @@ def from_dict(
     rounding = _rounding(d.get("rounding", "nearest_even"), ctx, key("rounding"))
     default = Cast(fmt, rounding)
     casts = {role: _cast(d.get(role), default, ctx, key(role)) for role in ROLES}
+    for role, c in casts.items():
+        _check_cast(c, c.rounding, ctx, key(role) if role in d else key("format"))
     master = ctx.convert(d.get("master_weights", True), val.boolean, key("master_weights"))
     update_rounding = _rounding(
         d.get("update_rounding", "nearest_even"), ctx, key("update_rounding")
     )
+    if not master:  # the optimizer rounds the weights with update_rounding
+        _check_cast(casts["weights"], update_rounding, ctx, key("update_rounding"))
     method = ctx.convert(
         d.get("update_method", "round"), val.one_of(UPDATE_METHODS), key("update_method")
     )
@@ -457,6 +472,7 @@ def from_dict(
             if ov_fmt is not None or ov_round is not None:
                 base_cast = Cast(ov_fmt or base_cast.format, ov_round or base_cast.rounding)
             layer[role] = _cast(ov.get(role), base_cast, ctx, (*w, role))
+            _check_cast(layer[role], layer[role].rounding, ctx, (*w, role))
         overrides.append(Override(pats, LayerNumerics(**layer)))
     return Policy(
         format=fmt,

@@ -27,8 +27,15 @@ from numerics.encoding import (
     e8m0_decode,
     encode,
     encode_codes,
+    packed_rows,
 )
-from numerics.formats import BlockFormat, FloatFormat, IntFormat, SharedMicroExpFormat
+from numerics.formats import (
+    BlockFormat,
+    FloatFormat,
+    IntFormat,
+    RowwiseFormat,
+    SharedMicroExpFormat,
+)
 
 SIGN = -(2**31)
 
@@ -91,7 +98,7 @@ def signed_zero(fmt: formats.Format) -> bool:
 
 def holds_nan(fmt: formats.Format) -> bool:
     """Whether a NaN that quantize returns can be stored (as a code, scale or NaN block)."""
-    return isinstance(fmt, IntFormat) or fmt.has_nan
+    return isinstance(fmt, IntFormat | RowwiseFormat) or fmt.has_nan
 
 
 def assert_round_trip(got: torch.Tensor, want: torch.Tensor, fmt: formats.Format) -> None:
@@ -535,3 +542,40 @@ def test_errors() -> None:
         code_table("fp32")
     with pytest.raises(TypeError, match="float64"):
         encode(torch.zeros(3, dtype=torch.float64), "fp8_e4m3")
+
+
+# --- row-wise formats: fbgemm's packed bytes ------------------------------------------------
+PREPACK = {
+    "int8_rowwise": torch.ops.quantized.embedding_bag_byte_prepack,
+    "int4_rowwise": torch.ops.quantized.embedding_bag_4bit_prepack,
+    "int2_rowwise": torch.ops.quantized.embedding_bag_2bit_prepack,
+}
+
+
+@pytest.mark.parametrize("name", sorted(PREPACK))
+def test_rowwise_packed_rows_are_fbgemms_bytes(name: str) -> None:
+    g = torch.Generator().manual_seed(9)
+    rand = torch.randn(6, 24, generator=g)
+    outlier = rand * 0.01
+    outlier[:, 5] = -500.0
+    tables = [rand, rand * 1e4, rand * 1e-30, rand * 7e4, outlier, torch.zeros(3, 24)]
+    tables += [torch.full((2, 24), -2.5), -rand.abs() - 1.0]
+    for x in tables:
+        enc = encode(x, name)
+        assert torch.equal(packed_rows(enc), PREPACK[name](x))
+        assert_round_trip(decode(enc), numerics.quantize(x, name), enc.format)
+    fmt = formats.get(name)
+    assert isinstance(fmt, RowwiseFormat)
+    assert enc.nbits == x.numel() * fmt.bits + x.shape[0] * 2 * fmt.scale_bits
+
+
+def test_rowwise_packed_rows_refuse_partial_bytes_and_other_formats() -> None:
+    x = torch.randn(2, 6)
+    assert packed_rows(encode(x, "int8_rowwise")).shape == (2, 6 + 8)
+    with pytest.raises(ValueError, match="whole bytes"):
+        packed_rows(encode(x, "int2_rowwise"))
+    with pytest.raises(ValueError, match="not a row-wise"):
+        packed_rows(encode(x, "int8"))
+    with pytest.raises(ValueError, match="unsigned integers"):
+        code_table("int4_rowwise")
+    assert code_dtype("int2_rowwise") == torch.uint8

@@ -132,7 +132,9 @@ def test_every_registered_format_quantizes_onto_its_grid(name):
     y = numerics.quantize(x, fmt)
     assert y.shape == x.shape and y.dtype == x.dtype
     assert torch.isfinite(y).all()
-    if fmt.kind != "int":  # an int scale is recomputed from the rounded amax
+    # an int scale is recomputed from the rounded amax; a row-wise one from the rounded row's
+    # range, and fbgemm's arithmetic (an epsilon in the 8-bit reciprocal) is not idempotent
+    if fmt.kind not in ("int", "rowwise"):
         assert torch.equal(numerics.quantize(y, fmt), y)
     if hasattr(fmt, "max") and fmt.kind in ("float", "fixed"):
         assert y.abs().max() <= fmt.max or math.isclose(-y.min(), -fmt.min)

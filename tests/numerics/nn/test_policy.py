@@ -149,3 +149,28 @@ def test_the_old_periodic_format_says_what_to_write_instead(name, kind, bits):
     assert msg.startswith(f"numerics.format: {name!r} is no longer a format"), msg
     assert f"periodic: {{kind: {kind}, bits: {bits}}}" in msg, msg
     assert f"--set numerics.periodic.kind={kind} --set numerics.periodic.bits={bits}" in msg, msg
+
+
+def test_rowwise_formats_are_weights_formats() -> None:
+    pol = P.from_dict(
+        {"weights": "int8_rowwise", "overrides": [{"match": "emb*", "weights": "int4_rowwise"}]}
+    )
+    assert pol.for_layer("fc").weights.format == "int8_rowwise"
+    assert pol.for_layer("emb0").weights.format == "int4_rowwise"
+    assert pol.for_layer("fc").weights.axis_dependent
+
+
+def test_casts_quantize_would_refuse_are_refused_when_built() -> None:
+    # a stochastic default reaches every role that names only a format
+    with pytest.raises(P.PolicyError, match=r"numerics\.weights: int8_rowwise rounds as fbgemm"):
+        P.from_dict({"rounding": "stochastic", "weights": "int8_rowwise"})
+    with pytest.raises(P.PolicyError, match=r"numerics\.format: .*allowed: nearest_even"):
+        P.from_dict({"format": "int2_rowwise", "rounding": "stochastic"})
+    with pytest.raises(P.PolicyError, match=r"numerics\.update_rounding: int4_rowwise"):
+        P.from_dict(
+            {"weights": "int4_rowwise", "master_weights": False, "update_rounding": "stochastic"}
+        )
+    with pytest.raises(P.PolicyError, match=r"numerics\.overrides\[0\]\.weights: int8_rowwise"):
+        P.from_dict({"overrides": [{"match": "*", "rounding": "up", "weights": "int8_rowwise"}]})
+    with pytest.raises(P.PolicyError, match="always saturates"):
+        P.from_dict({"weights": {"format": "int8", "saturate": False}})

@@ -5,10 +5,12 @@ from the checkpoint's weights under that format."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from numerics.cli import main
 from numerics.errors import MissingInputError, UserError
@@ -28,6 +30,25 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def by_hand(
+    run: Path, change: Callable[[nn.Module], nn.Module], after_load: bool = False
+) -> dict[str, float]:
+    """The recipe's model with ``change`` applied (before or after loading the run's
+    weights), evaluated by the task on the test set."""
+    recipe = make()
+    data, model = data_and_model(recipe)
+    if not after_load:
+        model = change(model)
+    model.load_state_dict(weights(run))
+    if after_load:
+        model = change(model)
+    model.eval()
+    t = recipe.train
+    return tasks.get("image").evaluate(
+        model, data.test, t.eval_batch_size, None, torch.device("cpu")
+    )
+
+
 def test_the_runs_own_policy_gives_its_own_final_metrics(trained: Path, tmp_path: Path) -> None:
     own = json.loads((trained / "summary.json").read_text())
     s = evaluate(trained, [], tmp_path / "e")
@@ -39,16 +60,8 @@ def test_another_format_equals_the_model_rebuilt_by_hand(trained: Path, tmp_path
     s = evaluate(trained, ["numerics.format=mxfp4_e2m1"], tmp_path / "e")
     assert s.format == "mxfp4_e2m1" and s.extra["source_run"] == str(trained)
     # by hand: the recipe's model, mxfp4 casts, the checkpoint's weights, the task's evaluation
-    recipe = make()
-    data, model = data_and_model(recipe)
-    model = quantize_model(model, policy_from_dict({"format": "mxfp4_e2m1"}))
-    model.load_state_dict(weights(trained))
-    model.eval()
-    t = recipe.train
-    want = tasks.get("image").evaluate(
-        model, data.test, t.eval_batch_size, None, torch.device("cpu")
-    )
-    assert s.metrics == want
+    policy = policy_from_dict({"format": "mxfp4_e2m1"})
+    assert s.metrics == by_hand(trained, lambda model: quantize_model(model, policy))
     fp32 = json.loads((trained / "summary.json").read_text())["metrics"]
     assert s.metrics["loss"] != fp32["loss"]  # the cast changed the outputs
     on_disk = json.loads((tmp_path / "e" / "summary.json").read_text())
@@ -90,3 +103,21 @@ def test_many_runs_and_formats_each_once(trained: Path, tmp_path: Path) -> None:
     assert (tmp_path / "evals" / "r--bf16" / "summary.json").stat().st_mtime_ns == stamp
     with pytest.raises(MissingInputError, match="neither a run directory nor a folder"):
         evaluate_many([tmp_path / "evals"], ["fp32"])
+
+
+def test_rowwise_weights_equal_torchs_fbgemm_rows(trained: Path, tmp_path: Path) -> None:
+    # an independent oracle: the fp32 model holding unpack(prepack(W)) of every weight
+    s = evaluate(trained, ["numerics.weights=int8_rowwise"], tmp_path / "e")
+    ops = torch.ops.quantized
+
+    def fbgemm_rows(model: torch.nn.Module) -> torch.nn.Module:
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, torch.nn.Linear):
+                    w = m.weight
+                    w.copy_(ops.embedding_bag_byte_unpack(ops.embedding_bag_byte_prepack(w)))
+        return model
+
+    assert s.metrics == by_hand(trained, fbgemm_rows, after_load=True)
+    fp32 = json.loads((trained / "summary.json").read_text())["metrics"]
+    assert s.metrics["loss"] != fp32["loss"]  # the weights did change
