@@ -5,7 +5,8 @@ within a component (a named group of parameters) at a given bit position, or at 
 uniformly over the 32 bits. Each fault is evaluated on a fixed set of evaluation examples
 against the fault-free decisions: the top-1 class (image), the argmax next byte at every
 position (language), the click decision at probability 0.5 (recsys). A trial is one (fault,
-example) pair, and a component's PVF is the fraction of its trials whose decision changed.
+decision) pair (for language every position of a window is a decision), and a component's PVF
+is the fraction of its trials whose decision changed.
 
 The Wilson 95% interval is over the trials. The trials of one fault share it, so they are not
 independent, and the interval is narrower than the sampling error over faults: read it with
@@ -21,8 +22,10 @@ known); ``pvf`` runs it on a trained run directory and writes a run-like folder:
 component x bit cell: faults, trials, changed, pvf and its interval).
 
 Not yet: flips of a quantized format's own code bits (element codes, shared scales) and of the
-int8/int4 embedding tables; per-model natural groups beyond the model's top-level modules;
-the heat map and bar chart.
+int8/int4 embedding tables; the heat map and bar chart. Components default to the model's
+natural groups: its top-level modules (DLRM's embeddings, bottom and top MLPs; the ResNet's
+stem, stages and classifier), or ``NATURAL`` where those hide them (the GPT's embeddings,
+attention, MLP and norms).
 """
 
 from __future__ import annotations
@@ -79,12 +82,28 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def components(model: nn.Module, specs: Sequence[str] = ()) -> dict[str, list[str]]:
+#: the natural groups of models whose top-level modules do not show them (the GPT's blocks
+#: hold attention, MLP and norms together); the head is tied to the token embedding
+NATURAL: dict[str, tuple[str, ...]] = {
+    "gpt": (
+        "embeddings=w[tp]e.*",
+        "attention=h.*.attn.*",
+        "mlp=h.*.mlp.*",
+        "norms=*ln_*",
+    ),
+}
+
+
+def components(
+    model: nn.Module, specs: Sequence[str] = (), model_name: str | None = None
+) -> dict[str, list[str]]:
     """Component name -> the parameter names in it. ``specs``: ``NAME=GLOB`` or ``GLOB`` (its
-    own name) over ``named_parameters`` names; none: one component per top-level module that
-    holds parameters."""
+    own name) over ``named_parameters`` names; none: the model's natural groups (``NATURAL``
+    for ``model_name``), else one component per top-level module that holds parameters."""
     names = [n for n, _ in model.named_parameters()]
     out: dict[str, list[str]] = {}
+    if not specs and model_name in NATURAL:
+        specs = NATURAL[model_name]
     if not specs:
         for n in names:
             out.setdefault(n.split(".", 1)[0], []).append(n)
@@ -196,7 +215,7 @@ def pvf(
         )
     data, model = data_and_model(recipe)
     model.load_state_dict(read_checkpoint(src.checkpoint, torch.device("cpu"))["model"])
-    groups = components(model, component_specs)
+    groups = components(model, component_specs, recipe.model["name"])
     n = min(examples, len(data.test))
     batch = data.test.batch(torch.arange(n))
     cells = pvf_table(model, decider(recipe.task, batch), groups, faults, bits, seed)

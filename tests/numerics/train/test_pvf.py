@@ -13,9 +13,12 @@ from torch import Tensor, nn
 
 from numerics.cli import main
 from numerics.errors import MissingInputError, UserError
+from numerics.train import recipe as recipes
 from numerics.train.pvf import components, pvf, pvf_table, wilson
 from numerics.train.trainer import train
 from tests.numerics.train.test_trainer import make
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 class Planted(nn.Module):
@@ -109,3 +112,17 @@ def test_bad_input(trained: Path, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="pvf takes fp32 runs"):
         pvf(bf16, tmp_path / "p")
     assert main(["pvf", str(tmp_path / "nowhere")]) == 2
+
+
+def test_the_gpts_natural_groups_cover_every_parameter_once() -> None:
+    from numerics.train.trainer import data_and_model
+
+    recipe = recipes.load(ROOT / "recipes" / "demo" / "stdlib_gpt_small.yaml")
+    _, model = data_and_model(recipe)
+    groups = components(model, model_name="gpt")
+    assert list(groups) == ["embeddings", "attention", "mlp", "norms"]
+    members = [n for ns in groups.values() for n in ns]
+    assert sorted(members) == sorted(n for n, _ in model.named_parameters())  # once each
+    assert groups["embeddings"] == ["wte.weight", "wpe.weight"]
+    assert all(".attn." in n for n in groups["attention"])
+    assert all(".mlp." in n for n in groups["mlp"])
