@@ -216,16 +216,11 @@ def render_cost(args: argparse.Namespace) -> str:
 
 
 def render_pvf(args: argparse.Namespace) -> str:
-    import json
+    from numerics.train.pvf import markdown, read_cells
 
-    from numerics.train.pvf import Cell, markdown
-
-    path = Path(args.folder) / "pvf.json"
-    if not path.exists():
+    if not (Path(args.folder) / "pvf.json").exists():
         return f"No fault-injection results in `{args.folder}` yet."
-    doc = json.loads(path.read_text())
-    cells = [Cell(r["component"], r["bit"], r["faults"], r["trials"], r["changed"])
-             for r in doc["cells"]]  # fmt: skip
+    doc, cells = read_cells(args.folder)
     head = (f"`{Path(doc['source_run']).name}`, {doc['examples']} evaluation examples per fault, "
             f"seed {doc['seed']}:")  # fmt: skip
     return "\n".join([head, "", *markdown(cells)])

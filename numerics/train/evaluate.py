@@ -25,7 +25,6 @@ from __future__ import annotations
 import platform
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 import yaml
@@ -42,8 +41,12 @@ from numerics.train.trainer import data_and_model, header, read_checkpoint, run_
 ALLOWED = ("numerics", "train.eval_batch_size", "train.max_eval_batches")
 
 
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].strip()
+
+
 def _check_override(override: str) -> None:
-    key = override.split("=", 1)[0].strip()
+    key = _key(override)
     if not any(key == a or key.startswith(a + ".") for a in ALLOWED):
         raise UserError(
             f"{override!r}: an evaluation changes only the inference side of a trained run",
@@ -55,18 +58,18 @@ def _check_override(override: str) -> None:
         )
 
 
-def _inference_base(config: Path, overrides: Sequence[str]) -> dict[str, Any]:
-    """The run's resolved recipe, the base the overrides apply to. When the overrides name a
+def _inference_recipe(config: Path, overrides: Sequence[str]) -> recipes.Recipe:
+    """The run's resolved recipe with ``overrides`` applied. When the overrides name a
     numerics key, the policy starts from fp32 (keeping the run's ``numerics.seed``): the
     resolved config spells out every role's cast, so ``numerics.format=F`` on top of it would
     change nothing; an evaluation's policy is what its overrides say."""
     d = yaml.load(config.read_text(), Loader=recipes.YamlLoader)
     if not isinstance(d, dict):
         raise UserError("not a recipe mapping", file=str(config))
-    if any(o.split("=", 1)[0].strip().startswith("numerics") for o in overrides):
+    if any(_key(o).startswith("numerics") for o in overrides):
         seed = (d.get("numerics") or {}).get("seed")
         d["numerics"] = {"format": "fp32", **({"seed": seed} if seed is not None else {})}
-    return d
+    return recipes.with_overrides(d, list(overrides), str(config))
 
 
 def default_out(run_dir: str | Path, label: str, results: str | Path | None = None) -> Path:
@@ -115,13 +118,28 @@ def evaluate_many(
         grid: list[list[str]] = [[f"numerics.format={f}"] for f in formats] or [[]]
         for extra in grid:
             sets = [*overrides, *extra]
-            label = recipes.with_overrides(
-                _inference_base(RunDir(run).config, sets), sets, str(RunDir(run).config)
-            ).numerics.label()
-            out = default_out(run, label, results)
+            src = _source(run)
+            recipe = _inference_recipe(src.config, sets)
+            out = default_out(run, recipe.numerics.label(), results)
             kept = RunDir(out).read_summary()
-            done.append(kept if kept is not None else evaluate(run, sets, out, device))
+            done.append(kept if kept is not None else _evaluate(src, recipe, sets, out, device))
     return done
+
+
+def _source(run_dir: str | Path) -> RunDir:
+    """The run directory, checked to hold what an evaluation reads."""
+    src = RunDir(run_dir)
+    if not src.path.is_dir():
+        raise MissingInputError("no such run directory", file=str(src.path))
+    if not src.config.exists():
+        raise MissingInputError("no config.yaml: not a run directory", file=str(src.path))
+    if not src.checkpoint.exists():
+        raise MissingInputError(
+            "no checkpoint.pt: the run kept no model to evaluate (it was deleted, or the run "
+            "failed before its first checkpoint)",
+            file=str(src.path),
+        )
+    return src
 
 
 def evaluate(
@@ -134,20 +152,18 @@ def evaluate(
     ``out`` (default ``default_out``) and return its summary."""
     for o in overrides:
         _check_override(o)
-    src = RunDir(run_dir)
-    if not src.path.is_dir():
-        raise MissingInputError("no such run directory", file=str(src.path))
-    if not src.config.exists():
-        raise MissingInputError("no config.yaml: not a run directory", file=str(src.path))
-    if not src.checkpoint.exists():
-        raise MissingInputError(
-            "no checkpoint.pt: the run kept no model to evaluate (it was deleted, or the run "
-            "failed before its first checkpoint)",
-            file=str(src.path),
-        )
-    base = _inference_base(src.config, overrides)
+    src = _source(run_dir)
+    return _evaluate(src, _inference_recipe(src.config, overrides), overrides, out, device)
+
+
+def _evaluate(
+    src: RunDir,
+    recipe: recipes.Recipe,
+    overrides: Sequence[str],
+    out: str | Path | None,
+    device: str | None,
+) -> RunSummary:
     trained = recipes.load(src.config)
-    recipe = recipes.with_overrides(base, list(overrides), str(src.config))
     dev = torch.device(device or "cpu")
     data, model = data_and_model(recipe)
     n_params = sum(p.numel() for p in model.parameters())

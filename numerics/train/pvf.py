@@ -31,6 +31,7 @@ attention, MLP and norms).
 from __future__ import annotations
 
 import fnmatch
+import json
 import math
 import platform
 from collections.abc import Callable, Sequence
@@ -178,9 +179,7 @@ def pvf_table(
 
 def decider(task: str, batch: dict[str, Tensor]) -> Decide:
     """The decisions a task's output is judged by, on the fixed examples ``batch``."""
-    if task == "image":
-        return lambda m: m(batch["x"]).argmax(-1)
-    if task == "language":
+    if task in ("image", "language"):  # the top-1 class; the next byte at every position
         return lambda m: m(batch["x"]).argmax(-1)
     return lambda m: m(batch["dense"], batch["sparse"]) > 0  # click at probability 0.5
 
@@ -258,15 +257,18 @@ def markdown(cells: Sequence[Cell]) -> list[str]:
     return lines
 
 
+def read_cells(folder: str | Path) -> tuple[dict[str, Any], list[Cell]]:
+    """The pvf.json ``pvf`` wrote to ``folder``: the document and its cells."""
+    doc = json.loads((Path(folder) / "pvf.json").read_text())
+    keys = ("component", "bit", "faults", "trials", "changed")
+    return doc, [Cell(*(r[k] for k in keys)) for r in doc["cells"]]
+
+
 def cmd_pvf(args: Any) -> int:
     bits: list[int | None] = [None] if not args.bit else [int(b) for b in args.bit]
     out = args.out or str(Path("results") / "pvf" / Path(args.run).name)
     pvf(args.run, out, component_specs=args.component or [], bits=bits, faults=args.faults,
         examples=args.examples, seed=args.seed)  # fmt: skip
-    import json
-
-    rows = json.loads((Path(out) / "pvf.json").read_text())["cells"]
-    cells = [Cell(r["component"], r["bit"], r["faults"], r["trials"], r["changed"]) for r in rows]
-    print("\n".join(markdown(cells)))
+    print("\n".join(markdown(read_cells(out)[1])))
     print(f"-> {out}")
     return 0

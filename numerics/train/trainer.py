@@ -576,8 +576,8 @@ def _train(
     def checkpoint(next_step: int) -> None:
         if main:
             p = run.progress
-            saved = Progress(next_step, dict(p.acc), p.elapsed + time.perf_counter() - wall0)
-            saved.resumes = p.resumes
+            elapsed = p.elapsed + time.perf_counter() - wall0
+            saved = Progress(next_step, dict(p.acc), elapsed, p.resumes)
             save_checkpoint(rd.checkpoint, {**run.parts(), "progress": saved})
 
     sink = _Sink(rd, recipe, main)
