@@ -45,7 +45,7 @@ def _key(override: str) -> str:
     return override.split("=", 1)[0].strip()
 
 
-def _check_override(override: str) -> None:
+def check_override(override: str) -> None:
     key = _key(override)
     if not any(key == a or key.startswith(a + ".") for a in ALLOWED):
         raise UserError(
@@ -58,7 +58,7 @@ def _check_override(override: str) -> None:
         )
 
 
-def _inference_recipe(config: Path, overrides: Sequence[str]) -> recipes.Recipe:
+def inference_recipe(config: Path, overrides: Sequence[str]) -> recipes.Recipe:
     """The run's resolved recipe with ``overrides`` applied. When the overrides name a
     numerics key, the policy starts from fp32 (keeping the run's ``numerics.seed``): the
     resolved config spells out every role's cast, so ``numerics.format=F`` on top of it would
@@ -112,14 +112,14 @@ def evaluate_many(
     under ``results``. An evaluation whose folder already holds a summary is kept, not
     redone, so an interrupted batch continues where it stopped."""
     for o in overrides:
-        _check_override(o)
+        check_override(o)
     done: list[RunSummary] = []
     for run in run_dirs(runs):
         grid: list[list[str]] = [[f"numerics.format={f}"] for f in formats] or [[]]
         for extra in grid:
             sets = [*overrides, *extra]
             src = _source(run)
-            recipe = _inference_recipe(src.config, sets)
+            recipe = inference_recipe(src.config, sets)
             out = default_out(run, recipe.numerics.label(), results)
             kept = RunDir(out).read_summary()
             done.append(kept if kept is not None else _evaluate(src, recipe, sets, out, device))
@@ -151,9 +151,9 @@ def evaluate(
     """Evaluate the trained run in ``run_dir`` under ``overrides``; write the evaluation folder
     ``out`` (default ``default_out``) and return its summary."""
     for o in overrides:
-        _check_override(o)
+        check_override(o)
     src = _source(run_dir)
-    return _evaluate(src, _inference_recipe(src.config, overrides), overrides, out, device)
+    return _evaluate(src, inference_recipe(src.config, overrides), overrides, out, device)
 
 
 def _evaluate(
