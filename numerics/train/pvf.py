@@ -280,7 +280,7 @@ def pvf_table(
                 if clean[1] is not None and got[1] is not None:
                     d = (got[1] - clean[1]).abs()
                     ok = torch.isfinite(d)
-                    delta += float(d[ok].sum())
+                    delta += float(d[ok].double().sum())  # float64: no overflow
                     finite += int(ok.sum())
             trials = faults * clean[0].numel()
             mean = delta / finite if finite else None
@@ -363,6 +363,18 @@ def pvf(
             "internal: the model with its weights stored in their format does not reproduce "
             "the model casting them (please report this)"
         )
+    skipped: list[str] = []
+    if not component_specs:  # the natural groups: leave out those that store no such field
+        skipped = [c for c, m in groups.items()
+                   if not all(any(f in stored[n].fields for n in m) for f in fields)]  # fmt: skip
+        if len(skipped) == len(groups):
+            raise UserError(
+                f"no component stores {'/'.join(fields)} under {recipe.numerics.label()} "
+                "(float32 parameters store only element bits: quantize the weights with --set "
+                "numerics.weights=FORMAT)",
+                key="--field",
+            )
+        groups = {c: m for c, m in groups.items() if c not in skipped}
     cells = pvf_table(model, decide, groups, faults, bits, seed, fields, stored)
     rows = [{**asdict(c), "pvf": c.pvf, "interval": list(c.interval)} for c in cells]
     rd = RunDir(out)
@@ -370,7 +382,7 @@ def pvf(
     widths = {n: {f.name: f.width for f in s.fields.values()} for n, s in stored.items()}
     atomic_write_json(rd.path / "pvf.json", {
         "source_run": str(src.path), "seed": seed, "examples": n, "score": SCORE[recipe.task],
-        "policy": recipe.numerics.label(), "stored": widths, "cells": rows,
+        "policy": recipe.numerics.label(), "stored": widths, "skipped": skipped, "cells": rows,
     })  # fmt: skip
     write_plots(rd.path, cells, f"{Path(run_dir).name} ({recipe.numerics.label()})")
     summary = RunSummary(
@@ -479,7 +491,13 @@ def read_cells(folder: str | Path) -> tuple[dict[str, Any], list[Cell]]:
     """The pvf.json ``pvf`` wrote to ``folder``: the document and its cells."""
     doc = json.loads((Path(folder) / "pvf.json").read_text())
     names = [f.name for f in dataclasses.fields(Cell)]
-    return doc, [Cell(**{k: r[k] for k in names if k in r}) for r in doc["cells"]]
+    cells = []
+    for r in doc["cells"]:
+        kw = {k: r[k] for k in names if k in r}
+        if isinstance(kw.get("delta"), str):  # "inf" / "nan": how pvf.json writes them
+            kw["delta"] = float(kw["delta"])
+        cells.append(Cell(**kw))
+    return doc, cells
 
 
 def cmd_pvf(args: Any) -> int:

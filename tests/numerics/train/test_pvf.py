@@ -183,3 +183,33 @@ def test_the_gpts_natural_groups_cover_every_parameter_once() -> None:
     assert groups["embeddings"] == ["wte.weight", "wpe.weight"]
     assert all(".attn." in n for n in groups["attention"])
     assert all(".mlp." in n for n in groups["mlp"])
+
+
+class ConvEmb(nn.Module):
+    """A convolution, an embedding bag and a linear layer: each casts its weights along its
+    own axis (input channels; the row; in_features)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(32, 4, 3)
+        self.emb = nn.EmbeddingBag(10, 32, mode="sum")
+        self.fc = nn.Linear(4 * 4 * 4 + 32, 3)
+
+    def forward(self, x: Tensor, ids: Tensor) -> Tensor:
+        return self.fc(torch.cat([self.conv(x).flatten(1), self.emb(ids)], dim=1))
+
+
+@pytest.mark.parametrize("fmt", ["mx6", "mxfp4_e2m1", "int4_rowwise", "int8_pc"])
+def test_storing_the_codes_changes_no_output(fmt: str) -> None:
+    # the stored encoding is taken along each layer's own cast axis: along any other axis a
+    # block or row format gives other values, and the outputs would differ
+    torch.manual_seed(0)
+    m = quantize_model(ConvEmb(), {"format": "fp32", "weights": fmt})
+    x, ids = torch.randn(5, 32, 6, 6), torch.randint(10, (5, 3))
+    with torch.no_grad():
+        before = m(x, ids)
+        stored = stored_parameters(m)
+        after = m(x, ids)
+    assert torch.equal(before, after)
+    assert stored["conv.weight"].encoded is not None and stored["conv.bias"].encoded is None
+    assert stored["conv.weight"].encoded.axis == 1 and stored["emb.weight"].encoded.axis == 1
