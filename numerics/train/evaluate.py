@@ -31,6 +31,7 @@ import yaml
 
 from numerics.errors import MissingInputError, UserError
 from numerics.nn.modules import quantize_model
+from numerics.provenance import provenance
 from numerics.train import recipe as recipes
 from numerics.train import tasks
 from numerics.train.rundir import RunDir
@@ -191,6 +192,7 @@ def _evaluate(
         device=str(dev),
         torch=torch.__version__,
         python=platform.python_version(),
+        provenance=provenance(dev),
         extra={"source_run": str(src.path), "trained_format": trained.numerics.label()},
     )
     rd = RunDir(out if out is not None else default_out(src.path, recipe.numerics.label()))

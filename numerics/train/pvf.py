@@ -62,6 +62,7 @@ from numerics.files import atomic_write_json
 from numerics.flips import FIELDS, Field, Stored
 from numerics.nn.modules import Quantized, quantize_model
 from numerics.nn.policy import Cast
+from numerics.provenance import provenance
 from numerics.rounding import Rounding
 from numerics.train.evaluate import check_override, inference_recipe
 from numerics.train.rundir import RunDir
@@ -394,6 +395,7 @@ def pvf(
         device="cpu",
         torch=torch.__version__,
         python=platform.python_version(),
+        provenance=provenance("cpu"),
         extra={
             "source_run": str(src.path),
             "pvf_seed": seed,

@@ -72,6 +72,7 @@ from numerics.nn.optim import QuantizedOptimizer
 from numerics.nn.periodic import AmplitudeSchedule, PeriodicRegularizer
 from numerics.nn.policy import Policy
 from numerics.nn.telemetry import Telemetry
+from numerics.provenance import provenance
 from numerics.train import tasks
 from numerics.train.logger import Logger, NullLogger, flatten, make_logger
 from numerics.train.recipe import Recipe, recipe_label
@@ -789,6 +790,7 @@ def _finish(
         },
         torch=torch.__version__,
         python=platform.python_version(),
+        provenance=provenance(run.device),
         reason=reason,
         **extra,
     )
