@@ -81,7 +81,7 @@ from numerics.train.logger import (
     flatten,
     make_logger,
 )
-from numerics.train.recipe import Recipe, recipe_label
+from numerics.train.recipe import OUTPUT_ONLY_LOGGING, Recipe, recipe_label
 from numerics.train.rundir import MetricsWriter, RunDir, atomic_torch_save
 from numerics.train.summary import RunSummary
 from numerics.train.tensorboard_logger import (
@@ -323,6 +323,11 @@ def _check_same_config(rd: RunDir, config: dict[str, Any]) -> None:
     except FileNotFoundError:
         return
     new = jsonable(config)
+    for cfg in (old, new):  # a run that only turns TensorBoard on or off is the same run
+        if isinstance(cfg, dict) and isinstance(cfg.get("logging"), dict):
+            cfg["logging"] = {
+                k: v for k, v in cfg["logging"].items() if k not in OUTPUT_ONLY_LOGGING
+            }
     if old != new:
         keys = sorted(_diff(old, new))
         raise RunDirError(
