@@ -1,10 +1,14 @@
-# Two entry points: `make demo` and `make test`. Each creates or refreshes .venv itself.
-# CPU torch is pinned (an unpinned `torch` pulls a multi-GB CUDA build). On a machine without
-# the local CPU wheel, add the CPU index: make test PIP_TORCH_FLAGS="--index-url <pytorch cpu index>".
-# For a GPU: make test TORCH_SPEC="torch==2.13.0" (see README, "GPU install").
+# Two entry points: `make demo` and `make test`. Each creates or refreshes .venv itself:
+# `make demo` installs torch and the core package, `make test` adds the dev extras on top.
+# torch comes first, by tools/install_torch.py: the CPU build from pip's configured index (a
+# local wheel works offline), else the PyTorch CPU index, else PyPI's torch (on Linux x86_64 a
+# multi-GB CUDA build); it prints which. To choose: make test TORCH_SPEC="torch==2.13.0"
+# PIP_TORCH_FLAGS="--index-url <index>" (a GPU: see README, "Install").
 VENV ?= .venv
+PYTHON ?= python3
 PY := $(VENV)/bin/python
-TORCH_SPEC ?= torch==2.13.0+cpu
+TORCH_VERSION ?= 2.13.0
+TORCH_SPEC ?=
 PIP_TORCH_FLAGS ?=
 EXTRAS ?= dev
 # Compiled kernels are cached here, so only the first run pays for compilation.
@@ -12,23 +16,30 @@ export TORCHINDUCTOR_CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/numeric
 
 .PHONY: venv test lint demo bench docs findings findings-pvf runs-archive gpu-check clean
 
-$(VENV)/.stamp: pyproject.toml Makefile
-	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q $(PIP_TORCH_FLAGS) "$(TORCH_SPEC)"
+# Two stamps: `make demo` then `make test` adds the extras to the same venv.
+$(VENV)/.stamp-demo: pyproject.toml Makefile tools/install_torch.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) tools/install_torch.py $(TORCH_VERSION) --spec "$(TORCH_SPEC)" --pip-args "$(PIP_TORCH_FLAGS)"
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.stamp-test: $(VENV)/.stamp-demo
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
-venv: $(VENV)/.stamp
+.PHONY: venv-demo
+venv-demo: $(VENV)/.stamp-demo
+venv: $(VENV)/.stamp-test
 
 lint: venv
-	$(VENV)/bin/ruff check numerics tests benchmarks
-	$(VENV)/bin/ruff format --check numerics tests benchmarks
+	$(VENV)/bin/ruff check numerics tests benchmarks tools
+	$(VENV)/bin/ruff format --check numerics tests benchmarks tools
 	$(VENV)/bin/mypy
 
 test: lint
 	$(PY) -m pytest
 
-demo: venv
+demo: venv-demo
 	$(VENV)/bin/numerics sweep sweeps/demo.yaml --resume
 	$(VENV)/bin/numerics compare results/demo
 
