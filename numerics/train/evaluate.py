@@ -17,14 +17,19 @@ The evaluation folder is run-like: ``config.yaml`` (the evaluated recipe; its ``
 the inference policy) and ``summary.json`` (a ``RunSummary`` whose ``format`` is the inference
 policy's label, with the source run and the format it was trained in under ``source_run`` and
 ``trained_format``). ``numerics compare`` tables a folder of them like training runs: rows the
-recipe, columns the inference format, intervals over the training seeds.
+source runs' recipe and training format, columns the inference format, intervals over the
+training seeds. A sweep file with an ``evaluate`` section runs many of them through the sweep
+executors (``numerics.sweeps.evalsweep``): each job is ``run_evaluation``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import platform
-from collections.abc import Sequence
+import traceback
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -41,13 +46,17 @@ from numerics.train.trainer import data_and_model, header, read_checkpoint, run_
 ALLOWED = ("numerics", "train.eval_batch_size", "train.max_eval_batches")
 
 
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].strip()
+def _key(override: recipes.Override) -> str:
+    return (override[0] if isinstance(override, tuple) else override.split("=", 1)[0]).strip()
 
 
-def _check_override(override: str) -> None:
-    key = _key(override)
-    if not any(key == a or key.startswith(a + ".") for a in ALLOWED):
+def allowed_key(key: str) -> bool:
+    """Whether an evaluation may override recipe key ``key`` (``ALLOWED``)."""
+    return any(key == a or key.startswith(a + ".") for a in ALLOWED)
+
+
+def _check_override(override: recipes.Override) -> None:
+    if not allowed_key(_key(override)):
         raise UserError(
             f"{override!r}: an evaluation changes only the inference side of a trained run",
             key="--set",
@@ -58,7 +67,7 @@ def _check_override(override: str) -> None:
         )
 
 
-def _inference_recipe(config: Path, overrides: Sequence[str]) -> recipes.Recipe:
+def inference_recipe(config: Path, overrides: Sequence[recipes.Override]) -> recipes.Recipe:
     """The run's resolved recipe with ``overrides`` applied. When the overrides name a
     numerics key, the policy starts from fp32 (keeping the run's ``numerics.seed``): the
     resolved config spells out every role's cast, so ``numerics.format=F`` on top of it would
@@ -118,15 +127,15 @@ def evaluate_many(
         grid: list[list[str]] = [[f"numerics.format={f}"] for f in formats] or [[]]
         for extra in grid:
             sets = [*overrides, *extra]
-            src = _source(run)
-            recipe = _inference_recipe(src.config, sets)
+            src = source_dir(run)
+            recipe = inference_recipe(src.config, sets)
             out = default_out(run, recipe.numerics.label(), results)
             kept = RunDir(out).read_summary()
             done.append(kept if kept is not None else _evaluate(src, recipe, sets, out, device))
     return done
 
 
-def _source(run_dir: str | Path) -> RunDir:
+def source_dir(run_dir: str | Path) -> RunDir:
     """The run directory, checked to hold what an evaluation reads."""
     src = RunDir(run_dir)
     if not src.path.is_dir():
@@ -152,14 +161,37 @@ def evaluate(
     ``out`` (default ``default_out``) and return its summary."""
     for o in overrides:
         _check_override(o)
-    src = _source(run_dir)
-    return _evaluate(src, _inference_recipe(src.config, overrides), overrides, out, device)
+    src = source_dir(run_dir)
+    return _evaluate(src, inference_recipe(src.config, overrides), overrides, out, device)
+
+
+def run_evaluation(
+    run_dir: str | Path, config: Mapping[str, Any], out: str | Path, device: str | None = None
+) -> RunSummary:
+    """One job of an evaluation sweep: the run in ``run_dir`` under ``config``, the inference
+    recipe the sweep built with ``inference_recipe`` (``Recipe.to_dict()``), into ``out``.
+    A failure is recorded in ``out`` as a ``failed`` summary that still names the source run
+    and its training format (so ``numerics compare`` counts it in its row) and re-raised."""
+    src = RunDir(run_dir)
+    recipe: recipes.Recipe | None = None
+    try:
+        recipe = recipes.from_dict(dict(config), source=str(src.config))
+        return _evaluate(source_dir(run_dir), recipe, [], out, device)
+    except Exception as exc:
+        extra: dict[str, Any] = {"source_run": str(src.path)}
+        with contextlib.suppress(OSError, UserError):  # gone or unreadable: the error says so
+            extra["trained_format"] = recipes.load(src.config).numerics.label()
+        what = header(recipe) if recipe is not None else {}
+        RunDir(out).write_summary(
+            RunSummary.failed(exc, traceback.format_exc(), **what, extra=extra)
+        )
+        raise
 
 
 def _evaluate(
     src: RunDir,
     recipe: recipes.Recipe,
-    overrides: Sequence[str],
+    overrides: Sequence[recipes.Override],
     out: str | Path | None,
     device: str | None,
 ) -> RunSummary:
@@ -175,7 +207,7 @@ def _evaluate(
             f"the model built under this policy does not take the run's weights (missing "
             f"{sorted(missing)[:4]}, unexpected {sorted(unexpected)[:4]})",
             file=str(src.checkpoint),
-            key="--set",
+            key="--set" if overrides else None,
             value=list(overrides),
         )
     task = tasks.get(recipe.task)

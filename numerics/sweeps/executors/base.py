@@ -1,6 +1,7 @@
 """What every sweep executor runs: one ``RunSpec`` at a time through ``run_one``.
 
-A sweep expands into ``RunSpec``s (a run id, its run directory and its fully resolved recipe).
+A sweep expands into ``RunSpec``s (a run id, its run directory and its fully resolved recipe;
+for an evaluation sweep also the trained run it evaluates).
 An executor (local processes, Ray, Slurm via submitit) only decides *where* ``run_one`` runs;
 ``run_one`` never raises: a run that fails (exception, divergence, out of memory) is recorded
 in its own ``summary.json`` with its traceback and reported back as a summary, so one bad run
@@ -23,7 +24,9 @@ Summary = RunSummary
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One run of a sweep. ``config`` is ``Recipe.to_dict()``; ``params`` the swept values."""
+    """One run of a sweep. ``config`` is ``Recipe.to_dict()``; ``params`` the swept values;
+    ``evaluates`` the trained run directory an evaluation job evaluates under ``config`` (None:
+    a training run)."""
 
     run_id: str
     out: str
@@ -31,11 +34,13 @@ class RunSpec:
     source: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     sweep: str | None = None
+    evaluates: str | None = None
 
 
 def run_one(spec: RunSpec, threads: int | None = None) -> Summary:
-    """Train ``spec`` (resuming whatever its folder holds); never raises for the run's own
-    failures: returns the summary, ``status: failed`` with the traceback if it crashed."""
+    """Train ``spec`` (resuming whatever its folder holds), or evaluate the trained run it
+    names; never raises for the run's own failures: returns the summary, ``status: failed``
+    with the traceback if it crashed."""
     if threads:
         import torch
 
@@ -45,6 +50,10 @@ def run_one(spec: RunSpec, threads: int | None = None) -> Summary:
     from numerics.train.trainer import train
 
     try:
+        if spec.evaluates is not None:
+            from numerics.train.evaluate import run_evaluation
+
+            return run_evaluation(spec.evaluates, spec.config, spec.out)
         rec = recipes.from_dict(spec.config, source=spec.source)
         return train(rec, spec.out, resume=True, progress=False)
     except KeyboardInterrupt:
