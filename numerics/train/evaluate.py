@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import platform
+import time
 import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -195,6 +196,7 @@ def _evaluate(
     out: str | Path | None,
     device: str | None,
 ) -> RunSummary:
+    wall0 = time.perf_counter()
     trained = recipes.load(src.config)
     dev = torch.device(device or "cpu")
     data, model = data_and_model(recipe)
@@ -220,6 +222,7 @@ def _evaluate(
         metrics=metrics,
         primary_metric=task.primary,
         parameters=n_params,
+        wall_s=round(time.perf_counter() - wall0, 3),
         device=str(dev),
         torch=torch.__version__,
         python=platform.python_version(),
