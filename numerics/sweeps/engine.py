@@ -39,12 +39,19 @@ def index(sweep: Sweep, expansion: Expansion) -> dict[str, Any]:
         "sweep": sweep.raw,
         "swept": expansion.swept,
         "runs": [
-            {"run_id": s.run_id, "recipe": s.source, "params": s.params}
-            | ({"source_run": s.evaluates} if s.evaluates is not None else {})
+            {"run_id": s.run_id, "recipe": s.source, "params": s.params} | _evaluates(s)
             for s in expansion.runs
         ],
         "duplicates": expansion.duplicates,
     }
+
+
+def _evaluates(spec: RunSpec) -> dict[str, Any]:
+    """An evaluation job's source run (and calibration batches) for the index."""
+    ev = spec.evaluates
+    if ev is None:
+        return {}
+    return {"source_run": ev.run} | ({"calibrate": ev.calibrate} if ev.calibrate else {})
 
 
 def write_index(sweep: Sweep, expansion: Expansion, folder: str | Path) -> Path:

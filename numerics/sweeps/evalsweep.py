@@ -7,6 +7,7 @@ A sweep file with an ``evaluate`` section in place of ``recipe`` evaluates train
     evaluate:
       runs: [demo]             # run folders, folders of them (a sweep's results), or globs
       where: {format: fp32}    # optional: only the source runs whose key has this value
+      calibrate: 16            # optional: training batches that fix int8/int4 activation scales
     parameters:                # the inference policy: numerics.* and the evaluation's size
       numerics.format: {values: [fp32, bf16, mxint8, mxfp4_e2m1]}
       train.max_eval_batches: {value: 4}
@@ -20,13 +21,17 @@ run that completed and kept its ``checkpoint.pt``: a run folder named on its own
 that is not one is an error; in a folder or a glob the others (diverged, failed, unfinished,
 evaluation folders) are skipped and counted. ``where`` keeps the sources whose key, as
 ``numerics compare --where`` reads it (a dotted recipe key of the trained run, or ``format``,
-its training policy's label), has the value given, or one of a list of them.
+its training policy's label), has the value given, or one of a list of them. ``calibrate: N``
+runs each job with ``numerics evaluate --calibrate N``: the source's first N training batches
+fix the scales of its per-tensor integer activation casts (a policy without such casts is
+evaluated as it is; ``numerics.nn.calibration``).
 
 Jobs. Every source run is evaluated at every point of the grid (sources in name order, then
 the parameters as in a training sweep, the first key varying slowest; ``method: grid`` only).
 A point's overrides apply to the source's resolved recipe as ``numerics evaluate --set`` does
 (``evaluate.inference_recipe``: a numerics key starts the policy from fp32). A job's folder is
-``<results>/<name>/<source folder>--<inference label>`` (``evaluate.default_out``), so the
+``<results>/<name>/<source folder>--<inference label>`` (``evaluate.default_out``; a
+calibrated policy's label ends in ``-cal<N>``), so the
 jobs of ``numerics evaluate --results`` and of a sweep are the same folders; it runs through
 the sweep's executor (``run_one`` with ``RunSpec.evaluates``), in parallel, isolated (a failed
 evaluation is recorded, the others go on) and resumable (``--resume`` keeps finished ones).
@@ -48,22 +53,23 @@ from typing import TYPE_CHECKING, Any
 from numerics import validate as val
 from numerics.errors import UserError
 from numerics.files import jsonable
-from numerics.sweeps.executors.base import RunSpec
+from numerics.sweeps.executors.base import Evaluation, RunSpec
 from numerics.train.rundir import CONFIG, RunDir
 
 if TYPE_CHECKING:
     from numerics.sweeps.spec import Expansion, Sweep
 
-EVALUATE_KEYS = ("runs", "where")
+EVALUATE_KEYS = ("runs", "where", "calibrate")
 
 
 @dataclass(frozen=True)
 class Evaluate:
     """An evaluation sweep's ``evaluate`` section: the source runs as written (paths or
-    globs) and the filter on them (key -> the values it may have)."""
+    globs), the filter on them (key -> the values it may have), the calibration batches."""
 
     runs: tuple[str, ...]
     where: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    calibrate: int = 0
 
 
 def parse(raw: Any, ctx: val.Context) -> Evaluate:
@@ -93,7 +99,8 @@ def parse(raw: Any, ctx: val.Context) -> Evaluate:
         if not isinstance(k, str) or not k or not values:
             raise ctx.err(("evaluate", "where", str(k)), "needs a key and a value", value=v)
         conds.append((k, values))
-    return Evaluate(tuple(runs), tuple(conds))
+    calibrate = ctx.convert(d.get("calibrate", 0), val.integer(0), ("evaluate", "calibrate"))
+    return Evaluate(tuple(runs), tuple(conds), calibrate)
 
 
 def check_parameter(key: str, ctx: val.Context) -> None:
@@ -207,10 +214,11 @@ def expand(sweep: Sweep, results: str | Path) -> Expansion:
     """The jobs of evaluation sweep ``sweep`` (one with ``evaluate``): every source run at
     every grid point, one ``RunSpec`` each."""
     from numerics.sweeps.spec import Expansion, SweepError, points, recipe_error
-    from numerics.train.evaluate import default_out, inference_recipe
+    from numerics.train.evaluate import default_out, inference_label, inference_recipe
 
-    assert sweep.evaluate is not None
-    found = sources(sweep.evaluate, results, sweep.path)
+    ev = sweep.evaluate
+    assert ev is not None
+    found = sources(ev, results, sweep.path)
     folder = Path(results).resolve() / sweep.name
     grid = [params for _, params in points(sweep)]
     runs: dict[str, RunSpec] = {}
@@ -222,13 +230,14 @@ def expand(sweep: Sweep, results: str | Path) -> Expansion:
                 rec = inference_recipe(config_file, list(params.items()))
             except UserError as exc:
                 raise recipe_error(sweep, i, (str(src), params), exc) from None
-            out = default_out(src, rec.numerics.label(), folder)
-            config = rec.to_dict()
+            out = default_out(src, inference_label(rec, ev.calibrate), folder)
+            config, job = rec.to_dict(), Evaluation(str(src), ev.calibrate)
             if out.name in runs:
                 other = runs[out.name]
-                if other.config != config or other.evaluates != str(src):
+                if other.config != config or other.evaluates != job:
+                    before = other.evaluates.run if other.evaluates is not None else "?"
                     raise SweepError(
-                        f"two jobs would share the folder {out.name} ({other.evaluates} with "
+                        f"two jobs would share the folder {out.name} ({before} with "
                         f"{other.params} and {src} with {params}): a job's folder is named by "
                         "the source folder and the inference policy's label; give the policies "
                         "distinct names (numerics.name) or the sources distinct folder names",
@@ -238,7 +247,7 @@ def expand(sweep: Sweep, results: str | Path) -> Expansion:
                 duplicates.append({"source_run": str(src), "params": params, "same_as": out.name})
                 continue
             runs[out.name] = RunSpec(
-                out.name, str(out), config, str(config_file), params, sweep.name, str(src)
+                out.name, str(out), config, str(config_file), params, sweep.name, job
             )
     specs = list(runs.values())
     swept = []

@@ -13,6 +13,12 @@ evaluation bit for bit (the same weights, the same casts, a deterministic evalua
 with stochastic rounding draws fresh bits from the run's seed, so it is an evaluation, not a
 replay of the run's last one.
 
+Calibration (``calibrate=N``, ``--calibrate N``): before evaluating, the run's first ``N``
+training batches (its sampler's steps 0..N-1) go through the model in fp32 and fix the scale
+of every activation cast in a per-tensor integer format (``numerics.nn.calibration``); the
+format label gets ``-cal<N>`` and the summary ``calibration_batches`` (0 when nothing was
+calibrated: a policy without such casts runs no calibration batch) and ``calibrated_casts``.
+
 The evaluation folder is run-like: ``config.yaml`` (the evaluated recipe; its ``numerics`` is
 the inference policy) and ``summary.json`` (a ``RunSummary`` whose ``format`` is the inference
 policy's label, with the source run and the format it was trained in under ``source_run`` and
@@ -35,13 +41,21 @@ from typing import Any
 import torch
 import yaml
 
+from numerics.data.base import Dataset
 from numerics.errors import MissingInputError, UserError
+from numerics.nn import calibration
 from numerics.nn.modules import quantize_model
 from numerics.train import recipe as recipes
 from numerics.train import tasks
 from numerics.train.rundir import RunDir
 from numerics.train.summary import RunSummary
-from numerics.train.trainer import data_and_model, header, read_checkpoint, run_policy
+from numerics.train.trainer import (
+    BatchSampler,
+    data_and_model,
+    header,
+    read_checkpoint,
+    run_policy,
+)
 
 #: the recipe keys an evaluation may override (a key or a dotted prefix of one)
 ALLOWED = ("numerics", "train.eval_batch_size", "train.max_eval_batches")
@@ -82,6 +96,28 @@ def inference_recipe(config: Path, overrides: Sequence[recipes.Override]) -> rec
     return recipes.with_overrides(d, list(overrides), str(config))
 
 
+def inference_label(recipe: recipes.Recipe, calibrate: int = 0) -> str:
+    """An evaluation's format label: the policy's, with ``-cal<N>`` when ``calibrate`` batches
+    fix some of its casts' scales."""
+    label = recipe.numerics.label()
+    if calibrate and calibration.policy_calibrates(recipe.numerics):
+        return f"{label}-cal{calibrate}"
+    return label
+
+
+def check_calibrate(calibrate: Any, key: str = "--calibrate") -> int:
+    """The number of calibration batches, checked: an integer >= 0."""
+    if isinstance(calibrate, bool) or not isinstance(calibrate, int) or calibrate < 0:
+        raise UserError(
+            "must be the number of training batches that calibrate the activation scales, an "
+            f"integer >= 0 (0: no calibration), got {calibrate!r}",
+            key=key,
+            value=calibrate,
+            allowed="an integer >= 0 (0: no calibration)",
+        )
+    return calibrate
+
+
 def default_out(run_dir: str | Path, label: str, results: str | Path | None = None) -> Path:
     """``<results>/<run folder>--<inference format label>``; results defaults to
     ``results/evals``."""
@@ -116,6 +152,7 @@ def evaluate_many(
     overrides: Sequence[str] = (),
     results: str | Path | None = None,
     device: str | None = None,
+    calibrate: int = 0,
 ) -> list[RunSummary]:
     """Every run in ``runs`` (``run_dirs``) in every format of ``formats`` (each as
     ``numerics.format=F`` after ``overrides``; none: ``overrides`` alone), one folder each
@@ -123,6 +160,7 @@ def evaluate_many(
     redone, so an interrupted batch continues where it stopped."""
     for o in overrides:
         _check_override(o)
+    check_calibrate(calibrate)
     done: list[RunSummary] = []
     for run in run_dirs(runs):
         grid: list[list[str]] = [[f"numerics.format={f}"] for f in formats] or [[]]
@@ -130,9 +168,11 @@ def evaluate_many(
             sets = [*overrides, *extra]
             src = source_dir(run)
             recipe = inference_recipe(src.config, sets)
-            out = default_out(run, recipe.numerics.label(), results)
+            out = default_out(run, inference_label(recipe, calibrate), results)
             kept = RunDir(out).read_summary()
-            done.append(kept if kept is not None else _evaluate(src, recipe, sets, out, device))
+            if kept is None:
+                kept = _evaluate(src, recipe, sets, out, device, calibrate)
+            done.append(kept)
     return done
 
 
@@ -157,27 +197,36 @@ def evaluate(
     overrides: Sequence[str] = (),
     out: str | Path | None = None,
     device: str | None = None,
+    calibrate: int = 0,
 ) -> RunSummary:
-    """Evaluate the trained run in ``run_dir`` under ``overrides``; write the evaluation folder
-    ``out`` (default ``default_out``) and return its summary."""
+    """Evaluate the trained run in ``run_dir`` under ``overrides`` (after ``calibrate``
+    calibration batches); write the evaluation folder ``out`` (default ``default_out``) and
+    return its summary."""
     for o in overrides:
         _check_override(o)
+    check_calibrate(calibrate)
     src = source_dir(run_dir)
-    return _evaluate(src, inference_recipe(src.config, overrides), overrides, out, device)
+    recipe = inference_recipe(src.config, overrides)
+    return _evaluate(src, recipe, overrides, out, device, calibrate)
 
 
 def run_evaluation(
-    run_dir: str | Path, config: Mapping[str, Any], out: str | Path, device: str | None = None
+    run_dir: str | Path,
+    config: Mapping[str, Any],
+    out: str | Path,
+    device: str | None = None,
+    calibrate: int = 0,
 ) -> RunSummary:
     """One job of an evaluation sweep: the run in ``run_dir`` under ``config``, the inference
-    recipe the sweep built with ``inference_recipe`` (``Recipe.to_dict()``), into ``out``.
+    recipe the sweep built with ``inference_recipe`` (``Recipe.to_dict()``), after
+    ``calibrate`` calibration batches, into ``out``.
     A failure is recorded in ``out`` as a ``failed`` summary that still names the source run
     and its training format (so ``numerics compare`` counts it in its row) and re-raised."""
     src = RunDir(run_dir)
     recipe: recipes.Recipe | None = None
     try:
         recipe = recipes.from_dict(dict(config), source=str(src.config))
-        return _evaluate(source_dir(run_dir), recipe, [], out, device)
+        return _evaluate(source_dir(run_dir), recipe, [], out, device, calibrate)
     except Exception as exc:
         extra: dict[str, Any] = {"source_run": str(src.path)}
         with contextlib.suppress(OSError, UserError):  # gone or unreadable: the error says so
@@ -195,6 +244,7 @@ def _evaluate(
     overrides: Sequence[recipes.Override],
     out: str | Path | None,
     device: str | None,
+    calibrate: int = 0,
 ) -> RunSummary:
     wall0 = time.perf_counter()
     trained = recipes.load(src.config)
@@ -215,10 +265,14 @@ def _evaluate(
     task = tasks.get(recipe.task)
     t = recipe.train
     model.eval()
+    cal = calibration.attach(model) if calibrate else None
+    if cal is not None:
+        _calibrate(model, cal, recipe, data, task, calibrate, dev)
     metrics = task.evaluate(model, data.test, t.eval_batch_size, t.max_eval_batches, dev)
+    label = inference_label(recipe, calibrate)
     summary = RunSummary(
         status="completed",
-        **header(recipe),
+        **(header(recipe) | {"format": label}),
         metrics=metrics,
         primary_metric=task.primary,
         parameters=n_params,
@@ -226,9 +280,34 @@ def _evaluate(
         device=str(dev),
         torch=torch.__version__,
         python=platform.python_version(),
-        extra={"source_run": str(src.path), "trained_format": trained.numerics.label()},
+        extra={
+            "source_run": str(src.path),
+            "trained_format": trained.numerics.label(),
+            "calibration_batches": cal.batches if cal is not None else 0,
+            "calibrated_casts": len(cal.amax) if cal is not None else 0,
+        },
     )
-    rd = RunDir(out if out is not None else default_out(src.path, recipe.numerics.label()))
+    rd = RunDir(out if out is not None else default_out(src.path, label))
     rd.write_config(recipe.to_dict())
     rd.write_summary(summary)
     return summary
+
+
+@torch.no_grad()
+def _calibrate(
+    model: torch.nn.Module,
+    cal: calibration.Calibration,
+    recipe: recipes.Recipe,
+    data: Dataset,
+    task: tasks.Task,
+    n: int,
+    dev: torch.device,
+) -> None:
+    """The run's first ``n`` training batches (its sampler's, a pure function of the seed and
+    the step) through ``model`` while ``cal`` observes, then the scales fixed."""
+    t = recipe.train
+    sampler = BatchSampler(len(data.train), t.batch_size, t.seed, data.sampling)
+    for step in range(n):
+        batch = data.train.batch(sampler.indices(step))
+        task.loss(model, {k: v.to(dev) for k, v in batch.items()})
+    cal.fix(n)

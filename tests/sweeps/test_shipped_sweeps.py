@@ -101,7 +101,7 @@ def test_direct_cast_findings_keep_the_folders_the_docs_read(tmp_path: Path) -> 
     ids = {r.run_id for r in ex.runs}
     assert "image-resnet20-digits-fp32-s0-f43f8216--mxint8" in ids
     assert "recsys-dlrm-synthetic_criteo-fp32-s0-30bc517e--mxfp4_e2m1" in ids
-    assert {r.evaluates.rsplit("-", 1)[0] for r in ex.runs if r.evaluates} == {
+    assert {r.evaluates.run.rsplit("-", 1)[0] for r in ex.runs if r.evaluates} == {
         str(tmp_path / "demo" / f"{t}-fp32-s{s}")
         for t in ("image-resnet20-digits", "language-gpt-stdlib", "recsys-dlrm-synthetic_criteo")
         for s in range(3)

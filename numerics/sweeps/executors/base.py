@@ -23,10 +23,18 @@ Summary = RunSummary
 
 
 @dataclass(frozen=True)
+class Evaluation:
+    """What an evaluation job evaluates: the trained run directory, and how many of its
+    training batches calibrate the activation scales (0: none; ``numerics.nn.calibration``)."""
+
+    run: str
+    calibrate: int = 0
+
+
+@dataclass(frozen=True)
 class RunSpec:
     """One run of a sweep. ``config`` is ``Recipe.to_dict()``; ``params`` the swept values;
-    ``evaluates`` the trained run directory an evaluation job evaluates under ``config`` (None:
-    a training run)."""
+    ``evaluates`` what an evaluation job evaluates under ``config`` (None: a training run)."""
 
     run_id: str
     out: str
@@ -34,7 +42,7 @@ class RunSpec:
     source: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     sweep: str | None = None
-    evaluates: str | None = None
+    evaluates: Evaluation | None = None
 
 
 def run_one(spec: RunSpec, threads: int | None = None) -> Summary:
@@ -53,7 +61,8 @@ def run_one(spec: RunSpec, threads: int | None = None) -> Summary:
         if spec.evaluates is not None:
             from numerics.train.evaluate import run_evaluation
 
-            return run_evaluation(spec.evaluates, spec.config, spec.out)
+            ev = spec.evaluates
+            return run_evaluation(ev.run, spec.config, spec.out, calibrate=ev.calibrate)
         rec = recipes.from_dict(spec.config, source=spec.source)
         return train(rec, spec.out, resume=True, progress=False)
     except KeyboardInterrupt:

@@ -15,6 +15,7 @@ import yaml
 
 from numerics.sweeps import engine, spec
 from numerics.sweeps.compare import aggregate, load_runs
+from numerics.sweeps.executors.base import Evaluation
 from numerics.sweeps.executors.local import LocalExecutor
 from numerics.train import recipe as recipes
 from numerics.train.evaluate import evaluate
@@ -67,7 +68,7 @@ def test_sources_times_grid_sources_outermost(tiny: Path) -> None:
     src = tiny / "results" / "src"
     for r in ex.runs:
         source, fmt = r.run_id.split("--")
-        assert r.evaluates == str(src / source) and r.params == {"numerics.format": fmt}
+        assert r.evaluates == Evaluation(str(src / source)) and r.params == {"numerics.format": fmt}
         assert r.out == str((tiny / "results" / "evals" / r.run_id).resolve())
         assert r.config["numerics"]["format"] == fmt and r.config["train"]["steps"] == 3
     assert ex.swept == ["numerics.format"]
@@ -86,7 +87,7 @@ def test_runs_may_be_globs_lists_of_where_values_and_paths_from_the_working_dir(
     )
     ex = spec.expand(spec.load_sweep(path), tiny / "elsewhere")
     assert [r.run_id for r in ex.runs] == ["a-bf16-s0--mxint8", "a-fp32-s0--mxint8"]
-    assert ex.runs[0].evaluates == str(Path("results") / "src" / "a-bf16-s0")  # as found
+    assert ex.runs[0].evaluates == Evaluation(str(Path("results") / "src" / "a-bf16-s0"))
     assert ex.notes == []
 
 
@@ -98,6 +99,8 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"recipe": "recipes/a.yaml"}, r"evals.yaml: evaluate: a sweep trains recipes .* not both"),
     ({"evaluate": {"runs": []}}, r"evals.yaml: evaluate.runs: required"),
     ({"evaluate": {"runs": ["src"], "wher": {}}}, r"evaluate.wher: unknown key.*where"),
+    ({"evaluate": {"runs": ["src"], "calibrate": -1}},
+     r"evals.yaml: evaluate.calibrate: must be an integer >= 0, got -1"),
 ]  # fmt: skip
 
 
@@ -208,3 +211,27 @@ def test_a_failed_evaluation_is_isolated_and_counted_in_its_row(tiny: Path) -> N
     assert table.rows == ["image/mlp/digits (trained fp32)"]
     cell = table.cells[("image/mlp/digits (trained fp32)", "bf16")]
     assert (cell.n, cell.counts) == (1, {"failed": 1})
+
+
+def test_calibrated_jobs_are_named_and_equal_to_numerics_evaluate_calibrate(tiny: Path) -> None:
+    path = eval_sweep(
+        tiny,
+        evaluate={"runs": ["src/a-fp32-s0"], "calibrate": 2},
+        parameters={"numerics.format": {"values": ["int8", "mxint8"]}},
+    )
+    sw = spec.load_sweep(path)
+    ex = spec.expand(sw, tiny / "results")
+    src = tiny / "results" / "src" / "a-fp32-s0"
+    # int8's activation scales are calibrated: its label says so; mxint8 has none to fix
+    assert [r.run_id for r in ex.runs] == ["a-fp32-s0--int8-cal2", "a-fp32-s0--mxint8"]
+    assert {r.evaluates for r in ex.runs} == {Evaluation(str(src), 2)}
+    tally = engine.run_sweep(sw, tiny / "results", LocalExecutor(jobs=1), progress=False)
+    assert tally.completed == 2
+    done = summaries(tiny / "results" / "evals")
+    for run_id, fmt in [("a-fp32-s0--int8-cal2", "int8"), ("a-fp32-s0--mxint8", "mxint8")]:
+        direct = evaluate(src, [f"numerics.format={fmt}"], tiny / "direct" / run_id, calibrate=2)
+        assert done[run_id]["metrics"] == direct.metrics and done[run_id]["format"] == direct.format
+    assert done["a-fp32-s0--int8-cal2"]["calibration_batches"] == 2
+    assert done["a-fp32-s0--mxint8"]["calibration_batches"] == 0
+    index = yaml.safe_load((tiny / "results" / "evals" / "sweep.yaml").read_text())
+    assert [r["calibrate"] for r in index["runs"]] == [2, 2]
