@@ -26,12 +26,12 @@ runs each job with ``numerics evaluate --calibrate N``: the source's first N tra
 fix the scales of its per-tensor integer activation casts (a policy without such casts is
 evaluated as it is; ``numerics.nn.calibration``).
 
-Jobs. Every source run is evaluated at every point of the grid (sources in name order, then
-the parameters as in a training sweep, the first key varying slowest; ``method: grid`` only).
-A point's overrides apply to the source's resolved recipe as ``numerics evaluate --set`` does
-(``evaluate.inference_recipe``: a numerics key starts the policy from fp32). A job's folder is
-``<results>/<name>/<source folder>--<inference label>`` (``evaluate.default_out``; a
-calibrated policy's label ends in ``-cal<N>``), so the
+Jobs. Every source run is evaluated at every point of the grid (sources in the order ``runs``
+names them, a folder's in name order, then the parameters as in a training sweep, the first key
+varying slowest; ``method: grid`` only). A point's overrides apply to the source's resolved
+recipe as ``numerics evaluate --set`` does (``evaluate.inference_recipe``: a numerics key
+starts the policy from fp32). A job's folder is ``<results>/<name>/<source folder>--<inference
+label>`` (``evaluate.default_out``; a calibrated policy's label ends in ``-cal<N>``), so the
 jobs of ``numerics evaluate --results`` and of a sweep are the same folders; it runs through
 the sweep's executor (``run_one`` with ``RunSpec.evaluates``), in parallel, isolated (a failed
 evaluation is recorded, the others go on) and resumable (``--resume`` keeps finished ones).
