@@ -10,7 +10,7 @@ EXTRAS ?= dev
 # Compiled kernels are cached here, so only the first run pays for compilation.
 export TORCHINDUCTOR_CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/numerics/inductor
 
-.PHONY: venv test lint demo bench docs findings runs-archive gpu-check clean
+.PHONY: venv test lint demo bench docs findings findings-pvf runs-archive gpu-check clean
 
 $(VENV)/.stamp: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -69,7 +69,37 @@ findings: venv
 	@for s in $(FINDINGS_EVAL); do \
 		$(VENV)/bin/numerics sweep $$s --resume || echo "findings: $$s has failed runs (see its table)"; \
 	done
+	$(VENV)/bin/numerics evaluate $(DLRM_FP32) --results results/findings_direct_cast_tables --format fp32
+	@for f in int8_rowwise int4_rowwise int2_rowwise; do \
+		$(VENV)/bin/numerics evaluate $(DLRM_FP32) --results results/findings_direct_cast_tables \
+			--set "numerics.overrides=[{match: [embeddings.*], weights: $$f}]" --set numerics.name=tables-$$f; \
+	done
+	$(MAKE) findings-pvf
 	$(MAKE) docs
+
+# Fault injection (docs/findings.md, section 11) on the demo's fp32 DLRM and ResNet-20, seed 0:
+# float32 bits by component and bit position, then the DLRM with MXFP4 / MXINT8 weights (their
+# element codes and E8M0 scale bytes). Existing folders are redone (a few minutes each).
+DLRM_FP32 = $(wildcard results/demo/recsys-dlrm-synthetic_criteo-fp32-s?-*)
+DLRM0 = $(wildcard results/demo/recsys-dlrm-synthetic_criteo-fp32-s0-*)
+RESNET0 = $(wildcard results/demo/image-resnet20-digits-fp32-s0-*)
+PVF = $(VENV)/bin/numerics pvf
+BYTE_BITS = $(addprefix --bit ,0 1 2 3 4 5 6 7)
+findings-pvf: venv
+	$(PVF) $(DLRM0) --faults 3000 --examples 512 --out results/findings_pvf/dlrm_components
+	$(PVF) $(DLRM0) --faults 1000 --examples 512 $(addprefix --bit ,31 30 29 28 23 22 12 0) \
+		--out results/findings_pvf/dlrm_bits
+	$(PVF) $(RESNET0) --faults 3000 --examples 256 --out results/findings_pvf/resnet_components
+	$(PVF) $(RESNET0) --faults 500 --examples 256 $(addprefix --bit ,31 30 29 23 22 0) \
+		--out results/findings_pvf/resnet_bits
+	$(PVF) $(DLRM0) --set numerics.weights=mxfp4_e2m1 --field element $(addprefix --bit ,0 1 2 3) \
+		--faults 500 --examples 512 --out results/findings_pvf/dlrm_mxfp4_element
+	$(PVF) $(DLRM0) --set numerics.weights=mxfp4_e2m1 --field scale $(BYTE_BITS) \
+		--faults 500 --examples 512 --out results/findings_pvf/dlrm_mxfp4_scale
+	$(PVF) $(DLRM0) --set numerics.weights=mxint8 --field element $(BYTE_BITS) \
+		--faults 500 --examples 512 --out results/findings_pvf/dlrm_mxint8_element
+	$(PVF) $(DLRM0) --set numerics.weights=mxint8 --field scale $(BYTE_BITS) \
+		--faults 500 --examples 512 --out results/findings_pvf/dlrm_mxint8_scale
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

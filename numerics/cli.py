@@ -7,7 +7,7 @@ numerics train RECIPE [--set K=V ...] [--out DIR] [--resume] [--nproc N]
                                              train a recipe into a run directory
 numerics evaluate RUN [--set numerics.format=F ...] [--calibrate N] [--out DIR]
                                              a trained run in another format (direct cast)
-numerics pvf RUN [--component NAME=GLOB] [--bit B] [--faults N]
+numerics pvf RUN [--set numerics.K=V] [--component NAME=GLOB] [--field F] [--bit B] [--faults N]
                                              bit-flip fault injection: PVF per component
 numerics sweep SWEEP [--jobs N] [--executor local|ray|slurm] [--resume] [--dry-run]
 numerics compare RESULTS_DIR [--metric M] [--baseline fp32] [--by KEY] [--ci 0.95]
@@ -265,14 +265,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("pvf", help="bit-flip fault injection in a trained run's parameters")
-    p.add_argument("run", help="a run directory trained in fp32 (config.yaml, checkpoint.pt)")
+    p.add_argument("run", help="a run directory (config.yaml, checkpoint.pt)")
+    p.add_argument(
+        "--set", action="append", metavar="numerics.KEY=VALUE",
+        help="evaluate under this inference policy, as numerics evaluate (default: the run's own)",
+    )  # fmt: skip
     p.add_argument(
         "--component", action="append", metavar="[NAME=]GLOB",
-        help="a parameter group by name glob (repeatable; default: the top-level modules)",
+        help="a parameter group by name glob (repeatable; default: the model's natural groups)",
+    )  # fmt: skip
+    p.add_argument(
+        "--field", action="append", choices=["element", "scale", "bias", "micro"],
+        help="what a fault flips in a parameter's stored encoding (repeatable; default: element, "
+        "the value's own bits or code; scale/bias/micro: a quantized format's shared fields)",
     )  # fmt: skip
     p.add_argument(
         "--bit", action="append", metavar="B",
-        help="bit position 0..31 (repeatable; default: uniform over the 32 bits)",
+        help="bit position, 0 = least significant (repeatable; default: uniform over the "
+        "field's width: 32 for float32, the code's width in a format)",
     )  # fmt: skip
     p.add_argument("--faults", type=int, default=1000, help="faults per component and bit")
     p.add_argument("--examples", type=int, default=512, help="evaluation examples per fault")

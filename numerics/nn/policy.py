@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -73,11 +74,12 @@ class Cast:
     rounding: Rounding = Rounding.NEAREST_EVEN
     saturate: bool | None = None
 
-    @property
+    # cached: a quantized layer asks on every forward pass (the fields are frozen)
+    @functools.cached_property
     def fmt(self) -> Format:
         return formats.get(self.format)
 
-    @property
+    @functools.cached_property
     def is_identity(self) -> bool:
         fmt = self.fmt
         return isinstance(fmt, FloatFormat) and fmt.is_identity and not self.saturate
@@ -112,7 +114,7 @@ class LayerNumerics:
     errors: Cast = field(default_factory=Cast)
     grads: Cast = field(default_factory=Cast)
 
-    @property
+    @functools.cached_property
     def is_identity(self) -> bool:
         return all(getattr(self, r).is_identity for r in LAYER_ROLES)
 

@@ -15,8 +15,14 @@
   with the same intervals as error bars;
 - ``report.md``: the table as markdown, its legend, the runs left out of the means with their
   error line (failed), reason (diverged) or state (unfinished), every run, and the plots;
-- ``report.html``: the same in one file that needs no server: inline CSS, no scripts, the PNGs
-  embedded as ``data:image/png;base64`` URIs.
+- ``report.html``: the same in one file that opens offline (no server, no network): inline CSS
+  and a small inline script (``report_assets/``), the plots embedded as ``data:`` URIs. The
+  table scrolls inside its box with the first column sticky, comes in both orientations
+  (formats down when there are more formats than recipes; a button swaps them), sorts by a
+  click on a column header (by the mean; a second click reverses), and each cell links to
+  its runs' summary.json (their folders while unfinished). The training curves are one SVG
+  per recipe and logged series (``metrics.jsonl``: train loss, lr, eval metrics; not the
+  per-layer telemetry), one shown at a time, picked from two menus.
 
 Every file is written to a temporary file in the output folder and renamed over the old one,
 so a reader never sees half a report. matplotlib (Agg, no pyplot: figures are plain
@@ -34,10 +40,12 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from numerics.files import atomic_write_bytes, atomic_write_text
 from numerics.sweeps.compare import (
     UNFINISHED,
+    Cell,
     Run,
     Table,
     interval_name,
@@ -48,6 +56,7 @@ from numerics.sweeps.compare import (
     value_label,
 )
 from numerics.sweeps.stats import mean_interval
+from numerics.train.rundir import METRICS, SUMMARY, read_metrics
 
 MARKDOWN, HTML = "report.md", "report.html"
 METRIC_PNG, CURVES_PNG, BATCH_PNG = "metric.png", "curves.png", "batch_size.png"
@@ -63,6 +72,11 @@ def caption(name: str, table: Table) -> str:
 
 
 Curve = tuple[list[int], list[float], bool]  # steps, mean values, from completed runs
+Series = tuple[str, str]  # (split, name) of a metrics.jsonl record: ("train", "loss")
+TRAIN_LOSS: Series = ("train", "loss")
+# per layer and role: far too many series for a menu (TensorBoard and wandb show them)
+UNLISTED_SPLITS = frozenset({"telemetry"})
+ASSETS = Path(__file__).with_name("report_assets")
 
 
 # --- what the plots show ----------------------------------------------------------------------
@@ -96,6 +110,40 @@ def mean_curves(table: Table, name: str = "loss", split: str = "train") -> dict[
     return {row: out[row] for row in table.rows if row in out}
 
 
+def row_runs(table: Table, row: str) -> list[Run]:
+    """Every run of a row, column by column."""
+    return [r for c in table.columns if (row, c) in table.cells for r in table.cells[(row, c)].runs]
+
+
+def curve_series(runs: Iterable[Run]) -> list[Series]:
+    """The (split, name) series that ``runs`` logged in metrics.jsonl, the training loss first,
+    the rest in the order first logged; the per-layer telemetry left out."""
+    seen: dict[Series, None] = {}
+    for r in runs:
+        try:
+            for rec in read_metrics(r.path / METRICS):
+                if rec["split"] not in UNLISTED_SPLITS:
+                    seen.setdefault((str(rec["split"]), str(rec["name"])))
+        except (OSError, UnicodeDecodeError):
+            continue  # Run.curve warns when the plots read it
+    return sorted(seen, key=lambda k: k != TRAIN_LOSS)
+
+
+def series_curves(table: Table) -> dict[str, dict[Series, dict[str, Curve]]]:
+    """row -> series -> column -> curve (as ``mean_curves``), for the series a row's runs
+    logged at two steps or more (a curve, not one final value), in ``curve_series`` order."""
+    by_row = {row: curve_series(row_runs(table, row)) for row in table.rows}
+    every = list(dict.fromkeys(k for ks in by_row.values() for k in ks))
+    means = {k: mean_curves(table, k[1], k[0]) for k in every}
+    out: dict[str, dict[Series, dict[str, Curve]]] = {}
+    for row, keys in by_row.items():
+        for k in keys:
+            by_col = means[k].get(row, {})
+            if any(len(steps) > 1 for steps, _, _ in by_col.values()):
+                out.setdefault(row, {})[k] = by_col
+    return out
+
+
 def rule_key(runs: list[Run]) -> str:
     """``large_batch.rule`` if any run sets one other than none, else ``train.lr_scaling``."""
     rules = {value_label(r.get("large_batch.rule", "none")) for r in runs}
@@ -113,9 +161,7 @@ def batch_size_series(table: Table) -> dict[str, tuple[str, dict[str, list[Point
     out: dict[str, tuple[str, dict[str, list[Point]]]] = {}
     for row in table.rows:
         metric = table.metrics[row]
-        runs = [
-            r for c in table.columns if (row, c) in table.cells for r in table.cells[(row, c)].runs
-        ]
+        runs = row_runs(table, row)
         points: list[tuple[Run, float, float]] = []
         for r in runs:
             v = r.metric(metric) if metric and r.status == "completed" else None
@@ -157,6 +203,19 @@ def _png(fig: Any) -> bytes:
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def _svg(fig: Any) -> bytes:
+    """SVG with its text as text (small, and crisp at any zoom); ids and metadata fixed, so
+    the same figure gives the same bytes."""
+    import matplotlib
+    from matplotlib.backends.backend_svg import FigureCanvasSVG
+
+    FigureCanvasSVG(fig)
+    buf = io.BytesIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "numerics"}):
+        fig.savefig(buf, format="svg", metadata={"Date": None})
     return buf.getvalue()
 
 
@@ -202,6 +261,23 @@ def plot_metric(table: Table) -> bytes:
     return _png(fig)
 
 
+def _draw_curves(ax: Any, by_col: dict[str, Curve], colors: dict[str, Any], title: str,
+                 ylabel: str) -> None:  # fmt: skip
+    top, low = -math.inf, math.inf
+    for col, (steps, mean, complete) in by_col.items():
+        label = col if complete else f"{col} (not completed)"
+        ax.plot(steps, mean, "-" if complete else "--", marker="." if len(steps) < 30 else "",
+                color=colors[col], label=label)  # fmt: skip
+        top, low = max(top, *mean), min(low, *mean)
+    if low > 0 and top / low > 50:
+        ax.set_yscale("log")
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
 def plot_curves(table: Table) -> bytes | None:
     curves = mean_curves(table)
     if not curves:
@@ -209,20 +285,26 @@ def plot_curves(table: Table) -> bytes | None:
     fig, axes = _panels(len(curves))
     colors = _colors(table.columns)
     for ax, (row, by_col) in zip(axes, curves.items(), strict=True):
-        top, low = -math.inf, math.inf
-        for col, (steps, mean, complete) in by_col.items():
-            label = col if complete else f"{col} (not completed)"
-            ax.plot(steps, mean, "-" if complete else "--", marker="." if len(steps) < 30 else "",
-                    color=colors[col], label=label)  # fmt: skip
-            top, low = max(top, *mean), min(low, *mean)
-        if low > 0 and top / low > 50:
-            ax.set_yscale("log")
-        ax.set_title(row, fontsize=10)
-        ax.set_xlabel("step")
-        ax.set_ylabel("train loss")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _draw_curves(ax, by_col, colors, row, "train loss")
     return _png(fig)
+
+
+def series_label(series: Series) -> str:
+    return " ".join(series)
+
+
+def curve_plots(table: Table) -> dict[str, dict[Series, bytes]]:
+    """row -> series -> SVG of that series per column, for the report's curve picker."""
+    from matplotlib.figure import Figure
+
+    colors = _colors(table.columns)
+    out: dict[str, dict[Series, bytes]] = {}
+    for row, by_series in series_curves(table).items():
+        for series, by_col in by_series.items():
+            fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+            _draw_curves(fig.subplots(), by_col, colors, row, series_label(series))
+            out.setdefault(row, {})[series] = _svg(fig)
+    return out
 
 
 def plot_batch_size(table: Table) -> bytes | None:
@@ -334,75 +416,195 @@ def to_markdown(table: Table, runs: list[Run], out: Path, pngs: Iterable[str]) -
     return "\n".join(lines)
 
 
-_CSS = """
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
-       max-width: 1200px; padding: 0 1em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; font-variant-numeric: tabular-nums; }
-th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; white-space: nowrap; }
-th { background: #f2f2f2; }
-td.best { font-weight: bold; background: #e6f4e6; }
-td.none { color: #b22222; }
-ul.legend { color: #555; }
-figure { margin: 1.5em 0; }
-figure img { max-width: 100%; border: 1px solid #ddd; }
-figcaption { color: #555; font-size: 13px; }
-code { background: #f6f6f6; padding: 0 3px; }
-"""
+def _asset(name: str) -> str:
+    return (ASSETS / name).read_text()
 
 
-def _html_table(grid: list[list[str]], classes: dict[tuple[int, int], str]) -> str:
+def run_href(run: Run, out: Path) -> str:
+    """The link from a report in ``out`` to a run: its summary.json, else (unfinished) its
+    folder; relative, so the report and its results folder can move together."""
+    has_summary = (run.path / SUMMARY).is_file()
+    rel = Path(_rel(run.path / SUMMARY if has_summary else run.path, out)).as_posix()
+    return quote(rel) + ("" if has_summary else "/")
+
+
+def _run_links(runs: list[Run], out: Path) -> str:
     e = html.escape
-    head = "".join(f"<th>{e(h)}</th>" for h in grid[0])
+    links = []
+    for r in runs:
+        seed = "run" if r.seed is None else f"s{value_label(r.seed)}"
+        why = "" if r.status == "completed" else f": {_why(r)}"
+        cls = "" if r.status == "completed" else f' class="{e(r.status)}"'
+        title = f"{r.path.name} ({r.status}{why})"
+        links.append(f'<a href="{e(run_href(r, out))}"{cls} title="{e(title)}">{e(seed)}</a>')
+    return f'<span class="runs">{" ".join(links)}</span>'
+
+
+def _cell_td(cell: Cell | None, out: Path) -> str:
+    """A table cell: the mean with its interval (``data-v``: the mean, the sort key), the
+    difference to the baseline on a line of its own, and links to the cell's runs."""
+    e = html.escape
+    if cell is None:
+        return "<td></td>"
+    text = cell.text.removesuffix(" *")
+    delta = cell.delta_text
+    text = text.removesuffix(" " + delta) if delta else text
+    attrs = "" if cell.mean is None else f' data-v="{cell.mean!r}"'
+    cls = "best" if cell.best else "none" if cell.mean is None else ""
+    attrs += f' class="{cls}"' if cls else ""
+    star = " *" if cell.best else ""
+    parts = [f'<span class="v">{e(text + star)}</span>']
+    if delta:
+        parts.append(f'<span class="d">{e(delta)}</span>')
+    parts.append(_run_links(cell.runs, out))
+    return f"<td{attrs}>{''.join(parts)}</td>"
+
+
+def _th(label: str, kind: str, first: str = "ascending", sub: str = "") -> str:
+    """A sortable column header (``label`` and ``sub``, a line under it, are HTML): ``kind``
+    num or text; ``first``: the order of the first click."""
+    sub = f'<span class="sub">{sub}</span>' if sub else ""
+    return (f'<th data-sort="{kind}" data-first="{first}" aria-sort="none">'
+            f'<button type="button"><span class="k">{label}</span>{sub}</button></th>')  # fmt: skip
+
+
+def _first_order(table: Table, row: str) -> str:
+    return "descending" if table.higher_is_better.get(row) else "ascending"
+
+
+def html_table_by_recipe(table: Table, out: Path) -> str:
+    """Recipes down, columns (formats) across, as the markdown table."""
+    e = html.escape
+    head = [_th("recipe", "text"), _th("metric", "text")]
+    head += [_th(e(c), "num") for c in table.columns]
+    body = [
+        f'<tr><th scope="row">{e(row)}</th><td>{e(metric_label(table, row))}</td>'
+        + "".join(_cell_td(table.cell(row, c), out) for c in table.columns)
+        + "</tr>"
+        for row in table.rows
+    ]
+    return _sortable(head, body)
+
+
+def html_table_by_column(table: Table, out: Path) -> str:
+    """Columns (formats) down, recipes across with their metric: a recipe's column sorts
+    best first."""
+    e = html.escape
+    head = [_th(e(table.by), "text")]
+    head += [
+        _th(e(row), "num", _first_order(table, row), e(metric_label(table, row)))
+        for row in table.rows
+    ]
+    body = [
+        f'<tr><th scope="row">{e(col)}</th>'
+        + "".join(_cell_td(table.cell(row, col), out) for row in table.rows)
+        + "</tr>"
+        for col in table.columns
+    ]
+    return _sortable(head, body)
+
+
+def _sortable(head: list[str], body: list[str]) -> str:
+    return (f'<table class="sortable"><thead><tr>{"".join(head)}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table>")  # fmt: skip
+
+
+def html_run_table(table: Table, runs: list[Run], out: Path) -> str:
+    """Every run, its name a link to it; sortable (seed and value as numbers)."""
+    e = html.escape
+    grid = _run_rows(table, runs, out)
+    numeric = {"seed", "value"}
+    head = [_th(e(h), "num" if h in numeric else "text") for h in grid[0]]
     body = []
-    for i, r in enumerate(grid[1:], start=1):
-        tds = []
-        for j, s in enumerate(r):
-            cls = classes.get((i, j))
-            tds.append(f'<td class="{cls}">{e(s)}</td>' if cls else f"<td>{e(s)}</td>")
-        body.append("<tr>" + "".join(tds) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    for r, cells in zip(runs, grid[1:], strict=True):
+        name = f'<th scope="row"><a href="{e(run_href(r, out))}">{e(cells[0])}</a></th>'
+        body.append("<tr>" + name + "".join(f"<td>{e(c)}</td>" for c in cells[1:]) + "</tr>")
+    return _sortable(head, body)
 
 
-def to_html(table: Table, runs: list[Run], out: Path, pngs: dict[str, bytes]) -> str:
+def _data_uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def html_curves(table: Table, svgs: dict[str, dict[Series, bytes]]) -> list[str]:
+    """The curve picker (two menus, shown by the script) and one figure per recipe and
+    series; without the script every figure shows."""
     e = html.escape
-    classes = dict.fromkeys(_best_positions(table), "best")
-    for i, row in enumerate(table.rows, start=1):
-        for j, col in enumerate(table.columns):
-            c = table.cell(row, col)
-            if c is not None and c.mean is None:
-                classes[(i, j + 2)] = "none"
+    every = list(dict.fromkeys(k for by in svgs.values() for k in by))
+    recipes = "".join(f'<option value="{e(row)}">{e(row)}</option>' for row in svgs)
+    series = "".join(
+        f'<option value="{e("/".join(k))}">{e(series_label(k))}</option>' for k in every
+    )
+    parts = [
+        '<h2>Curves</h2><form id="curve-pick" hidden>'
+        f'<label>recipe <select name="recipe">{recipes}</select></label> '
+        f'<label>series <select name="series">{series}</select></label></form>'
+    ]
+    for row, by_series in svgs.items():
+        for k, svg in by_series.items():
+            cap = e(f"{series_label(k)} per {table.by} (mean over completed seeds): {row}")
+            parts.append(
+                f'<figure class="curve" data-recipe="{e(row)}" data-series="{e("/".join(k))}">'
+                f'<img alt="{cap}" src="{_data_uri(svg, "image/svg+xml")}">'
+                f"<figcaption>{cap}</figcaption></figure>"
+            )
+    return parts
+
+
+def to_html(
+    table: Table,
+    runs: list[Run],
+    out: Path,
+    pngs: dict[str, bytes],
+    curves: dict[str, dict[Series, bytes]] | None = None,
+) -> str:
+    """The self-contained page; ``curves`` (``curve_plots``) replaces curves.png where given."""
+    e = html.escape
+    by_column = len(table.columns) > len(table.rows)  # the longer side down
+    hide = (" hidden", "") if by_column else ("", " hidden")
+    by_recipe, by_col = html_table_by_recipe(table, out), html_table_by_column(table, out)
     parts = [
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
-        f"<title>numerics compare</title><style>{_CSS}</style></head><body>",
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>numerics compare</title><style>{_asset('report.css')}</style></head><body>",
         "<h1>numerics compare</h1>",
-        f"<p>{e(run_counts(runs))}; columns: <code>{e(table.by)}</code>.</p>",
-        _html_table(table_grid(table), classes),
+        f"<p>{e(run_counts(runs))}; columns: <code>{e(table.by)}</code>. Click a column header "
+        "to sort by it; each cell links to its runs.</p>",
+        '<p class="controls" hidden><button type="button" id="swap">Swap rows and columns'
+        "</button></p>",
+        f'<div class="table-wrap" id="by-recipe"{hide[0]}>{by_recipe}</div>',
+        f'<div class="table-wrap" id="by-column"{hide[1]}>{by_col}</div>',
         '<ul class="legend">' + "".join(f"<li>{e(s)}</li>" for s in legend(table)) + "</ul>",
     ]
     skipped = left_out(runs)
     if skipped:
         parts.append("<h2>Runs not in the means</h2><ul>")
         parts += [
-            f"<li>{e(r.status)}: <code>{e(_rel(r.path, out))}</code>: {e(_why(r))}</li>"
+            f'<li>{e(r.status)}: <a href="{e(run_href(r, out))}"><code>{e(_rel(r.path, out))}'
+            f"</code></a>: {e(_why(r))}</li>"
             for r in skipped
         ]
         parts.append("</ul>")
-    if pngs:
+    figures = {n: png for n, png in pngs.items() if not (curves and n == CURVES_PNG)}
+    if figures:
         parts.append("<h2>Plots</h2>")
-    for name, png in pngs.items():
-        data = base64.b64encode(png).decode("ascii")
+    for name, png in figures.items():
         cap = e(caption(name, table))
         parts.append(
-            f'<figure><img alt="{cap}" src="data:image/png;base64,{data}">'
+            f'<figure><img alt="{cap}" src="{_data_uri(png, "image/png")}">'
             f"<figcaption>{cap} ({e(name)})</figcaption></figure>"
         )
+    if curves:
+        parts += html_curves(table, curves)
     parts.append(f"<details><summary>All runs ({len(runs)})</summary>")
-    parts += [_html_table(_run_rows(table, runs, out), {}), "</details></body></html>"]
+    parts.append(f'<div class="table-wrap">{html_run_table(table, runs, out)}</div></details>')
+    parts.append(f"<script>{_asset('report.js')}</script></body></html>")
     return "\n".join(parts) + "\n"
 
 
 def write_report(table: Table, runs: list[Run], out_dir: str | Path) -> list[Path]:
-    """Write report.md, report.html and the plots into ``out_dir``; the paths written."""
+    """Write report.md, report.html and the plots into ``out_dir``; the paths written (the
+    curve picker's SVGs live in report.html only)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pngs = plots(table)
@@ -411,5 +613,5 @@ def write_report(table: Table, runs: list[Run], out_dir: str | Path) -> list[Pat
         atomic_write_bytes(out / name, png)
         written.append(out / name)
     atomic_write_text(out / MARKDOWN, to_markdown(table, runs, out, pngs))
-    atomic_write_text(out / HTML, to_html(table, runs, out, pngs))
+    atomic_write_text(out / HTML, to_html(table, runs, out, pngs, curve_plots(table)))
     return [out / MARKDOWN, out / HTML, *written]

@@ -361,8 +361,11 @@ _SCHEDULE = ("lambda_max", "start_fraction", "ramp_fraction")
 
 
 def hashed_config(recipe: recipes.Recipe) -> dict[str, Any]:
-    """What a run id hashes: ``legacy_layout(recipe.to_dict())``."""
-    return legacy_layout(recipe.to_dict())
+    """What a run id hashes: ``legacy_layout(recipe.to_dict())`` without the logging keys that
+    only add output files (``recipes.OUTPUT_ONLY_LOGGING``): TensorBoard on or off is one run."""
+    d = legacy_layout(recipe.to_dict())
+    d["logging"] = {k: v for k, v in d["logging"].items() if k not in recipes.OUTPUT_ONLY_LOGGING}
+    return d
 
 
 def legacy_layout(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from numerics.data.base import Dataset
 from numerics.errors import MissingInputError, UserError
 from numerics.nn import calibration
 from numerics.nn.modules import quantize_model
+from numerics.provenance import provenance
 from numerics.train import recipe as recipes
 from numerics.train import tasks
 from numerics.train.rundir import RunDir
@@ -70,7 +71,7 @@ def allowed_key(key: str) -> bool:
     return any(key == a or key.startswith(a + ".") for a in ALLOWED)
 
 
-def _check_override(override: recipes.Override) -> None:
+def check_override(override: recipes.Override) -> None:
     if not allowed_key(_key(override)):
         raise UserError(
             f"{override!r}: an evaluation changes only the inference side of a trained run",
@@ -159,7 +160,7 @@ def evaluate_many(
     under ``results``. An evaluation whose folder already holds a summary is kept, not
     redone, so an interrupted batch continues where it stopped."""
     for o in overrides:
-        _check_override(o)
+        check_override(o)
     check_calibrate(calibrate)
     done: list[RunSummary] = []
     for run in run_dirs(runs):
@@ -203,7 +204,7 @@ def evaluate(
     calibration batches); write the evaluation folder ``out`` (default ``default_out``) and
     return its summary."""
     for o in overrides:
-        _check_override(o)
+        check_override(o)
     check_calibrate(calibrate)
     src = source_dir(run_dir)
     recipe = inference_recipe(src.config, overrides)
@@ -280,6 +281,7 @@ def _evaluate(
         device=str(dev),
         torch=torch.__version__,
         python=platform.python_version(),
+        provenance=provenance(dev),
         extra={
             "source_run": str(src.path),
             "trained_format": trained.numerics.label(),

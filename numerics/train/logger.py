@@ -1,13 +1,18 @@
-"""Experiment loggers: one small interface, a do-nothing one and a Weights & Biases one.
+"""Experiment loggers: one small interface, a do-nothing one, a Weights & Biases one, and one
+that fans out to several (wandb and TensorBoard, ``numerics.train.tensorboard_logger``, can
+both be on).
 
 As in nanoGPT, the training loop calls the logger unconditionally and the choice of logger is
 made once, at the start: ``make_logger("off", ...)`` gives a ``NullLogger`` whose methods do
 nothing, so logging needs no ``if`` in the loop. The interface (``Logger``):
 
     log({"train/loss": 0.31, "eval/accuracy": 0.9}, step)   flat names, steps never decrease
+    histograms({"weights/fc1": tensor}, step)   value distributions (TensorBoard only)
     summary({"status": ..., "metrics": {...}, "format": ...})  the run's final summary
     finish(status)     completed | diverged | failed | interrupted; idempotent
-    run_path           the local wandb run folder (None for NullLogger)
+
+A wandb logger (``WandbLogger`` or ``NullLogger``, from ``make_logger``) also says where its
+run went: ``run_path``, the local wandb run folder (None for NullLogger), and ``mode``.
 
 ``flatten("train", {"loss": 1.0})`` gives ``{"train/loss": 1.0}``, the names wandb groups into
 panels by their prefix.
@@ -44,11 +49,14 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from numerics.enums import parse_enum
 from numerics.train.recipe import Wandb
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 # finish(status) -> the wandb exit code: 0 marks the wandb run "finished", 1 "failed". A diverged
 # run ran to its own conclusion (summary.status says "diverged"), so it is not a wandb failure.
@@ -61,10 +69,9 @@ _MAX_TAG = 64  # wandb rejects tags longer than this
 class Logger(Protocol):
     """What the trainer logs through; see the module docstring."""
 
-    run_path: str | None
-    mode: str  # the mode actually in use: off | offline | online
-
     def log(self, values: dict[str, float], step: int) -> None: ...
+
+    def histograms(self, values: Mapping[str, Tensor], step: int) -> None: ...
 
     def summary(self, values: dict[str, Any]) -> None: ...
 
@@ -76,17 +83,24 @@ def flatten(split: str, values: Mapping[str, float]) -> dict[str, float]:
     return {f"{split}/{k}": float(v) for k, v in values.items()}
 
 
-def _check_status(status: str) -> int:
+def check_status(status: str) -> int:
+    """The wandb exit code of a run status; ValueError for a status that is not one."""
     if status not in EXIT_CODES:
         raise ValueError(f"status={status!r}; allowed: {', '.join(EXIT_CODES)}")
     return EXIT_CODES[status]
 
 
+def warn(backend: str, msg: str) -> None:
+    """The one line a logging backend prints when it gives up on something."""
+    print(f"{backend} logging: {msg}", file=sys.stderr, flush=True)
+
+
 def _warn(msg: str) -> None:
-    print(f"wandb logging: {msg}", file=sys.stderr, flush=True)
+    warn("wandb", msg)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, for a one-line warning."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
@@ -100,11 +114,38 @@ class NullLogger:
     def log(self, values: dict[str, float], step: int) -> None:
         pass
 
+    def histograms(self, values: Mapping[str, Tensor], step: int) -> None:
+        pass
+
     def summary(self, values: dict[str, Any]) -> None:
         pass
 
     def finish(self, status: str) -> None:
-        _check_status(status)
+        check_status(status)
+
+
+class FanOutLogger:
+    """Every call goes to each of ``loggers`` in turn (each one is failure-proof itself)."""
+
+    def __init__(self, *loggers: Logger) -> None:
+        self.loggers = loggers
+
+    def log(self, values: dict[str, float], step: int) -> None:
+        for lg in self.loggers:
+            lg.log(values, step)
+
+    def histograms(self, values: Mapping[str, Tensor], step: int) -> None:
+        for lg in self.loggers:
+            lg.histograms(values, step)
+
+    def summary(self, values: dict[str, Any]) -> None:
+        for lg in self.loggers:
+            lg.summary(values)
+
+    def finish(self, status: str) -> None:
+        check_status(status)
+        for lg in self.loggers:
+            lg.finish(status)
 
 
 class WandbLogger:
@@ -127,7 +168,7 @@ class WandbLogger:
             self.run = None
             atexit.unregister(self._at_exit)
             _warn(
-                f"{what} failed ({_first_line(exc)}); wandb logging is off for the rest of the run"
+                f"{what} failed ({first_line(exc)}); wandb logging is off for the rest of the run"
             )
 
     def log(self, values: dict[str, float], step: int) -> None:
@@ -136,6 +177,9 @@ class WandbLogger:
     def _log(self, values: dict[str, float], step: int) -> None:
         self.run.log({k: float(v) for k, v in values.items()}, step=step)
 
+    def histograms(self, values: Mapping[str, Tensor], step: int) -> None:
+        pass  # histograms go to TensorBoard only
+
     def summary(self, values: dict[str, Any]) -> None:
         self._call("summary", self._summary, values)
 
@@ -143,7 +187,7 @@ class WandbLogger:
         self.run.summary.update(dict(values))
 
     def finish(self, status: str) -> None:
-        code = _check_status(status)
+        code = check_status(status)
         if self._finished:
             return
         self._finished = True
@@ -199,7 +243,7 @@ def make_logger(
     tags: Sequence[str] = (),
     job_type: str | None = None,
     init_timeout: float = 20.0,
-) -> Logger:
+) -> WandbLogger | NullLogger:
     """The logger for ``logging.wandb`` = ``mode`` (off | offline | online); never raises for a
     wandb problem (see the module docstring), only for bad arguments. ``group`` is the sweep name,
     ``tags`` e.g. the format and task; run files go under ``<run_dir>/wandb``."""
@@ -219,7 +263,7 @@ def make_logger(
     try:
         import wandb
     except Exception as exc:
-        _warn(f"cannot import wandb ({_first_line(exc)}); not logging to wandb")
+        _warn(f"cannot import wandb ({first_line(exc)}); not logging to wandb")
         return NullLogger()
 
     Path(run_dir).mkdir(parents=True, exist_ok=True)
@@ -245,11 +289,11 @@ def make_logger(
                 print(f"wandb: logging online to {run.url}", file=sys.stderr, flush=True)
             return WandbLogger(run, "offline" if run.offline else "online")
         except Exception as exc:
-            _warn(f"online start failed ({_first_line(exc)}); logging offline")
+            _warn(f"online start failed ({first_line(exc)}); logging offline")
     try:
         run = start("offline")
     except Exception as exc:
-        _warn(f"offline start failed ({_first_line(exc)}); not logging to wandb")
+        _warn(f"offline start failed ({first_line(exc)}); not logging to wandb")
         return NullLogger()
     logger = WandbLogger(run, "offline")
     print(

@@ -12,6 +12,8 @@ policy (``numerics.nn.policy``), an optional ``large_batch`` rule (``numerics.nn
   value is parsed as YAML, with one fix: YAML 1.1 reads ``1e-3`` as a string, ours as a float.
 - ``Recipe.to_dict()`` writes the fully resolved recipe (every default filled in, the constructor
   defaults of ``model``/``data`` too), so a run directory's ``config.yaml`` is itself a recipe.
+  The one exception: the logging keys that only add output files (``OUTPUT_ONLY_LOGGING``, the
+  TensorBoard ones) are left out while they hold their defaults.
 
 Validation is strict and happens once, in ``from_dict``: unknown keys at every level, wrong
 types (a bool is not an int; an int is accepted for a float), out-of-range values, and the
@@ -144,11 +146,25 @@ class LargeBatchConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class LoggingConfig:
+    """Where a run's metrics go besides metrics.jsonl: the tqdm bar, wandb, TensorBoard
+    (``tensorboard``: event files in ``<run>/tensorboard``, see
+    ``numerics.train.tensorboard_logger``; ``histogram_every``: histograms of the weights and
+    their quantization error for ``histogram_layers`` layers there every N steps, 0 off)."""
+
     every: int = 10
     telemetry_every: int = 0
     progress: bool = True
     wandb: Wandb = Wandb.OFF
     project: str = "numerics"
+    tensorboard: bool = False
+    histogram_every: int = 0
+    histogram_layers: int = 3
+
+
+# Keys that only add output files. ``Recipe.to_dict`` leaves them out at their defaults, so a
+# recipe that does not use them resolves to the config it had before they existed (its
+# config.yaml, and the run id hashed from it, stay the same).
+OUTPUT_ONLY_LOGGING = ("tensorboard", "histogram_every", "histogram_layers")
 
 
 @dataclass(frozen=True)
@@ -181,8 +197,17 @@ class Recipe:
             "train": _plain_config(self.train),
             "numerics": self.numerics.to_dict(),
             "large_batch": _plain_config(self.large_batch),
-            "logging": _plain_config(self.logging),
+            "logging": _logging_dict(self.logging),
         }
+
+
+def _logging_dict(cfg: LoggingConfig) -> dict[str, Any]:
+    default = LoggingConfig()
+    return {
+        k: v
+        for k, v in _plain_config(cfg).items()
+        if k not in OUTPUT_ONLY_LOGGING or getattr(cfg, k) != getattr(default, k)
+    }
 
 
 def recipe_label(recipe: Recipe) -> str:
@@ -248,6 +273,9 @@ _LOGGING: dict[str, Conv] = {
     "progress": val.boolean,
     "wandb": val.choice(Wandb, {False: "off"}),  # YAML 1.1 reads a bare `off` as false
     "project": val.name,
+    "tensorboard": val.boolean,
+    "histogram_every": val.integer(0),
+    "histogram_layers": val.integer(1),
 }
 TOP_KEYS = ("task", "model", "data", "train", "numerics", "large_batch", "logging")
 

@@ -2,7 +2,9 @@
 
 ``summary.json`` in a run directory is ``RunSummary.to_dict()``: the run's status, what ran
 (task, recipe, label, model, data, format, numerics policy, seed), what came out (final
-metrics, steps, time, memory, the numerics counters) and, for a run that did not complete,
+metrics, steps, time, memory, the numerics counters), where it ran (``provenance``: the code's
+fingerprint and git commit, torch and Python, the CPU model, threads, device; see
+``numerics.provenance``) and, for a run that did not complete,
 why (``reason`` for a diverged run, ``error`` and ``traceback`` for a failed one). The trainer,
 the sweep engine, the executors, ``numerics compare``/``docs`` and the CLI all read it through
 ``RunSummary.from_dict`` (``RunDir.read_summary``), so a field has one name and one type.
@@ -20,7 +22,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: ``provenance`` (numerics.provenance); 1: the same without it
 Status = Literal["completed", "diverged", "failed"]
 STATUSES: tuple[Status, ...] = ("completed", "diverged", "failed")
 
@@ -64,6 +66,7 @@ class RunSummary:
     data_info: dict[str, Any] = field(default_factory=dict)
     torch: str | None = None
     python: str | None = None
+    provenance: dict[str, Any] | None = None  # the code, libraries and machine it ran on
     metrics_before_hardening: dict[str, float] | None = None
     hardening: dict[str, Any] | None = None
     eval_error: str | None = None

@@ -72,11 +72,24 @@ from numerics.nn.optim import QuantizedOptimizer
 from numerics.nn.periodic import AmplitudeSchedule, PeriodicRegularizer
 from numerics.nn.policy import Policy
 from numerics.nn.telemetry import Telemetry
+from numerics.provenance import provenance
 from numerics.train import tasks
-from numerics.train.logger import Logger, NullLogger, flatten, make_logger
-from numerics.train.recipe import Recipe, recipe_label
+from numerics.train.logger import (
+    FanOutLogger,
+    Logger,
+    NullLogger,
+    WandbLogger,
+    flatten,
+    make_logger,
+)
+from numerics.train.recipe import OUTPUT_ONLY_LOGGING, Recipe, recipe_label
 from numerics.train.rundir import MetricsWriter, RunDir, atomic_torch_save
 from numerics.train.summary import RunSummary
+from numerics.train.tensorboard_logger import (
+    make_tensorboard_logger,
+    run_hparams,
+    weight_histograms,
+)
 
 StepHook = Callable[[int], None]
 
@@ -311,6 +324,11 @@ def _check_same_config(rd: RunDir, config: dict[str, Any]) -> None:
     except FileNotFoundError:
         return
     new = jsonable(config)
+    for cfg in (old, new):  # a run that only turns TensorBoard on or off is the same run
+        if isinstance(cfg, dict) and isinstance(cfg.get("logging"), dict):
+            cfg["logging"] = {
+                k: v for k, v in cfg["logging"].items() if k not in OUTPUT_ONLY_LOGGING
+            }
     if old != new:
         keys = sorted(_diff(old, new))
         raise RunDirError(
@@ -580,7 +598,7 @@ def _train(
             saved = Progress(next_step, dict(p.acc), elapsed, p.resumes)
             save_checkpoint(rd.checkpoint, {**run.parts(), "progress": saved})
 
-    sink = _Sink(rd, recipe, main)
+    sink = _Sink(rd, recipe, main, run.progress.next_step)
     show = (recipe.logging.progress if progress is None else progress) and main
     bar = tqdm(
         total=run.steps, initial=run.progress.next_step, disable=not show, unit="step",
@@ -590,7 +608,7 @@ def _train(
     summary = _finish(run, sink, checkpoint, status, reason, steps_done)
     summary.wall_s = round(run.progress.elapsed + time.perf_counter() - wall0, 3)
     if main:
-        summary.wandb = sink.logger.mode
+        summary.wandb = sink.wandb.mode
         rd.write_summary(summary)
     sink.close(summary)
     return summary
@@ -614,6 +632,8 @@ def _loop(
     step = start = run.progress.next_step
     t_log = time.perf_counter()
     in_step = False
+    if start == 0:
+        sink.histograms(0, run.model)  # the initial weights
     try:
         run.model.train()
         for step in range(start, run.steps):
@@ -645,6 +665,8 @@ def _loop(
                 t_log = now
             if t.eval_every and (step + 1) % t.eval_every == 0 and not last and main:
                 sink.emit(step + 1, "eval", _evaluate(run))
+            if log.histogram_every and ((step + 1) % log.histogram_every == 0 or last):
+                sink.histograms(step + 1, run.model)
             if t.checkpoint_every and (step + 1) % t.checkpoint_every == 0 and not last:
                 checkpoint(step + 1)
             bar.update(1)
@@ -789,21 +811,30 @@ def _finish(
         },
         torch=torch.__version__,
         python=platform.python_version(),
+        provenance=provenance(run.device),
         reason=reason,
         **extra,
     )
 
 
 class _Sink:
-    """Where metrics go on rank 0: metrics.jsonl, and wandb when the recipe asks for it (a
-    ``NullLogger`` otherwise, and on other ranks). Telemetry keeps its ``numerics/...`` names."""
+    """Where metrics go on rank 0: metrics.jsonl, and wandb and TensorBoard when the recipe
+    asks for them (``NullLogger``s otherwise, and on other ranks). Telemetry keeps its
+    ``numerics/...`` names. ``start_step``: the step the run starts or resumes at."""
 
-    def __init__(self, rd: RunDir, recipe: Recipe, main: bool) -> None:
+    def __init__(self, rd: RunDir, recipe: Recipe, main: bool, start_step: int) -> None:
         self.writer = MetricsWriter(rd.metrics) if main else None
         log = recipe.logging
-        self.logger: Logger = NullLogger()
+        self.wandb: WandbLogger | NullLogger = NullLogger()
+        tensorboard: Logger = NullLogger()
+        self.histogram_layers = 0  # histograms only go to TensorBoard
+        if main and log.tensorboard:
+            tensorboard = make_tensorboard_logger(
+                rd.path / "tensorboard", run_hparams(recipe), start_step
+            )
+            self.histogram_layers = log.histogram_layers
         if main and _v(log.wandb) != "off":
-            self.logger = make_logger(
+            self.wandb = make_logger(
                 log.wandb,
                 project=log.project,
                 run_dir=rd.path,
@@ -813,12 +844,17 @@ class _Sink:
                 tags=(recipe.numerics.label(), recipe.task, str(recipe.model["name"])),
                 job_type="train",
             )
+        self.logger: Logger = FanOutLogger(self.wandb, tensorboard)
 
     def emit(self, step: int, split: str, values: dict[str, float]) -> None:
         if self.writer is None:
             return
         self.writer.write(step, split, values)
         self.logger.log(values if split == "telemetry" else flatten(split, values), step)
+
+    def histograms(self, step: int, model: nn.Module) -> None:
+        if self.histogram_layers:
+            self.logger.histograms(weight_histograms(model, self.histogram_layers, step), step)
 
     def finish(self, status: str) -> None:
         if self.writer is not None:

@@ -31,9 +31,11 @@ class Matmul(nn.Module):
 
 
 class Quantized:
-    """Mixin state of a quantized layer: its casts, the shared caster, its qualified name."""
+    """Mixin state of a quantized layer: its casts, the shared caster, its qualified name,
+    and (layers with a ``weight``) the axis its weights cast blocks along."""
 
     numerics: LayerNumerics
+    weight_axis: int | None = None
     caster: Caster
     qualified_name: str
 
@@ -54,6 +56,8 @@ class Quantized:
 
 
 class QLinear(Quantized, nn.Linear):
+    weight_axis = -1  # the axis the weights cast blocks along (in_features)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.numerics.is_identity:
             return super().forward(x)
@@ -64,6 +68,7 @@ class QLinear(Quantized, nn.Linear):
 
 class _QConvMixin(Quantized):
     dims: int
+    weight_axis = 1  # input channels
 
     def _qconv(self, x: torch.Tensor) -> torch.Tensor:
         conv: Any = self
@@ -108,10 +113,13 @@ class _QEmbeddingMixin(Quantized):
     """Embeddings: the table cast to the weights format (rows are the blocks: axis -1), the
     output's gradient to the errors format, the table's gradient to the grads format."""
 
+    weight_axis = -1
+
     def _table(self) -> torch.Tensor:
         n, name, c = self.numerics, self.qualified_name, self.caster
         weight: torch.Tensor = self.weight  # type: ignore[attr-defined]
-        return CastFn.apply(weight, (n.weights, "weights"), (n.grads, "grads"), -1, c, name)
+        ax = self.weight_axis
+        return CastFn.apply(weight, (n.weights, "weights"), (n.grads, "grads"), ax, c, name)
 
     def _errors(self, out: torch.Tensor) -> torch.Tensor:
         n = self.numerics

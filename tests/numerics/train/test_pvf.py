@@ -13,8 +13,9 @@ from torch import Tensor, nn
 
 from numerics.cli import main
 from numerics.errors import MissingInputError, UserError
+from numerics.nn.modules import quantize_model
 from numerics.train import recipe as recipes
-from numerics.train.pvf import components, pvf, pvf_table, wilson
+from numerics.train.pvf import components, pvf, pvf_table, stored_parameters, wilson
 from numerics.train.trainer import train
 from tests.numerics.train.test_trainer import make
 
@@ -78,8 +79,44 @@ def test_same_seed_same_faults_and_components_are_named() -> None:
     assert components(m, ["head=2.*"]) == {"head": ["2.weight", "2.bias"]}
     with pytest.raises(UserError, match=r"--component: 'nope\*' matches no parameter"):
         components(m, ["nope*"])
-    with pytest.raises(UserError, match=r"--bit: bit 32 is outside float32"):
+    with pytest.raises(UserError, match=r"stores no element with a bit 32.*element: 32 bits"):
         pvf_table(m, lambda mm: mm(x).argmax(-1), groups, faults=1, bits=[32])
+    with pytest.raises(UserError, match=r"--field/--bit: component '0' stores no scale"):
+        pvf_table(m, lambda mm: mm(x).argmax(-1), groups, faults=1, fields=["scale"])
+
+
+def test_a_flip_in_an_mx_scale_byte_changes_what_the_spec_says() -> None:
+    # logits (w0 . x, w1 . x), w0 all 1 and w1 all 2, one MXFP4 block of 32 each: w0 is
+    # stored as elements 4.0 (E2M1's top binade) with scale code 125 (2**-2), w1 as 4.0 with
+    # 126. Flipping bit 1 of a scale byte multiplies its row by 4 (125 -> 127) or by 1/4
+    # (126 -> 124): the rows trade places, every decision with a nonzero input changes.
+    # Bit 0 multiplies by 1/2 (w0 -> 0.5) or 2 (w1 -> 4): the order, and every decision, stays.
+    lin = nn.Linear(32, 2, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.stack([torch.ones(32), torch.full((32,), 2.0)]))
+    m = quantize_model(nn.Sequential(lin), {"format": "fp32", "weights": "mxfp4_e2m1"})
+    xs = X[:, None] * torch.ones(32) / 32  # sums 1, 2, -1, 3, 0, -4
+
+    def decide_q(mm: nn.Module) -> Tensor:
+        return mm(xs).argmax(-1)
+
+    clean = decide_q(m)
+    stored = stored_parameters(m)
+    assert torch.equal(decide_q(m), clean)  # storing the codes changes no output
+    st = stored["0.weight"]
+    assert st.encoded is not None and st.encoded.scales.tolist() == [125, 126]  # type: ignore[union-attr]
+    assert {f: (st.fields[f].width, st.fields[f].units) for f in st.fields} == {
+        "element": (4, 64), "scale": (8, 2)}  # fmt: skip
+    groups = {"w": ["0.weight"]}
+    one, zero = pvf_table(m, decide_q, groups, faults=9, bits=[1, 0], fields=["scale"],
+                          stored=stored)  # fmt: skip
+    assert (one.field, one.bit, one.trials, one.changed) == ("scale", 1, 54, 45)
+    assert (zero.bit, zero.changed) == (0, 0)
+    assert torch.equal(decide_q(m), clean)  # every fault was undone
+    # the element's sign bit (bit 3) negates one of 32 terms: w0 . x loses 2/32 of its sum
+    # and w1 . x 4/32 of its, never enough to reorder 1 against 2
+    (sign,) = pvf_table(m, decide_q, groups, faults=9, bits=[3], stored=stored)
+    assert sign.changed == 0
 
 
 @pytest.fixture(scope="module")
@@ -107,11 +144,31 @@ def test_a_trained_run_end_to_end(trained: Path, tmp_path: Path) -> None:
 def test_bad_input(trained: Path, tmp_path: Path) -> None:
     with pytest.raises(MissingInputError, match="not a run directory with a checkpoint"):
         pvf(tmp_path / "nowhere", tmp_path / "p")
-    bf16 = tmp_path / "bf16"
-    train(make({"numerics": {"format": "bf16"}}, steps=2), bf16)
-    with pytest.raises(UserError, match="pvf takes fp32 runs"):
-        pvf(bf16, tmp_path / "p")
+    sr = tmp_path / "sr"
+    train(make({"numerics": {"format": "bf16", "rounding": "stochastic"}}, steps=2), sr)
+    with pytest.raises(UserError, match=r"stochastic rounding.*no one stored encoding"):
+        pvf(sr, tmp_path / "p")
+    with pytest.raises(UserError, match="--set"):
+        pvf(trained, tmp_path / "p", overrides=["train.lr=1"])
     assert main(["pvf", str(tmp_path / "nowhere")]) == 2
+
+
+def test_a_run_in_a_format_flips_its_codes(trained: Path, tmp_path: Path) -> None:
+    # the fp32 run evaluated with MXINT8 weights: linear weights are stored as 8-bit codes
+    # and E8M0 scales, biases as float32; the scale's top bit multiplies a block by 2**128
+    # or 2**-128, which changes decisions far more often than the code's lowest bit
+    s = pvf(trained, tmp_path / "m", overrides=["numerics.weights=mxint8"], fields=["scale"],
+            bits=[7, 0], faults=30, examples=64, seed=2)  # fmt: skip
+    doc = json.loads((tmp_path / "m" / "pvf.json").read_text())
+    assert doc["stored"]["1.weight"] == {"element": 8, "scale": 8}
+    assert doc["stored"]["1.bias"] == {"element": 32}
+    assert s.metrics["pvf/1/scale/bit7"] > s.metrics["pvf/1/scale/bit0"]
+    for plot in ("pvf_bits_scale.png", "pvf_components.png"):  # heat map, bar chart
+        assert (tmp_path / "m" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the main command line prints the table
+    assert main(["pvf", str(trained), "--set", "numerics.weights=mxint8", "--field", "element",
+                 "--bit", "7", "--faults", "3", "--examples", "8",
+                 "--out", str(tmp_path / "c")]) == 0  # fmt: skip
 
 
 def test_the_gpts_natural_groups_cover_every_parameter_once() -> None:
@@ -126,3 +183,33 @@ def test_the_gpts_natural_groups_cover_every_parameter_once() -> None:
     assert groups["embeddings"] == ["wte.weight", "wpe.weight"]
     assert all(".attn." in n for n in groups["attention"])
     assert all(".mlp." in n for n in groups["mlp"])
+
+
+class ConvEmb(nn.Module):
+    """A convolution, an embedding bag and a linear layer: each casts its weights along its
+    own axis (input channels; the row; in_features)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(32, 4, 3)
+        self.emb = nn.EmbeddingBag(10, 32, mode="sum")
+        self.fc = nn.Linear(4 * 4 * 4 + 32, 3)
+
+    def forward(self, x: Tensor, ids: Tensor) -> Tensor:
+        return self.fc(torch.cat([self.conv(x).flatten(1), self.emb(ids)], dim=1))
+
+
+@pytest.mark.parametrize("fmt", ["mx6", "mxfp4_e2m1", "int4_rowwise", "int8_pc"])
+def test_storing_the_codes_changes_no_output(fmt: str) -> None:
+    # the stored encoding is taken along each layer's own cast axis: along any other axis a
+    # block or row format gives other values, and the outputs would differ
+    torch.manual_seed(0)
+    m = quantize_model(ConvEmb(), {"format": "fp32", "weights": fmt})
+    x, ids = torch.randn(5, 32, 6, 6), torch.randint(10, (5, 3))
+    with torch.no_grad():
+        before = m(x, ids)
+        stored = stored_parameters(m)
+        after = m(x, ids)
+    assert torch.equal(before, after)
+    assert stored["conv.weight"].encoded is not None and stored["conv.bias"].encoded is None
+    assert stored["conv.weight"].encoded.axis == 1 and stored["emb.weight"].encoded.axis == 1

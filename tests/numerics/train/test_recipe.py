@@ -22,6 +22,7 @@ from numerics.nn.largebatch import Decay, ScalingRule
 from numerics.nn.policy import Policy
 from numerics.rounding import Rounding
 from numerics.train.recipe import (
+    OUTPUT_ONLY_LOGGING,
     LargeBatchConfig,
     LargeBatchRule,
     LoggingConfig,
@@ -169,7 +170,8 @@ LARGE_BATCH_KEYS = [
     "dense_rule",
     "trust_coefficient",
 ]
-LOGGING_KEYS = ["every", "telemetry_every", "progress", "wandb", "project"]
+LOGGING_KEYS = ["every", "telemetry_every", "progress", "wandb", "project", "tensorboard",
+                "histogram_every", "histogram_layers"]  # fmt: skip
 
 
 # --- defaults and the spec's example ----------------------------------------------------------
@@ -202,6 +204,7 @@ def test_minimal_recipe_gets_the_spec_defaults() -> None:
     lg = r.logging
     assert (lg.every, lg.telemetry_every, lg.progress, lg.project) == (10, 0, True, "numerics")
     assert lg.wandb is Wandb.OFF
+    assert (lg.tensorboard, lg.histogram_every, lg.histogram_layers) == (False, 0, 3)
     assert r.numerics == Policy()  # no numerics section: plain fp32
     # constructor defaults are filled in from fake_resnet's signature
     assert r.model == {"name": "_test_resnet", "depth": 20, "width": 16, "shortcut": "a"}
@@ -403,6 +406,14 @@ ERRORS = [
     ("large_batch.r", 0, "large_batch.r: must be a number > 0, got 0", []),
     ("logging.wandb", "cloud", "logging.wandb: must be one of off, offline, online", []),
     ("logging.progress", "yes please", "logging.progress: must be true or false", []),
+    ("logging.tensorboard", "on", "logging.tensorboard: must be true or false", []),
+    ("logging.histogram_every", -1, "logging.histogram_every: must be an integer >= 0", []),
+    (
+        "logging.histogram_layers",
+        0,
+        "logging.histogram_layers: must be a positive integer, got 0",
+        [],
+    ),
     ("numerics.format", "bf17", "numerics.format: unknown format 'bf17'", ["bf16"]),
     ("numerics.wieghts", "bf16", "numerics.wieghts: unknown key; allowed:", ["weights"]),
     (
@@ -735,7 +746,7 @@ def test_to_dict_round_trip(tmp_path: Path, numerics: Any) -> None:
         "logging",
     ]
     assert list(out["train"]) == TRAIN_KEYS and list(out["large_batch"]) == LARGE_BATCH_KEYS
-    assert list(out["logging"]) == LOGGING_KEYS
+    assert list(out["logging"]) == [k for k in LOGGING_KEYS if k not in OUTPUT_ONLY_LOGGING]
     assert out["train"]["decay"] == "step" and out["train"]["milestones"] == [100, 200]
     assert out["train"]["base_batch_size"] == 128 and out["logging"]["wandb"] == "offline"
     text = yaml.safe_dump(out)  # plain data only: safe_dump refuses enums and tuples
@@ -892,3 +903,17 @@ def test_errors_carry_file_key_value_and_allowed(tmp_path: Path) -> None:
         "one of sgd, adam, adamw",
     )
     assert "(did you mean adam?)" in str(e) and "\n" not in str(e)
+
+
+def test_tensorboard_keys_are_written_only_when_set() -> None:
+    """The keys that only add output files stay out of to_dict at their defaults, so configs
+    (and run ids) from before they existed are unchanged; set, they are written and read back."""
+    assert set(OUTPUT_ONLY_LOGGING) == {"tensorboard", "histogram_every", "histogram_layers"}
+    assert not set(OUTPUT_ONLY_LOGGING) & set(from_dict(minimal()).to_dict()["logging"])
+    d = minimal()
+    d["logging"] = {"tensorboard": True, "histogram_every": 25}
+    r = from_dict(d)
+    out = r.to_dict()["logging"]
+    assert out["tensorboard"] is True and out["histogram_every"] == 25
+    assert "histogram_layers" not in out  # still its default
+    assert from_dict(yaml.safe_load(yaml.safe_dump(r.to_dict()))) == r
