@@ -5,7 +5,7 @@ numerics quantize --format F [...] VALUES    what given numbers become
 numerics bench [...]                         quantizer throughput beside a tensor copy
 numerics train RECIPE [--set K=V ...] [--out DIR] [--resume] [--nproc N]
                                              train a recipe into a run directory
-numerics evaluate RUN [--set numerics.format=F ...] [--out DIR]
+numerics evaluate RUN [--set numerics.format=F ...] [--calibrate N] [--out DIR]
                                              a trained run in another format (direct cast)
 numerics pvf RUN [--set numerics.K=V] [--component NAME=GLOB] [--field F] [--bit B] [--faults N]
                                              bit-flip fault injection: PVF per component
@@ -177,9 +177,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if len(args.runs) > 1 or len(args.format or []) > 1:
             raise UserError("names one evaluation; use --results for several", key="--out")
         sets = [*sets, *(f"numerics.format={f}" for f in args.format or [])]
-        done = [evaluate(args.runs[0], sets, args.out, args.device)]
+        done = [evaluate(args.runs[0], sets, args.out, args.device, args.calibrate)]
     else:
-        done = evaluate_many(args.runs, args.format or [], sets, args.results, args.device)
+        done = evaluate_many(
+            args.runs, args.format or [], sets, args.results, args.device, args.calibrate
+        )
     for s in done:
         metrics = ", ".join(f"{k} {_fmt_num(v)}" for k, v in s.metrics.items())
         print(f"{s.format}: {metrics} (trained in {s.extra['trained_format']}) "
@@ -254,6 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
         "already there are kept (default results/evals)",
     )
     p.add_argument("--out", help="the folder of a single evaluation (one run, one policy)")
+    p.add_argument(
+        "--calibrate", type=int, default=0, metavar="N",
+        help="fix the scales of per-tensor integer activation casts (int8, int4) from the run's "
+        "first N training batches, in fp32 (static quantization; default 0: dynamic)",
+    )  # fmt: skip
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cpu")
     p.set_defaults(func=cmd_evaluate)
 

@@ -20,7 +20,9 @@ from numerics.sweeps.wandb_export import export_wandb
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Add ``numerics sweep`` to an argparse subparsers object."""
     p: argparse.ArgumentParser = sub.add_parser(
-        "sweep", help="run every point of a sweep file (grid or random) as a recipe run"
+        "sweep",
+        help="run every point of a sweep file (grid or random) as a recipe run, or every "
+        "trained run it names under a grid of inference policies (evaluate:)",
     )
     p.add_argument("sweep", help="sweep file (YAML), e.g. sweeps/formats.yaml")
     p.add_argument("--jobs", type=int, help="parallel runs (default: the file's, else CPU cores)")
@@ -51,8 +53,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             return 0
         if args.dry_run:
             ex = expand(sweep, args.results)
-            merged = f" ({len(ex.duplicates)} identical configs merged)" if ex.duplicates else ""
-            print(f"sweep {sweep.name}: {len(ex.runs)} runs{merged} -> {folder}")
+            notes = [f"{len(ex.duplicates)} identical configs merged"] if ex.duplicates else []
+            notes += ex.notes
+            extra = f" ({'; '.join(notes)})" if notes else ""
+            print(f"sweep {sweep.name}: {len(ex.runs)} runs{extra} -> {folder}")
             for spec in ex.runs[:5]:
                 print(_describe(spec))
             if len(ex.runs) > 5:

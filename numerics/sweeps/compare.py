@@ -5,6 +5,10 @@ writes ``results/<sweep>/<run-id>/``); a folder with ``config.yaml`` or ``summar
 Each run falls in one cell of the table:
 
 - the row is its recipe, ``task/model/data`` (``image/resnet20/digits``), from config.yaml;
+  an evaluation (``numerics evaluate``, an evaluation sweep: its summary names the
+  ``trained_format`` of its source run) is in the row of its source runs' training,
+  ``image/resnet20/digits (trained fp32)``, so its cells pool the training seeds of one
+  training configuration and its columns are the inference formats;
 - the column is its format label (summary.json's ``format``: ``bf16``, ``mxfp8_e4m3``,
   ``bf16-nomaster-sr``), or with ``--by KEY`` the value of a dotted recipe key
   (``train.batch_size``, ``large_batch.rule``, ``numerics.update_method``); ``--by K1,K2``
@@ -149,9 +153,17 @@ class Run:
         return str(self.get("task", "?"))
 
     @property
+    def trained_format(self) -> str | None:
+        """An evaluation's source run's training format label (None: a training run)."""
+        v = self._summary.get("trained_format") if self._summary is not None else None
+        return None if v is None else str(v)
+
+    @property
     def recipe(self) -> str:
-        """The row label: ``task/model/data``."""
-        return f"{self.task}/{self._name('model')}/{self._name('data')}"
+        """The row label: ``task/model/data``, and ``(trained F)`` for an evaluation."""
+        row = f"{self.task}/{self._name('model')}/{self._name('data')}"
+        trained = self.trained_format
+        return row if trained is None else f"{row} (trained {trained})"
 
     @property
     def format(self) -> str:

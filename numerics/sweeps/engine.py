@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +32,26 @@ class ResultsExistError(UserError):
 
 
 def index(sweep: Sweep, expansion: Expansion) -> dict[str, Any]:
-    """What ``sweep.yaml`` in the results folder holds."""
+    """What ``sweep.yaml`` in the results folder holds (an evaluation's ``source_run`` too)."""
     return {
         "name": sweep.name,
         "sweep_file": sweep.path,
         "sweep": sweep.raw,
         "swept": expansion.swept,
         "runs": [
-            {"run_id": s.run_id, "recipe": s.source, "params": s.params} for s in expansion.runs
+            {"run_id": s.run_id, "recipe": s.source, "params": s.params} | _evaluates(s)
+            for s in expansion.runs
         ],
         "duplicates": expansion.duplicates,
     }
+
+
+def _evaluates(spec: RunSpec) -> dict[str, Any]:
+    """An evaluation job's source run (and calibration batches) for the index."""
+    ev = spec.evaluates
+    if ev is None:
+        return {}
+    return {"source_run": ev.run} | ({"calibrate": ev.calibrate} if ev.calibrate else {})
 
 
 def write_index(sweep: Sweep, expansion: Expansion, folder: str | Path) -> Path:
@@ -104,7 +113,8 @@ def make_executor(kind: str, jobs: int | None, options: Mapping[str, Any]) -> Ex
 @dataclass
 class Tally:
     """How the sweep's runs ended; ``skipped`` counts runs already finished before (resume),
-    ``merged`` the points that resolved to the config of another run."""
+    ``merged`` the points that resolved to the config of another run; ``notes`` are the
+    expansion's (an evaluation sweep's source runs left out)."""
 
     total: int
     completed: int = 0
@@ -112,6 +122,7 @@ class Tally:
     failed: int = 0
     skipped: int = 0
     merged: int = 0
+    notes: list[str] = field(default_factory=list)
 
     def add(self, status: Any) -> None:
         if status in ("completed", "diverged"):
@@ -126,6 +137,7 @@ class Tally:
     def line(self) -> str:
         notes = [f"{self.skipped} already done"] if self.skipped else []
         notes += [f"{self.merged} identical configs merged"] if self.merged else []
+        notes += self.notes
         return (
             f"{self.done}/{self.total} runs: {self.completed} completed, {self.diverged} "
             f"diverged, {self.failed} failed" + (f" ({'; '.join(notes)})" if notes else "")
@@ -167,7 +179,7 @@ def run_sweep(
             "another --results folder; nothing was touched",
             file=str(folder),
         )
-    tally = Tally(len(expansion.runs), merged=len(expansion.duplicates))
+    tally = Tally(len(expansion.runs), merged=len(expansion.duplicates), notes=expansion.notes)
     todo: list[RunSpec] = []
     for spec in expansion.runs:
         rd = RunDir(spec.out)

@@ -28,6 +28,9 @@ the same file (or an edited one that still contains the run) finds the same fold
 what makes ``--resume`` and re-running a sweep cheap, and two points that resolve to the same
 config (a constant spelled twice, a random draw repeated) collapse into one run.
 
+An ``evaluate`` section in place of ``recipe`` makes an evaluation sweep: trained runs
+evaluated at every point of a grid of inference policies (``numerics.sweeps.evalsweep``).
+
 Running a sweep is ``numerics.sweeps.engine``; its command line ``numerics.sweeps.cli``.
 """
 
@@ -53,13 +56,17 @@ from numerics import validate as val
 from numerics.errors import ConfigError, MissingInputError, UserError
 from numerics.files import jsonable
 from numerics.nn.periodic import PeriodicSpec
+from numerics.sweeps import evalsweep
 from numerics.sweeps.executors.base import RunSpec
 from numerics.train import recipe as recipes
 from numerics.train.rundir import RunDir
 
 METHODS = ("grid", "random")
 EXECUTORS = ("local", "ray", "slurm")
-TOP_KEYS = ("name", "description", "recipe", "method", "count", "seed", "parameters", "executor")
+TOP_KEYS = (
+    "name", "description", "recipe", "evaluate", "method", "count", "seed", "parameters",
+    "executor",
+)  # fmt: skip
 # distribution -> (required keys, optional keys with wandb's defaults)
 DISTRIBUTIONS: dict[str, tuple[tuple[str, ...], dict[str, float]]] = {
     "constant": (("value",), {}),
@@ -116,7 +123,8 @@ class Parameter:
 
 @dataclass(frozen=True)
 class Sweep:
-    """A validated sweep file. ``recipes`` are resolved paths; ``raw`` is the file's data."""
+    """A validated sweep file. ``recipes`` are resolved paths (none in an evaluation sweep,
+    which has ``evaluate``); ``raw`` is the file's data."""
 
     path: str
     name: str
@@ -127,6 +135,7 @@ class Sweep:
     seed: int = 0
     executor: dict[str, Any] = field(default_factory=lambda: {"kind": "local"})
     raw: dict[str, Any] = field(default_factory=dict)
+    evaluate: evalsweep.Evaluate | None = None
 
 
 def _allowed(items: Sequence[str]) -> str:
@@ -239,12 +248,24 @@ def from_dict(d: Any, path: str = "<sweep>") -> Sweep:
             f"{name!r} is not a folder name; allowed: letters, digits, . _ + -",
             value=name,
         )
-    if d.get("recipe") is None:
-        raise ctx.err(("recipe",), "required (a recipe path or a list of them)")
-    raw_recipes = d["recipe"] if isinstance(d["recipe"], list) else [d["recipe"]]
-    if not raw_recipes:
-        raise ctx.err(("recipe",), "the list is empty")
-    paths = tuple(_resolve_recipe(r, ctx) for r in raw_recipes)
+    evaluate: evalsweep.Evaluate | None = None
+    paths: tuple[str, ...] = ()
+    if "evaluate" in d:
+        if "recipe" in d:
+            raise ctx.err(
+                ("evaluate",),
+                "a sweep trains recipes (recipe) or evaluates trained runs (evaluate), not both",
+            )
+        evaluate = evalsweep.parse(d["evaluate"], ctx)
+    elif d.get("recipe") is None:
+        raise ctx.err(
+            ("recipe",), "required (a recipe path or a list of them; or evaluate: trained runs)"
+        )
+    else:
+        raw_recipes = d["recipe"] if isinstance(d["recipe"], list) else [d["recipe"]]
+        if not raw_recipes:
+            raise ctx.err(("recipe",), "the list is empty")
+        paths = tuple(_resolve_recipe(r, ctx) for r in raw_recipes)
     method = d.get("method", "grid")
     if method not in METHODS:
         raise ctx.err(
@@ -252,6 +273,10 @@ def from_dict(d: Any, path: str = "<sweep>") -> Sweep:
             f"unknown method {method!r}; allowed: {_allowed(METHODS)}",
             value=method,
             allowed=_allowed(METHODS),
+        )
+    if evaluate is not None and method != "grid":
+        raise ctx.err(
+            ("method",), "an evaluation sweep takes method grid", value=method, allowed="grid"
         )
     count = d.get("count")
     if method == "random":
@@ -265,6 +290,9 @@ def from_dict(d: Any, path: str = "<sweep>") -> Sweep:
     if not isinstance(raw_params, Mapping):
         raise ctx.err(("parameters",), "must be a mapping of recipe key -> spec", value=raw_params)
     params = tuple(_parameter(k, v, ctx) for k, v in raw_params.items())
+    if evaluate is not None:
+        for p in params:
+            evalsweep.check_parameter(p.key, ctx)
     if method == "grid":
         for p in params:
             if p.distribution not in ("constant", "categorical"):
@@ -285,7 +313,7 @@ def from_dict(d: Any, path: str = "<sweep>") -> Sweep:
             allowed=_allowed(EXECUTORS),
         )
     ctx.convert(ex.get("jobs"), _JOBS, ("executor", "jobs"))
-    return Sweep(path, name, paths, method, params, count, seed, ex, dict(d))
+    return Sweep(path, name, paths, method, params, count, seed, ex, dict(d), evaluate)
 
 
 def load_sweep(path: str | Path) -> Sweep:
@@ -309,18 +337,17 @@ Point = tuple[str, dict[str, Any]]  # (recipe path, {recipe key: value})
 
 
 def points(sweep: Sweep) -> list[Point]:
-    """Every run of the sweep in order, before validation and de-duplication."""
+    """Every run of the sweep in order, before validation and de-duplication (an evaluation
+    sweep's grid points, once each, with no recipe)."""
     if sweep.method == "grid":
         axes = [
             [p.spec["value"]] if p.distribution == "constant" else p.spec["values"]
             for p in sweep.parameters
         ]
         keys = [p.key for p in sweep.parameters]
-        return [
-            (r, dict(zip(keys, combo, strict=True)))
-            for r in sweep.recipes
-            for combo in itertools.product(*axes)
-        ]
+        combos = list(itertools.product(*axes))
+        heads = ("",) if sweep.evaluate is not None else sweep.recipes
+        return [(r, dict(zip(keys, combo, strict=True))) for r in heads for combo in combos]
     rng = np.random.default_rng(sweep.seed)
     out: list[Point] = []
     for _ in range(sweep.count or 0):
@@ -388,15 +415,17 @@ def run_id(recipe: recipes.Recipe) -> str:
 
 @dataclass(frozen=True)
 class Expansion:
-    """The runs to do, the points that collapsed into an earlier identical run, and the keys
-    that vary across runs (``recipe`` included when there are several recipes)."""
+    """The runs to do, the points that collapsed into an earlier identical run, the keys
+    that vary across runs (``recipe`` included when there are several recipes), and notes
+    for the person running it (an evaluation sweep's skipped source runs)."""
 
     runs: list[RunSpec]
     duplicates: list[dict[str, Any]]
     swept: list[str]
+    notes: list[str] = field(default_factory=list)
 
 
-def _recipe_error(sweep: Sweep, i: int, point: Point, exc: UserError) -> SweepError:
+def recipe_error(sweep: Sweep, i: int, point: Point, exc: UserError) -> SweepError:
     """A run's recipe error, reported against the parameter that set the key if one did."""
     key = getattr(exc, "set_by", None)
     if key in point[1]:
@@ -408,6 +437,8 @@ def _recipe_error(sweep: Sweep, i: int, point: Point, exc: UserError) -> SweepEr
 
 def expand(sweep: Sweep, results: str | Path = "results") -> Expansion:
     """Build and validate every run; run directories are ``<results>/<name>/<run id>``."""
+    if sweep.evaluate is not None:
+        return evalsweep.expand(sweep, results)
     folder = Path(results).resolve() / sweep.name
     runs: dict[str, RunSpec] = {}
     duplicates: list[dict[str, Any]] = []
@@ -415,7 +446,7 @@ def expand(sweep: Sweep, results: str | Path = "results") -> Expansion:
         try:
             rec = recipes.load(path, list(params.items()))
         except UserError as exc:
-            raise _recipe_error(sweep, i, (path, params), exc) from None
+            raise recipe_error(sweep, i, (path, params), exc) from None
         rid, config = run_id(rec), rec.to_dict()
         if rid in runs:
             if runs[rid].config != config:  # 32 bits of sha256 collided: a bug to report

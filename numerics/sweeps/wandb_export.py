@@ -34,6 +34,12 @@ def wandb_config(sweep: Sweep) -> dict[str, Any]:
     """The equivalent wandb sweep configuration (one recipe per wandb sweep)."""
     from numerics.train import tasks
 
+    if sweep.evaluate is not None:
+        raise SweepError(
+            "--export-wandb exports a training sweep; run an evaluation sweep with numerics sweep",
+            file=sweep.path,
+            key="evaluate",
+        )
     if len(sweep.recipes) != 1:
         raise SweepError(
             "a wandb sweep runs one command, so --export-wandb needs a single recipe, got "

@@ -1,5 +1,6 @@
 """Every shipped sweep (sweeps/**/*.yaml) expands into valid runs, and the demo sweep runs end to
-end at a reduced size (two steps per run, one seed) through the sweep engine and compare."""
+end at a reduced size (two steps per run, one seed) through the sweep engine and compare. The
+evaluation sweeps expand over the demo sweep's runs, planted (config, checkpoint, summary)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ import pytest
 
 from numerics.sweeps import engine, spec
 from numerics.sweeps.compare import aggregate, load_runs
+from numerics.sweeps.executors.base import RunSpec, run_one
+from numerics.train import recipe as recipes
+from numerics.train.rundir import RunDir
+from numerics.train.summary import RunSummary
+from numerics.train.trainer import header
 from tests.smallrun import small_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,6 +44,9 @@ EXPECTED = {
     "findings/fp16_loss_scaling_micikevicius_recsys": 5 * 3,
     "findings/linear_scaling_goyal": 11 * 3,
     "findings/cowclip_zheng": 3 * 3 * 3,
+    # evaluation sweeps: the demo's fp32-trained runs (3 recipes x 3 seeds) x formats
+    "direct_cast_demo": 3 * 3 * 4,
+    "findings/direct_cast_rouhani": 3 * 3 * 16,
 }
 
 
@@ -49,12 +58,54 @@ def test_every_shipped_sweep_is_listed() -> None:
     assert {_key(p) for p in SWEEPS} == set(EXPECTED)
 
 
+def plant_demo(results: Path, small: bool = False) -> list[RunSpec]:
+    """The demo sweep's runs under ``results/demo``: each a config, a checkpoint and a completed
+    summary, as evaluation sweeps find them; ``small``: only the first and the last fp32 run,
+    really trained at a reduced size."""
+    runs = spec.expand(spec.load_sweep(ROOT / "sweeps" / "demo.yaml"), results).runs
+    if small:
+        fp32 = [r for r in runs if r.params["numerics.format"] == "fp32"]
+        picked = []
+        for run in (fp32[0], fp32[-1]):
+            sets = small_overrides(run.config["data"]["name"], results)
+            config = recipes.from_dict(recipes.apply_overrides(run.config, sets)).to_dict()
+            picked.append(RunSpec(run.run_id, run.out, config, run.source))
+            assert run_one(picked[-1], threads=1).status == "completed"
+        return picked
+    for run in runs:
+        rd = RunDir(run.out)
+        rd.write_config(run.config)
+        rd.checkpoint.write_bytes(b"")
+        what = header(recipes.from_dict(run.config))
+        rd.write_summary(RunSummary(status="completed", **what))
+    return runs
+
+
 @pytest.mark.parametrize("path", SWEEPS, ids=_key)
 def test_shipped_sweep_expands(path: Path, tmp_path: Path) -> None:
     sw = spec.load_sweep(path)
+    if sw.evaluate is not None:
+        plant_demo(tmp_path)
     ex = spec.expand(sw, tmp_path)
     assert len(ex.runs) == EXPECTED[_key(path)]
     assert len({r.run_id for r in ex.runs}) == len(ex.runs)
+
+
+def test_direct_cast_findings_keep_the_folders_the_docs_read(tmp_path: Path) -> None:
+    """The findings' evaluation sweep names its jobs as ``numerics evaluate --results`` named
+    the folders that docs/findings.md's tables read (results/findings_direct_cast)."""
+    plant_demo(tmp_path)
+    sw = spec.load_sweep(ROOT / "sweeps" / "findings" / "direct_cast_rouhani.yaml")
+    ex = spec.expand(sw, tmp_path)
+    assert sw.name == "findings_direct_cast"
+    ids = {r.run_id for r in ex.runs}
+    assert "image-resnet20-digits-fp32-s0-f43f8216--mxint8" in ids
+    assert "recsys-dlrm-synthetic_criteo-fp32-s0-30bc517e--mxfp4_e2m1" in ids
+    assert {r.evaluates.run.rsplit("-", 1)[0] for r in ex.runs if r.evaluates} == {
+        str(tmp_path / "demo" / f"{t}-fp32-s{s}")
+        for t in ("image-resnet20-digits", "language-gpt-stdlib", "recsys-dlrm-synthetic_criteo")
+        for s in range(3)
+    }
 
 
 # run ids of shipped sweeps as they were before the periodic regularizer moved from a format
@@ -99,18 +150,21 @@ def test_demo_sweep_runs_reduced_and_compares(tmp_path: Path) -> None:
 @pytest.mark.parametrize("path", SWEEPS, ids=_key)
 def test_shipped_sweep_runs_reduced_and_compares(path: Path, tmp_path: Path) -> None:
     """The first and the last run of every shipped sweep, shrunk to two steps on small data,
-    run through the executor's run function and come out in the comparison."""
-    from numerics.sweeps.executors.base import RunSpec, run_one
-    from numerics.train import recipe as recipes
-
-    ex = spec.expand(spec.load_sweep(path), tmp_path / "results")
+    run through the executor's run function and come out in the comparison (an evaluation
+    sweep: the first and last job over two demo runs trained at that size)."""
+    sw = spec.load_sweep(path)
+    results = tmp_path / "results"
+    if sw.evaluate is not None:
+        plant_demo(results, small=True)
+    ex = spec.expand(sw, results)
     picked = [ex.runs[0], ex.runs[-1]]
     for run in picked:
-        config = recipes.apply_overrides(
-            run.config, small_overrides(run.config["data"]["name"], tmp_path)
-        )
-        small = RunSpec(run.run_id, run.out, recipes.from_dict(config).to_dict(), run.source)
+        config = run.config
+        if run.evaluates is None:  # an evaluation keeps its small source's sizes
+            sets = small_overrides(run.config["data"]["name"], tmp_path)
+            config = recipes.from_dict(recipes.apply_overrides(config, sets)).to_dict()
+        small = RunSpec(run.run_id, run.out, config, run.source, evaluates=run.evaluates)
         summary = run_one(small, threads=1)
         assert summary.status in ("completed", "diverged"), summary.error
-    table = aggregate(load_runs(tmp_path / "results"))
+    table = aggregate(load_runs(results / sw.name))
     assert table.rows and sum(len(c.runs) for c in table.cells.values()) == 2

@@ -1,6 +1,7 @@
 """What every sweep executor runs: one ``RunSpec`` at a time through ``run_one``.
 
-A sweep expands into ``RunSpec``s (a run id, its run directory and its fully resolved recipe).
+A sweep expands into ``RunSpec``s (a run id, its run directory and its fully resolved recipe;
+for an evaluation sweep also the trained run it evaluates).
 An executor (local processes, Ray, Slurm via submitit) only decides *where* ``run_one`` runs;
 ``run_one`` never raises: a run that fails (exception, divergence, out of memory) is recorded
 in its own ``summary.json`` with its traceback and reported back as a summary, so one bad run
@@ -22,8 +23,18 @@ Summary = RunSummary
 
 
 @dataclass(frozen=True)
+class Evaluation:
+    """What an evaluation job evaluates: the trained run directory, and how many of its
+    training batches calibrate the activation scales (0: none; ``numerics.nn.calibration``)."""
+
+    run: str
+    calibrate: int = 0
+
+
+@dataclass(frozen=True)
 class RunSpec:
-    """One run of a sweep. ``config`` is ``Recipe.to_dict()``; ``params`` the swept values."""
+    """One run of a sweep. ``config`` is ``Recipe.to_dict()``; ``params`` the swept values;
+    ``evaluates`` what an evaluation job evaluates under ``config`` (None: a training run)."""
 
     run_id: str
     out: str
@@ -31,11 +42,13 @@ class RunSpec:
     source: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     sweep: str | None = None
+    evaluates: Evaluation | None = None
 
 
 def run_one(spec: RunSpec, threads: int | None = None) -> Summary:
-    """Train ``spec`` (resuming whatever its folder holds); never raises for the run's own
-    failures: returns the summary, ``status: failed`` with the traceback if it crashed."""
+    """Train ``spec`` (resuming whatever its folder holds), or evaluate the trained run it
+    names; never raises for the run's own failures: returns the summary, ``status: failed``
+    with the traceback if it crashed."""
     if threads:
         import torch
 
@@ -45,6 +58,11 @@ def run_one(spec: RunSpec, threads: int | None = None) -> Summary:
     from numerics.train.trainer import train
 
     try:
+        if spec.evaluates is not None:
+            from numerics.train.evaluate import run_evaluation
+
+            ev = spec.evaluates
+            return run_evaluation(ev.run, spec.config, spec.out, calibrate=ev.calibrate)
         rec = recipes.from_dict(spec.config, source=spec.source)
         return train(rec, spec.out, resume=True, progress=False)
     except KeyboardInterrupt:

@@ -266,6 +266,58 @@ def test_deltas_are_welch_when_the_seeds_differ(tmp_path: Path) -> None:
     assert cell.text.endswith("(Welch)")
 
 
+def plant_evaluations(root: Path) -> Path:
+    """Evaluation folders as ``numerics evaluate`` and evaluation sweeps write them: the
+    inference format in ``format``, the source run's training format in ``trained_format``."""
+    planted = {  # (trained, seed) -> {inference format: accuracy}; None: the evaluation failed
+        ("fp32", 0): {"fp32": 0.90, "mxfp4": 0.80},
+        ("fp32", 1): {"fp32": 0.92, "mxfp4": 0.83},
+        ("fp32", 2): {"fp32": 0.94, "mxfp4": 0.83},
+        ("bf16", 0): {"fp32": 0.91, "mxfp4": 0.70},
+        ("bf16", 1): {"fp32": 0.93, "mxfp4": None},
+    }
+    for (trained, seed), accs in planted.items():
+        for fmt, acc in accs.items():
+            source = f"src/{trained}-s{seed}"
+            status = "completed" if acc is not None else "failed"
+            write_run(root, f"{trained}-s{seed}--{fmt}", fmt=fmt, seed=seed, status=status,
+                      metrics=img(acc or 0.0), trained_format=trained,
+                      source_run=source)  # fmt: skip
+    write_run(root, "a-training-run", fmt="fp32", metrics=img(0.5))  # not an evaluation
+    return root
+
+
+def test_evaluations_rows_are_the_source_training_and_columns_the_inference_format(
+    tmp_path: Path,
+) -> None:
+    t = aggregate(load_runs(plant_evaluations(tmp_path)))
+    fp32_row, bf16_row = f"{IMG} (trained fp32)", f"{IMG} (trained bf16)"
+    assert t.rows == [IMG, bf16_row, fp32_row]  # the two trainings are never pooled
+    assert t.columns == ["fp32", "mxfp4"]
+    # by hand: trained fp32 in fp32: 0.90, 0.92, 0.94 -> 0.92 ± t(2) * 0.02 / sqrt(3)
+    c = t.cells[(fp32_row, "fp32")]
+    assert (c.mean, c.n) == (pytest.approx(0.92), 3)
+    assert c.half == pytest.approx(T2 * 0.02 / math.sqrt(3), rel=1e-6)
+    # in mxfp4: 0.80, 0.83, 0.83 -> 0.82; paired by training seed: -0.10, -0.09, -0.11
+    c = t.cells[(fp32_row, "mxfp4")]
+    assert (c.mean, c.n) == (pytest.approx(0.82), 3)
+    assert c.delta == pytest.approx(-0.10)
+    assert c.diff is not None and c.diff.pairing.value == "paired"
+    assert c.diff.half == pytest.approx(T2 * 0.01 / math.sqrt(3), rel=1e-5)
+    # trained bf16: 0.91, 0.93 in fp32; 0.70 and a failed evaluation in mxfp4
+    c = t.cells[(bf16_row, "fp32")]
+    assert (c.mean, c.n) == (pytest.approx(0.92), 2)
+    assert c.half == pytest.approx(T1 * SD2 / math.sqrt(2), rel=1e-6)
+    c = t.cells[(bf16_row, "mxfp4")]
+    assert (c.mean, c.n, c.counts) == (pytest.approx(0.70), 1, {"failed": 1})
+    assert c.text == "0.7000 (n=1, 1 failed) Δ-0.2200 (untested)"  # 0.70 - mean(0.91, 0.93)
+    assert t.cells[(IMG, "fp32")].mean == pytest.approx(0.5)  # the training run, on its own
+    # the training format is a key to filter or split by
+    only = aggregate(where(load_runs(tmp_path), ["trained_format=bf16"]))
+    assert only.rows == [bf16_row]
+    assert not t.pooled
+
+
 def test_metric_override_and_rows_lacking_it(tmp_path: Path) -> None:
     runs = load_runs(build_results(tmp_path))
     t = aggregate(runs, metric="loss")  # image planted losses; language has no "loss"

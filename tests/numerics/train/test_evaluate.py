@@ -19,7 +19,7 @@ from numerics.nn.policy import from_dict as policy_from_dict
 from numerics.sweeps.compare import aggregate, load_runs
 from numerics.train import tasks
 from numerics.train.evaluate import evaluate, evaluate_many
-from numerics.train.trainer import data_and_model, train
+from numerics.train.trainer import BatchSampler, data_and_model, train
 from tests.numerics.train.test_trainer import make, weights
 
 
@@ -121,3 +121,59 @@ def test_rowwise_weights_equal_torchs_fbgemm_rows(trained: Path, tmp_path: Path)
     assert s.metrics == by_hand(trained, fbgemm_rows, after_load=True)
     fp32 = json.loads((trained / "summary.json").read_text())["metrics"]
     assert s.metrics["loss"] != fp32["loss"]  # the weights did change
+
+
+def test_calibrated_int8_equals_torch_fake_quant_at_scales_found_by_hand(
+    trained: Path, tmp_path: Path
+) -> None:
+    """The oracle: the fp32 model, each Linear's input amax recorded by hooks over the run's
+    first two training batches, then torch's per-tensor fake quantization of every input at
+    amax / 127 and of every weight at its own amax / 127."""
+    s = evaluate(trained, ["numerics.format=int8"], tmp_path / "e", calibrate=2)
+    assert s.format == "int8-cal2" and s.extra["calibration_batches"] == 2
+    assert s.extra["calibrated_casts"] == 2  # the MLP's two Linear layers
+
+    recipe = make()
+    data, model = data_and_model(recipe)
+    model.load_state_dict(weights(trained))
+    model.eval()
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    amax = dict.fromkeys(linears, 0.0)
+
+    def record(m: nn.Module, args: tuple[torch.Tensor]) -> None:
+        amax[m] = max(amax[m], float(args[0].abs().max()))
+
+    hooks = [m.register_forward_pre_hook(record) for m in linears]
+    t = recipe.train
+    sampler = BatchSampler(len(data.train), t.batch_size, t.seed, data.sampling)
+    with torch.no_grad():
+        for step in range(2):
+            model(data.train.batch(sampler.indices(step))["x"])
+    for h in hooks:
+        h.remove()
+
+    def fq(x: torch.Tensor, a: float) -> torch.Tensor:
+        return torch.fake_quantize_per_tensor_affine(x, a / 127, 0, -127, 127)
+
+    with torch.no_grad():
+        for m in linears:
+            m.weight.copy_(fq(m.weight, float(m.weight.abs().max())))
+            m.register_forward_pre_hook(lambda m, args: (fq(args[0], amax[m]),))
+    oracle = tasks.get("image").evaluate(
+        model, data.test, t.eval_batch_size, None, torch.device("cpu")
+    )
+    assert s.metrics == oracle
+    dynamic = evaluate(trained, ["numerics.format=int8"], tmp_path / "d")
+    assert dynamic.format == "int8" and dynamic.extra["calibration_batches"] == 0
+    assert s.metrics["loss"] != dynamic.metrics["loss"]  # static scales change the outputs
+
+
+def test_calibration_leaves_a_policy_without_tensor_scales_as_it_is(
+    trained: Path, tmp_path: Path
+) -> None:
+    s = evaluate(trained, ["numerics.format=mxint8"], tmp_path / "e", calibrate=3)
+    assert s.format == "mxint8" and s.extra["calibration_batches"] == 0
+    plain = evaluate(trained, ["numerics.format=mxint8"], tmp_path / "p")
+    assert s.metrics == plain.metrics
+    with pytest.raises(UserError, match=r"--calibrate: must be the number of training batches"):
+        evaluate(trained, [], tmp_path / "x", calibrate=-1)
