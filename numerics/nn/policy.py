@@ -30,6 +30,19 @@ and the weights rounded to it at the end. A policy is inert data, built from a d
 recipe's ``numerics`` section) or a named preset, and validated on construction with
 ``numerics.validate``: an unknown key, format or rounding raises ``PolicyError`` (or the
 caller's error class, e.g. ``RecipeError``) naming the key and what is allowed.
+
+``Policy.label()`` names a policy in run folders and tables: the format (with its rounding
+unless nearest-even, and the periodic regularizer's tag), then each role whose cast differs
+from it (``w``, ``a``, ``e``, ``g``, ``opt``, ``comm``: ``bf16-opt:fp32``), the update rule
+without master weights (``nomaster``, ``nomaster-sr``, ``nomaster-kahan``), loss scaling
+(``ls-dynamic``) and overrides (``2ovr.<digest of what they assign>``), so two policies that
+differ in a role, a rounding or the update rule never share a label (loss-scale factors and
+the regularizer's schedule are left out: ``numerics compare`` tells such runs apart by their
+configs). A preset's name labels that preset only (``bf16``: fp32 optimizer state and
+all-reduce), so the plain format of the same name adds what sets it apart
+(``bf16-opt:bf16-comm:bf16``). A hand-written ``name`` is the label as written, except the
+name of a preset or a format that the policy is not, which is ignored; giving different
+policies different names is then the writer's job.
 """
 
 from __future__ import annotations
@@ -37,6 +50,8 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import functools
+import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -95,14 +110,15 @@ class Cast:
         return True
 
     def label(self) -> str:
-        tag = self.format
-        if self.rounding is Rounding.STOCHASTIC:
-            tag += "-sr"
-        elif self.rounding is not Rounding.NEAREST_EVEN:
-            tag += f"-{self.rounding.value}"
-        if self.saturate:
-            tag += "-sat"
-        return tag
+        """``fp8_e5m2-sr-sat``: the format, the rounding unless nearest-even, ``sat`` for
+        saturate=True (False is accepted only where it is the format's own rule: no tag)."""
+        return self.format + _rounding_tag(self.rounding) + ("-sat" if self.saturate else "")
+
+
+def _rounding_tag(rounding: Rounding) -> str:
+    if rounding is Rounding.NEAREST_EVEN:
+        return ""
+    return "-sr" if rounding is Rounding.STOCHASTIC else f"-{rounding.value}"
 
 
 @dataclass(frozen=True)
@@ -166,7 +182,7 @@ class Policy:
     loss_scale: LossScale = field(default_factory=LossScale)
     overrides: tuple[Override, ...] = ()
     seed: int = 0
-    name: str | None = None
+    name: str | None = None  # the label, when written by hand or set by a preset (``label``)
     periodic: PeriodicSpec | None = None  # the periodic regularizer (1811.09862), if any
 
     @property
@@ -192,41 +208,21 @@ class Policy:
         )
 
     def label(self) -> str:
-        """A short tag for run names and tables, e.g. ``mxfp8_e4m3``, ``bf16-nomaster-sr``."""
-        if self.name:
+        """A short tag for run names and tables, unique to the policy: ``mxfp8_e4m3``,
+        ``bf16-opt:fp32``, ``bf16-nomaster-sr`` (how it is built: the module docstring)."""
+        if self.name is not None and _fits(self.name, self):
             return self.name
         base = self.format
         if self.periodic is not None:  # fp32 training + regularizer: the regularizer's tag
             base = self.periodic.name if base == "fp32" else f"{base}-{self.periodic.name}"
-        if self.rounding is not Rounding.NEAREST_EVEN:
-            base += "-sr" if self.rounding is Rounding.STOCHASTIC else f"-{self.rounding.value}"
-        default = Cast(self.format, self.rounding)
-        parts = [base]
-        short = {
-            "weights": "w",
-            "activations": "a",
-            "errors": "e",
-            "grads": "g",
-            "optimizer_state": "opt",
-            "communication": "comm",
-        }
-        for role in ROLES:
-            cast = getattr(self, role)
-            if cast != default:
-                parts.append(f"{short[role]}:{cast.label()}")
-        if not self.master_weights:
-            parts.append("nomaster")
-            if self.update_method == "kahan":
-                parts.append("kahan")
-            elif self.update_rounding is Rounding.STOCHASTIC:
-                parts.append("sr")
-            elif self.update_rounding is not Rounding.NEAREST_EVEN:
-                parts.append(self.update_rounding.value)
-        if self.loss_scale.kind != "none":
-            parts.append(f"ls-{self.loss_scale.kind}")
-        if self.overrides:
-            parts.append(f"{len(self.overrides)}ovr")
-        return "-".join(parts)
+        base += _rounding_tag(self.rounding)
+        c = Cast(self.format, self.rounding)  # every role in the format: nothing to list
+        uniform = Policy(self.format, self.rounding, c, c, c, c, c, c, periodic=self.periodic)
+        label = "-".join([base, *_differences(self, uniform)])
+        named = _stands_for(label) if label in PRESETS else None
+        if named is not None:  # a plain format named like a preset (bf16): what differs
+            return "-".join([label, *_differences(self, named)])
+        return label
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict that ``from_dict`` turns back into this policy (for config.yaml)."""
@@ -254,6 +250,77 @@ class Policy:
             }
             d["periodic"]["kind"] = self.periodic.kind.value
         return d
+
+
+# ---------------------------------------------------------------------------------------------
+# Labels
+
+_SHORT = {
+    "weights": "w",
+    "activations": "a",
+    "errors": "e",
+    "grads": "g",
+    "optimizer_state": "opt",
+    "communication": "comm",
+}
+
+
+def _update_tag(p: Policy) -> str:
+    """The update rule in effect: none with master weights (fp32 updates), else how the
+    weights are rounded (Kahan summation ignores update_rounding)."""
+    if p.master_weights:
+        return ""
+    return "nomaster" + (
+        "-kahan" if p.update_method == "kahan" else _rounding_tag(p.update_rounding)
+    )
+
+
+def _overrides_tag(p: Policy) -> str:
+    """``2ovr.<8 hex>``: how many overrides, and a digest of what they assign (two different
+    sets of overrides never share a tag)."""
+    if not p.overrides:
+        return ""
+    blob = json.dumps(p.to_dict()["overrides"], sort_keys=True)
+    return f"{len(p.overrides)}ovr.{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
+
+
+def _differences(p: Policy, ref: Policy) -> list[str]:
+    """The label parts where ``p`` differs from ``ref`` (their formats, roundings and periodic
+    regularizers aside): each role's cast, the update rule, loss scaling, overrides."""
+    parts = [
+        f"{_SHORT[r]}:{getattr(p, r).label()}"
+        for r in ROLES
+        if getattr(p, r).label() != getattr(ref, r).label()
+    ]
+    for tag, unset in (
+        (_update_tag, "master"),
+        (lambda q: f"ls-{q.loss_scale.kind}" if q.loss_scale.kind != "none" else "", "ls-none"),
+        (_overrides_tag, "0ovr"),
+    ):
+        if tag(p) != tag(ref):
+            parts.append(tag(p) or unset)
+    return parts
+
+
+@functools.cache
+def _stands_for(word: str) -> Policy | None:
+    """The policy a preset's name (first) or a format's name stands for as a label."""
+    if word in PRESETS:
+        return preset(word)
+    try:
+        return from_dict({"format": word})
+    except (ConfigError, ValueError):
+        return None
+
+
+def _fits(name: str, p: Policy) -> bool:
+    """Whether a hand-written ``name`` may label ``p``: any name but that of a preset or a
+    format, which labels only the policy it stands for."""
+    ref = _stands_for(name)
+    return ref is None or (
+        (p.format, p.rounding, p.periodic) == (ref.format, ref.rounding, ref.periodic)
+        and not _differences(p, ref)
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """The numerics policy: validation messages, defaults, overrides, labels, presets."""
 
+import dataclasses
+
 import pytest
 
 from numerics.nn import policy as P
@@ -10,7 +12,9 @@ def test_format_is_the_default_for_every_role():
     pol = P.from_dict({"format": "bf16"})
     for role in P.ROLES:
         assert getattr(pol, role) == P.Cast("bf16", Rounding.NEAREST_EVEN)
-    assert pol.label() == "bf16"
+    assert P.from_dict({"format": "fp8_e4m3"}).label() == "fp8_e4m3"
+    # "bf16" is the preset's label (fp32 optimizer state and all-reduce): this one says so
+    assert pol.label() == "bf16-opt:bf16-comm:bf16"
 
 
 def test_role_keys_override_the_default_with_a_name_or_a_mapping():
@@ -32,6 +36,64 @@ def test_label_names_master_weights_and_update_rounding():
     assert pol.label() == "bf16-nomaster-sr"
     assert P.preset("bf16_nomaster_sr").label() == "bf16_nomaster_sr"
     assert P.from_dict({"preset": "bf16_nomaster_sr", "seed": 3}).label() == "bf16-nomaster-sr"
+
+
+def test_a_preset_name_labels_that_preset_only():
+    """The bf16 preset keeps fp32 Adam state; numerics.format=bf16 keeps it in bf16: two
+    labels. A hand-written name that is a preset's or a format's is ignored where the
+    policy is not that one; any other name is the label as written."""
+    preset, plain = P.preset("bf16"), P.from_dict({"format": "bf16"})
+    assert (preset.optimizer_state.format, plain.optimizer_state.format) == ("fp32", "bf16")
+    assert (preset.label(), plain.label()) == ("bf16", "bf16-opt:bf16-comm:bf16")
+    assert P.from_dict({"preset": "bf16", "name": "bf16"}).label() == "bf16"
+    assert P.from_dict({"preset": "bf16", "seed": 7}).label() == "bf16-opt:fp32-comm:fp32"
+    # spelled out, the preset is the preset
+    spelled = {"format": "bf16", "optimizer_state": "fp32", "communication": "fp32"}
+    assert P.from_dict({**spelled, "name": "bf16"}).label() == "bf16"
+    assert P.from_dict({"format": "bf16", "name": "bf16"}).label() == plain.label()
+    assert P.from_dict({"format": "fp32", "name": "fp32"}).label() == "fp32"
+    assert P.from_dict({"format": "fp16", "name": "bf16_nomaster_sr"}).label() == "fp16"
+    mx = {"format": "mxint8", "optimizer_state": "fp32"}
+    assert P.from_dict({**mx, "name": "mxint8"}).label() == "mxint8-opt:fp32"
+    assert P.from_dict({**mx, "name": "my-mx"}).label() == "my-mx"
+    # the update rule in effect: with master weights the update is fp32 whatever it says
+    fp32_sr = P.from_dict({"format": "fp32", "update_rounding": "stochastic"})
+    assert fp32_sr.label() == "fp32"
+
+
+def test_labels_tell_apart_policies_that_differ_in_a_role_rounding_or_update_rule():
+    """Every pair of distinct policies in a grid of roles, roundings, update rules, loss
+    scaling, overrides and presets has distinct labels (saturate=False, accepted only where it
+    is the format's own rule, and the update fields that master weights ignore aside)."""
+    grid: list[dict[str, object]] = [{"preset": name} for name in P.PRESETS]
+    for fmt in ("fp32", "bf16", "fp8_e4m3", "mxfp8_e4m3"):
+        for rounding in ("nearest_even", "stochastic", "toward_zero"):
+            base = {"format": fmt, "rounding": rounding}
+            grid += [base, {**base, "seed": 5}]
+            grid += [{**base, role: "bf16"} for role in P.ROLES]
+            grid += [{**base, role: "fp32"} for role in P.ROLES]
+            grid += [{**base, "errors": {"format": "fp8_e5m2", "saturate": True}}]
+            grid += [{**base, "optimizer_state": {"format": fp, "rounding": "stochastic"}}
+                     for fp in ("bf16", "fp32")]  # fmt: skip
+            for update in ("nearest_even", "stochastic", "toward_zero"):
+                grid.append({**base, "master_weights": False, "update_rounding": update})
+            grid.append({**base, "master_weights": False, "update_method": "kahan"})
+            grid += [{**base, "loss_scale": ls} for ls in ("dynamic", 1024.0)]
+            grid += [
+                {**base, "overrides": [{"match": "fc", "format": f}]} for f in ("bf16", "fp16")
+            ]
+            grid.append({**base, "overrides": [{"match": "head", "format": "bf16"}]})
+    seen: dict[str, P.Policy] = {}
+    for section in grid:
+        pol = P.from_dict(section)
+        same = dataclasses.replace(pol, name=None, seed=0)
+        if pol.master_weights:  # ignored by the optimizer: not part of the policy in effect
+            same = dataclasses.replace(same, update_rounding=Rounding.NEAREST_EVEN)
+        if pol.loss_scale.kind == "static":  # the factor is not in the label (one per grid)
+            same = dataclasses.replace(same, loss_scale=P.LossScale("static"))
+        other = seen.setdefault(pol.label(), same)
+        assert other == same or other.to_dict() == same.to_dict(), (pol.label(), section)
+    assert len(seen) > 250  # the grid holds that many distinct policies
 
 
 def test_overrides_match_layer_names_first_match_wins():

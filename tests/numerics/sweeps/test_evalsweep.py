@@ -24,6 +24,7 @@ from tests.numerics.sweeps.test_engine import counting
 from tests.numerics.sweeps.test_spec import TINY, run_cli, write
 
 FP32_RUNS = ("a-fp32-s0", "a-fp32-s1")  # source folders, as a training sweep names them
+BF16 = "bf16-opt:bf16-comm:bf16"  # numerics.format=bf16's label ("bf16" is the preset's)
 
 
 @pytest.fixture(scope="module")
@@ -63,11 +64,12 @@ def eval_sweep(folder: Path, **keys: Any) -> Path:
 # --- expansion --------------------------------------------------------------------------------
 def test_sources_times_grid_sources_outermost(tiny: Path) -> None:
     ex = spec.expand(spec.load_sweep(eval_sweep(tiny)), tiny / "results")
-    expected = [f"{s}--{f}" for s in FP32_RUNS for f in ("fp32", "bf16")]  # by hand
+    expected = [f"{s}--{f}" for s in FP32_RUNS for f in ("fp32", BF16)]  # by hand
     assert [r.run_id for r in ex.runs] == expected
     src = tiny / "results" / "src"
     for r in ex.runs:
-        source, fmt = r.run_id.split("--")
+        source, label = r.run_id.split("--")
+        fmt = "bf16" if label == BF16 else label
         assert r.evaluates == Evaluation(str(src / source)) and r.params == {"numerics.format": fmt}
         assert r.out == str((tiny / "results" / "evals" / r.run_id).resolve())
         assert r.config["numerics"]["format"] == fmt and r.config["train"]["steps"] == 3
@@ -82,7 +84,7 @@ def test_runs_may_be_globs_lists_of_where_values_and_paths_from_the_working_dir(
     monkeypatch.chdir(tiny)  # "results/src/..." is found in the working directory
     path = eval_sweep(
         tiny,
-        evaluate={"runs": ["results/src/a-*-s0"], "where": {"format": ["fp32", "bf16"]}},
+        evaluate={"runs": ["results/src/a-*-s0"], "where": {"format": ["fp32", BF16]}},
         parameters={"numerics.format": {"value": "mxint8"}},
     )
     ex = spec.expand(spec.load_sweep(path), tiny / "elsewhere")
@@ -204,12 +206,12 @@ def test_a_failed_evaluation_is_isolated_and_counted_in_its_row(tiny: Path) -> N
     tally = engine.run_sweep(s, tiny / "results", LocalExecutor(jobs=1), progress=False)
     assert (tally.completed, tally.failed) == (2, 2)
     done = summaries(tiny / "results" / "evals")
-    bad = done[f"{FP32_RUNS[1]}--bf16"]
+    bad = done[f"{FP32_RUNS[1]}--{BF16}"]
     assert bad["status"] == "failed" and "Traceback" in bad["traceback"]
-    assert bad["trained_format"] == "fp32" and bad["format"] == "bf16"  # still placed
+    assert bad["trained_format"] == "fp32" and bad["format"] == BF16  # still placed
     table = aggregate(load_runs(tiny / "results" / "evals"))
     assert table.rows == ["image/mlp/digits (trained fp32)"]
-    cell = table.cells[("image/mlp/digits (trained fp32)", "bf16")]
+    cell = table.cells[("image/mlp/digits (trained fp32)", BF16)]
     assert (cell.n, cell.counts) == (1, {"failed": 1})
 
 

@@ -66,7 +66,7 @@ def test_run_directory_contract(tmp_path: Path) -> None:
     for key in ("status", "task", "recipe", "format", "numerics", "seed", "metrics", "steps",
                 "wall_s", "peak_memory_mb"):  # fmt: skip
         assert key in on_disk, key
-    assert on_disk["status"] == "completed" and on_disk["format"] == "bf16"
+    assert on_disk["status"] == "completed" and on_disk["format"] == "bf16-opt:bf16-comm:bf16"
     assert on_disk["steps"] == 12 and 0 <= on_disk["metrics"]["accuracy"] <= 1
     # config.yaml is the resolved recipe, and re-runnable as one
     assert recipes.load(rd.config) == r
