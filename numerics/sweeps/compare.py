@@ -12,28 +12,34 @@ Each run falls in one cell of the table:
 - the column is its format label (summary.json's ``format``: ``bf16``, ``mxfp8_e4m3``,
   ``bf16-nomaster-sr``), or with ``--by KEY`` the value of a dotted recipe key
   (``train.batch_size``, ``large_batch.rule``, ``numerics.update_method``); ``--by K1,K2``
-  joins several keys' values (``int8 · 0.05``).
+  joins several keys' values (``int8 · 0.05``);
+- a cell pools seeds only. Where the runs of a would-be cell differ in any other key of their
+  config.yaml (or of the results folder's sweep.yaml ``swept`` list), that key joins the
+  column's values for the whole row, the format label first if policies differ, then
+  sweep.yaml's keys in its order, then the rest: the shipped embedding_cache sweep compares
+  into ``fp32 · none · 0.01``, ``fp32 · int8 · 0.01``, ... Seed keys (``train.seed``,
+  ``numerics.seed``) and logging keys (which record, not compute) never split a column;
+  ``--pool KEY`` pools a key on purpose (``--pool format`` pools policies), which the legend
+  then says.
 
 A cell shows the metric's mean over the cell's runs (its seeds) with the half-width of its
 confidence interval (Student t, ``--ci``, default 95%; none for one run: ``numerics.sweeps.stats``),
 ``n`` the runs averaged, and the difference to the baseline column of the same row (``Δ``;
-``--baseline``, default ``fp32``) with the half-width of its interval: paired by seed where both
-cells ran the same seeds, Welch's unequal-variance interval otherwise (marked ``(Welch)``). A
-``Δ`` whose interval contains 0 is marked ``≈`` (not significant at that level); one with a
-single run on either side is ``(untested)``. The metric is the row's ``primary_metric``
-(accuracy for image, bits_per_byte for language, auc for recsys) unless ``--metric`` names
-another, which is looked up in the summary's ``metrics`` and then among its top-level numbers
-(``wall_s``, ``peak_memory_mb``). Only completed runs with a finite value enter the mean;
-every other run is counted in its cell, never dropped: ``diverged``, ``failed``,
-``unfinished`` (no summary.json yet: running, or killed), ``non-finite`` (completed with a NaN
-metric). A cell is marked best (``*``) only when it is significantly better (higher for
-accuracy/auc, lower for the losses) than every other cell of its row that has a mean, each
-pair compared as the deltas are; a row whose leader is within noise of another cell has no
-mark. The intervals are per comparison, not corrected for the number of cells in a row.
-
-Cells pool runs that share the column value; if those runs differ in some other recipe key
-(``model.width``, ``train.lr``; seeds aside) the table says so, since their mean then mixes two
-experiments (``--by`` that key splits them).
+``--baseline``, default ``fp32``: a column's label or its ``--by`` values; of several split
+columns, the one that shares the column's other values) with the half-width of its interval:
+paired by seed where both cells ran the same seeds, Welch's unequal-variance interval otherwise
+(marked ``(Welch)``). A ``Δ`` whose interval contains 0 is marked ``≈`` (not significant at
+that level); one with a single run on either side is ``(untested)``. The metric is the row's
+``primary_metric`` (accuracy for image, bits_per_byte for language, auc for recsys) unless
+``--metric`` names another, which is looked up in the summary's ``metrics`` and then among its
+top-level numbers (``wall_s``, ``peak_memory_mb``). Only completed runs with a finite value
+enter the mean; every other run is counted in its cell, never dropped: ``diverged``,
+``failed``, ``unfinished`` (no summary.json yet: running, or killed), ``non-finite``
+(completed with a NaN metric). A cell is marked best (``*``) only when it is significantly
+better (higher for accuracy/auc, lower for the losses) than every other cell of its row that
+has a mean, each pair compared as the deltas are; a row whose leader is within noise of
+another cell has no mark. The intervals are per comparison, not corrected for the number of
+cells in a row.
 
 A malformed config.yaml or summary.json is skipped with a ``RunWarning`` naming the file (a
 run whose summary cannot be read is skipped whole: its status is unknown).
@@ -147,6 +153,11 @@ class Run:
         if v is _MISSING and self._summary is not None:
             v = self._summary.get(section, _MISSING)
         return "?" if v is _MISSING else str(v)
+
+    @functools.cached_property
+    def flat(self) -> dict[str, str]:
+        """config.yaml as dotted key -> the value's repr, for telling configurations apart."""
+        return _flat(self.config)
 
     @property
     def task(self) -> str:
@@ -422,8 +433,9 @@ def make_cell(runs: list[Run], metric: str | None, level: float = DEFAULT_LEVEL)
 
 @dataclass
 class Table:
-    """Rows (recipes) by columns (values of ``by``); ``cells[(row, column)]``; each row's
-    metric and direction; ``baseline`` is None when no column has that value."""
+    """Rows (recipes) by columns (values of ``by``, then of the row's ``split`` keys);
+    ``cells[(row, column)]``; each row's metric and direction; ``baseline`` is None when no
+    column has that value (as its label or as its ``by`` values)."""
 
     rows: list[str]
     columns: list[str]
@@ -434,8 +446,11 @@ class Table:
     baseline: str | None = None
     requested_baseline: str | None = None
     level: float = DEFAULT_LEVEL  # of every confidence interval in the table
-    pooled: list[str] = field(default_factory=list)  # keys that differ inside a cell
+    pooled: list[str] = field(default_factory=list)  # --pool keys that differ inside a cell
     swept: list[str] = field(default_factory=list)  # keys sweep.yaml files say were swept
+    split: dict[str, list[str]] = field(default_factory=dict)  # row -> keys added to ``by``
+    heads: dict[str, str] = field(default_factory=dict)  # column -> its ``by`` values
+    tails: dict[str, str] = field(default_factory=dict)  # column -> its split keys' values
 
     def cell(self, row: str, column: str) -> Cell | None:
         return self.cells.get((row, column))
@@ -450,18 +465,67 @@ def _flat(d: Any, prefix: str = "") -> dict[str, str]:
     return {prefix.rstrip("."): repr(d)}
 
 
-def pooled_keys(runs: list[Run], by: str) -> list[str]:
-    """Recipe keys (seeds and logging aside) whose values differ among ``runs``; the numerics
-    policy counts as the one key ``format`` (its label)."""
-    flats = [_flat(r.config) for r in runs if r.config]
-    keys: set[str] = set()
-    for k in set().union(*flats) if flats else set():
-        if k.endswith("seed") or k.startswith("logging.") or k in by.split(","):
-            continue
-        if len({f.get(k) for f in flats}) > 1:
-            keys.add("format" if k.startswith("numerics.") else k)
-    keys.difference_update(by.split(","))
-    return sorted(keys)
+def _under(key: str, keys: list[str]) -> bool:
+    """Whether ``key`` is one of ``keys`` or inside one (``numerics.weights.format`` is inside
+    ``numerics``); ``format``, the policy's label, and ``numerics`` stand for each other."""
+    if "format" in keys or "numerics" in keys:
+        keys = [*keys, "format", "numerics"]
+    return any(key == k or key.startswith(k + ".") for k in keys)
+
+
+def is_seed(key: str) -> bool:
+    """Seed keys (``train.seed``, ``numerics.seed``): a cell pools its runs over them."""
+    return key.rsplit(".", 1)[-1].endswith("seed")
+
+
+def _differing(cells: list[list[Run]], swept: list[str], pool: list[str]) -> set[str]:
+    """The recipe keys whose values differ among the runs of one of ``cells``: dotted keys of
+    config.yaml, and ``swept`` keys (read with ``Run.get``, so a run whose config is unreadable
+    counts by its summary); seeds, logging (which records, not computes) and ``pool`` aside."""
+    out: set[str] = set()
+    for runs in cells:
+        flats = [r.flat for r in runs if r.config]
+        for k in set().union(*flats) if flats else ():
+            if len({f.get(k) for f in flats}) > 1:
+                out.add(k)
+        for k in swept:  # a section (a dict) is left to its own keys
+            values = [r.get(k, _MISSING) for r in runs]
+            if not any(isinstance(v, dict) for v in values) and len(set(map(_text, values))) > 1:
+                out.add(k)
+    return {
+        k for k in out
+        if not (is_seed(k) or k.startswith("logging.") or k == "recipe" or _under(k, pool))
+    }  # fmt: skip
+
+
+def _text(v: Any) -> str:
+    return "(unset)" if v is _MISSING else value_label(v)
+
+
+def _label(run: Run, keys: list[str]) -> str:
+    """The run's values of ``keys`` as a column label (``int8 · 0.05``)."""
+    return " · ".join(_text(run.get(k, _MISSING)) for k in keys)
+
+
+def _cells(runs: list[Run], keys: list[str]) -> list[list[Run]]:
+    groups: dict[str, list[Run]] = {}
+    for r in runs:
+        groups.setdefault(_label(r, keys), []).append(r)
+    return list(groups.values())
+
+
+def split_keys(runs: list[Run], by: list[str], pool: list[str], swept: list[str]) -> list[str]:
+    """The keys besides ``by`` that the columns of one row (``runs``) need so that no cell
+    pools two configurations: ``format`` first when policies differ inside a cell (and
+    ``format`` is not pooled), then each key that still differs inside one (``swept`` keys in
+    their order, then the rest sorted). Seeds, logging and ``pool`` keys are never added."""
+    keys = list(by)
+    diff = _differing(_cells(runs, keys), swept, pool)
+    if "format" not in keys and any(_under(k, ["numerics"]) for k in diff):
+        keys.append("format")  # the policy's label, rather than its keys one by one
+        diff = _differing(_cells(runs, keys), swept, pool)
+    rest = [k for k in swept if k in diff] + sorted(diff.difference(swept))
+    return keys[len(by) :] + rest
 
 
 def _natural(label: str) -> tuple[tuple[int, float, str], ...]:
@@ -476,12 +540,15 @@ def _natural(label: str) -> tuple[tuple[int, float, str], ...]:
     return tuple(key)
 
 
-def _column_order(labels: dict[str, Any], baseline: str | None) -> list[str]:
+def _column_order(labels: dict[str, Any], heads: dict[str, str], baseline: str | None) -> list[str]:
+    """Numbers by value (one ``by`` key, nothing split); else the baseline's columns first, then
+    the rest, each part of a label compared as a number where it reads as one."""
     raw = list(labels.values())
     if raw and all(isinstance(v, int | float) and not isinstance(v, bool) for v in raw):
         return sorted(labels, key=lambda k: float(labels[k]))
-    rest = sorted((k for k in labels if k != baseline), key=_natural)
-    return ([baseline] if baseline in labels else []) + rest
+    first = [k for k in labels if baseline is not None and baseline in (k, heads[k])]
+    rest = [k for k in labels if k not in first]
+    return sorted(first, key=_natural) + sorted(rest, key=_natural)
 
 
 def where(runs: list[Run], conditions: list[str]) -> list[Run]:
@@ -504,39 +571,79 @@ def aggregate(
     by: str | None = None,
     baseline: str | None = "fp32",
     level: float = DEFAULT_LEVEL,
+    pool: list[str] | None = None,
+    swept: list[str] | None = None,
 ) -> Table:
-    """The comparison table of ``runs``: rows by recipe, columns by the value of ``by`` (a
-    dotted recipe key; default the format label), cells over seeds with intervals at
-    ``level``; see the module docstring."""
+    """The comparison table of ``runs``: rows by recipe, columns by the value of ``by`` (dotted
+    recipe keys joined by commas; default the format label) and of every other key that
+    differs among a cell's runs (``split_keys``; ``swept``: sweep.yaml's keys, which come
+    first), cells over seeds (and the ``pool`` keys) with intervals at ``level``; see the
+    module docstring."""
     level = check_level(level)
     key = by or "format"
+    keys, swept = key.split(","), list(swept or [])
+    pool = [k.strip() for p in pool or [] for k in p.split(",") if k.strip()]
+    clash = [k for k in keys if _under(k, pool)]
+    if clash:
+        raise UserError(
+            f"{', '.join(clash)} is both a column key (--by, default format) and pooled; to pool "
+            "it, give the columns another --by",
+            key="--pool",
+            value=",".join(pool),
+        )
+    by_recipe: dict[str, list[Run]] = {}
+    for r in runs:
+        by_recipe.setdefault(r.recipe, []).append(r)
     groups: dict[tuple[str, str], list[Run]] = {}
     labels: dict[str, Any] = {}
-    keys = key.split(",")
-    for r in runs:
-        vs = [r.get(k, _MISSING) for k in keys]
-        label = " · ".join("(unset)" if v is _MISSING else value_label(v) for v in vs)
-        labels.setdefault(label, vs[0] if len(vs) == 1 else label)
-        groups.setdefault((r.recipe, label), []).append(r)
-    rows = sorted({row for row, _ in groups})
-    base = baseline if baseline is not None and baseline in labels else None
-    table = Table(rows, _column_order(labels, base), {}, {}, {}, key, base, baseline, level)
+    heads: dict[str, str] = {}  # column -> its ``by`` part (the rest tells split columns apart)
+    tails: dict[str, str] = {}
+    split: dict[str, list[str]] = {}
     pooled: set[str] = set()
+    for row, in_row in sorted(by_recipe.items()):
+        extra = split_keys(in_row, keys, pool, swept)
+        if extra:
+            split[row] = extra
+        for r in in_row:
+            head, tail = _label(r, keys), _label(r, extra) if extra else ""
+            label = f"{head} · {tail}" if tail else head
+            value = r.get(keys[0], _MISSING)
+            labels.setdefault(label, value if len(keys) == 1 and not tail else label)
+            heads[label], tails[label] = head, tail
+            groups.setdefault((row, label), []).append(r)
+        inside = _differing(_cells(in_row, keys + extra), swept, [])
+        pooled.update(p for p in pool if any(_under(k, [p]) for k in inside))
+    rows = sorted(by_recipe)
+    base = baseline if baseline is not None and baseline in {*labels, *heads.values()} else None
+    table = Table(rows, _column_order(labels, heads, base), {}, {}, {}, key, base, baseline,
+                  level, sorted(pooled), [], split, heads, tails)  # fmt: skip
     for row in rows:
-        in_row = [r for (rw, _), rs in groups.items() if rw == row for r in rs]
         m = metric
         if m is None:  # the primary metric most of the row's runs name
-            names = Counter(p for r in in_row if (p := r.primary_metric))
+            names = Counter(p for r in by_recipe[row] if (p := r.primary_metric))
             m = names.most_common(1)[0][0] if names else None
         table.metrics[row] = m
         table.higher_is_better[row] = DIRECTION.get(m.rsplit(".", 1)[-1]) if m else None
         for col in table.columns:
             if (row, col) in groups:
                 table.cells[(row, col)] = make_cell(groups[(row, col)], m, level)
-                pooled.update(pooled_keys(groups[(row, col)], key))
         _mark(table, row)
-    table.pooled = sorted(pooled)
     return table
+
+
+def reference(table: Table, row: str, column: str) -> str | None:
+    """The column of ``row`` that ``column``'s delta is taken to: the baseline column; where
+    split columns give several with the baseline's ``by`` value, the one that shares
+    ``column``'s split values (none if the row has no such column)."""
+    if table.baseline is None:
+        return None
+    here = [c for c in table.columns if (row, c) in table.cells]
+    if table.baseline in here:
+        return table.baseline
+    named = [c for c in here if table.heads.get(c) == table.baseline]
+    if len(named) == 1:
+        return named[0]
+    return next((c for c in named if table.tails.get(c) == table.tails.get(column)), None)
 
 
 def better(a: Cell, b: Cell, higher: bool) -> bool:
@@ -552,8 +659,8 @@ def _mark(table: Table, row: str) -> None:
     """Differences to the baseline, and the best cell of ``row``: one significantly better
     than every other cell with a mean (none when the leader is within noise of another)."""
     cells = {c: table.cells[(row, c)] for c in table.columns if (row, c) in table.cells}
-    ref = cells.get(table.baseline) if table.baseline is not None else None
-    for cell in cells.values():
+    for col, cell in cells.items():
+        ref = cells.get(reference(table, row, col) or "")
         if ref is not None and ref.mean is not None and cell.mean is not None and cell is not ref:
             cell.diff = difference(cell.paired, ref.paired, table.level)
     with_mean = [c for c in cells.values() if c.mean is not None]
@@ -590,21 +697,42 @@ def legend(table: Table) -> list[str]:
         f"* significantly better ({pct} of the difference) than every other cell of its row "
         "(↑ higher is better, ↓ lower); no mark where the leader is within noise",
     ]
-    if table.baseline is not None:
+    deltas = any(c.diff is not None for c in table.cells.values())
+    if table.baseline is not None and table.baseline not in table.columns and not deltas:
+        lines.append(
+            f"no deltas: the {table.baseline!r} columns differ in their other values, each the "
+            "baseline of its own (--by KEY --baseline VALUE takes deltas along one key)"
+        )
+    elif table.baseline is not None:
+        several = "" if table.baseline in table.columns else (
+            " (of several, the one with the column's other values)"
+        )  # fmt: skip
         lines.append(
             f"Δ ± half-width: mean minus the mean of the {table.baseline!r} column of the same "
-            f"row, {pct} of the difference, paired by seed where both cells ran the same seeds, "
-            "Welch's unequal-variance interval where not (marked (Welch)); ≈: the interval "
-            "holds 0, not significant; (untested): one run on a side"
+            f"row{several}, {pct} of the difference, paired by seed where both cells ran the "
+            "same seeds, Welch's unequal-variance interval where not (marked (Welch)); ≈: the "
+            "interval holds 0, not significant; (untested): one run on a side"
         )
     elif table.requested_baseline is not None:
         lines.append(f"no {table.requested_baseline!r} column (--baseline): no deltas")
     if table.swept:
         lines.append(f"swept (sweep.yaml): {', '.join(table.swept)}")
+    splits = {tuple(keys) for keys in table.split.values()}
+    if splits:
+        by = " · ".join(table.by.split(","))
+        where = [
+            ", ".join(keys) + ("" if len(splits) == 1 else f" ({row})")
+            for row, keys in table.split.items()
+        ]
+        but = "their seeds" + (" and the pooled keys" if table.pooled else "")
+        lines.append(
+            f"columns by {by}, then {'; '.join(sorted(set(where)))}: the runs of a cell differ "
+            f"in nothing but {but} (--pool KEY pools a key on purpose)"
+        )
     if table.pooled:
         lines.append(
-            f"note: some cells pool runs that differ in {', '.join(table.pooled)} "
-            "(--by KEY splits them)"
+            f"pooled on purpose (--pool): {', '.join(table.pooled)}: a cell's mean mixes runs "
+            "that differ in these keys"
         )
     return lines
 
@@ -630,7 +758,9 @@ def format_table(table: Table) -> str:
         out.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
         if i == 0:
             out.append("  ".join("-" * w for w in widths))
-    by = "" if table.by == "format" else f"columns: {table.by}\n"
+    splits = {tuple(keys) for keys in table.split.values()}
+    keys = [*table.by.split(","), *(next(iter(splits)) if len(splits) == 1 else ())]
+    by = "" if keys == ["format"] and not splits else f"columns: {' · '.join(keys)}\n"
     return by + "\n".join(out) + "\n\n" + "\n".join(legend(table))
 
 
@@ -643,6 +773,10 @@ def add_table_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", default="fp32", help="column the deltas are taken to (fp32)")
     p.add_argument("--by", help="columns by this dotted recipe key, e.g. train.batch_size, "
                    "or several joined by commas (default: the format label)")  # fmt: skip
+    p.add_argument("--pool", action="append", default=[], metavar="KEY",
+                   help="pool the runs that differ in this recipe key into one cell, as seeds "
+                   "are (repeatable, or joined by commas; 'format' pools policies); without it "
+                   "every key that differs inside a cell splits the column")  # fmt: skip
     p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                    help="only runs whose recipe key has this value (repeatable)")  # fmt: skip
     p.add_argument("--ci", type=float, default=DEFAULT_LEVEL, metavar="LEVEL",
@@ -674,8 +808,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RunWarning)
         runs = where(load_runs(args.results), args.where)
-        table = aggregate(runs, args.metric, args.by, args.baseline, level)
-        table.swept = swept_keys(args.results)
+        swept = swept_keys(args.results)
+        table = aggregate(runs, args.metric, args.by, args.baseline, level, args.pool, swept)
+        table.swept = swept
     for w in caught:
         print(f"numerics compare: warning: {w.message}", file=sys.stderr)
     if not runs:

@@ -8,15 +8,17 @@ A doc marks where a generated block goes with two HTML comments (invisible when 
 
 The words after ``numerics:`` are a command, parsed like a command line:
 
-- ``compare RESULTS [--metric M] [--by KEY] [--where KEY=VALUE] [--baseline B] [--ci LEVEL]
-  [--sweep FILE] [--plot PNG] [--curves PNG]``: the comparison table of ``numerics compare``
-  (mean and confidence interval per cell, the difference to the baseline with its interval,
-  ``≈`` where not significant, the best cell bold), its legend, the runs not in the means, and with
+- ``compare RESULTS [--metric M] [--by KEY] [--pool KEY] [--where KEY=VALUE] [--baseline B]
+  [--ci LEVEL] [--sweep FILE] [--plot PNG] [--curves PNG]``: the comparison table of
+  ``numerics compare`` (mean and confidence interval per cell, the difference to the baseline
+  with its interval, ``≈`` where not significant, the best cell bold; the columns split
+  wherever a cell's runs differ in more than seeds, as there, with the results folder's
+  sweep.yaml keys first), its legend, the runs not in the means, and with
   ``--sweep`` the runs the sweep file asks for that have no result yet (a partly run sweep
   still makes a table, and says what is missing). ``--plot``/``--curves`` write the metric
   and training-curve plots to those paths.
 - ``cell RESULTS --row ROW --column COL [--metric M] [--baseline B] [--ci LEVEL] [--by KEY]
-  [--where KEY=VALUE]``:
+  [--pool KEY] [--where KEY=VALUE]``:
   one cell's text (for a summary table), in a block that may sit inside a line.
 - ``qsnr [--formats ...] [--dist ...] [--numel N] [--seed S]``: the ``numerics qsnr`` table.
 - ``cost FOLDER... [--jobs N]``: what the sweeps in the folders cost: runs, the sum of their
@@ -105,14 +107,15 @@ def _parsers() -> dict[str, _Parser]:
 
 
 def _table(args: argparse.Namespace) -> tuple[Any, list[Any]]:
-    from numerics.sweeps.compare import RunWarning, aggregate, load_runs, where
+    from numerics.sweeps.compare import RunWarning, aggregate, load_runs, swept_keys, where
 
     if not Path(args.results).is_dir():
         return None, []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RunWarning)
         runs = where(load_runs(args.results), args.where)
-    return aggregate(runs, args.metric, args.by, args.baseline, args.ci), runs
+        swept = swept_keys(args.results)
+    return aggregate(runs, args.metric, args.by, args.baseline, args.ci, args.pool, swept), runs
 
 
 def missing_runs(sweep_file: str, results: str) -> tuple[int, dict[str, list[str]]]:

@@ -8,6 +8,7 @@ import json
 import math
 import random
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ import pytest
 import yaml
 
 from numerics.cli import main as cli_main
-from numerics.errors import MissingInputError
+from numerics.errors import MissingInputError, UserError
+from numerics.sweeps import engine, spec
 from numerics.sweeps.compare import (
     RunWarning,
     add_parser,
@@ -23,10 +25,14 @@ from numerics.sweeps.compare import (
     cmd_compare,
     format_table,
     load_runs,
+    swept_keys,
     where,
 )
+from numerics.sweeps.executors.base import RunSpec
 from numerics.train import recipe as recipes
-from numerics.train.trainer import train
+from numerics.train.rundir import RunDir
+from numerics.train.summary import RunSummary
+from numerics.train.trainer import header, train
 
 IMG, LANG = "image/mlp/digits", "language/gpt/stdlib"
 LN2 = math.log(2.0)
@@ -47,6 +53,7 @@ def write_run(
     rule: str = "none",
     lr_scaling: str = "linear",
     curve: list[tuple[int, Any]] | None = None,
+    model_width: int | None = None,
     **summary_extra: Any,
 ) -> Path:
     """A run directory as the trainer leaves it (``status`` unfinished: no summary.json)."""
@@ -54,7 +61,7 @@ def write_run(
     d.mkdir(parents=True)
     config = {
         "task": task,
-        "model": {"name": model},
+        "model": {"name": model} | ({"width": model_width} if model_width else {}),
         "data": {"name": data},
         "train": {"seed": seed, "batch_size": batch_size, "lr": 0.05, "lr_scaling": lr_scaling},
         "numerics": {"format": fmt},
@@ -372,31 +379,185 @@ def test_missing_baseline_gives_no_deltas(tmp_path: Path) -> None:
 
 def test_by_batch_size_columns_sorted_numerically(tmp_path: Path) -> None:
     runs = load_runs(build_batch_sweep(tmp_path))
-    t = aggregate(runs, by="train.batch_size")
-    assert t.by == "train.batch_size" and t.columns == ["32", "128"]
-    assert t.baseline is None and all(c.delta is None for c in t.cells.values())
-    c32, c128 = t.cells[(IMG, "32")], t.cells[(IMG, "128")]
+    pooled = aggregate(runs, by="train.batch_size", pool=["format", "large_batch.rule"])
+    assert pooled.by == "train.batch_size" and pooled.columns == ["32", "128"]
+    assert pooled.baseline is None and all(c.delta is None for c in pooled.cells.values())
+    c32, c128 = pooled.cells[(IMG, "32")], pooled.cells[(IMG, "128")]
     assert c32.mean == pytest.approx(0.91) and c32.n == 2
     assert c128.mean == pytest.approx((0.85 + 0.87 + 0.84 + 0.95) / 4) and c128.n == 4
-    # the 128 cell pools two formats and two rules: the table says so
-    assert t.pooled == ["format", "large_batch.rule"]
-    assert "large_batch.rule" in format_table(t)
+    # pooled on purpose: the legend names the keys
+    assert pooled.pooled == ["format", "large_batch.rule"] and not pooled.split
+    assert "pooled on purpose (--pool): format, large_batch.rule" in format_table(pooled)
 
-    t2 = aggregate(runs, by="train.batch_size", baseline="32")
+    t2 = aggregate(runs, by="train.batch_size", baseline="32", pool=["format,large_batch.rule"])
     assert t2.cells[(IMG, "128")].delta == pytest.approx(0.8775 - 0.91)
 
-    r = aggregate(runs, by="large_batch.rule")
-    assert r.columns == ["lars", "none"] and r.cells[(IMG, "lars")].mean == pytest.approx(0.95)
-    assert aggregate(runs).pooled == ["large_batch.rule", "train.batch_size"]
-
     two = aggregate(runs, by="train.batch_size,large_batch.rule", baseline="32 · none")
-    assert two.columns == ["32 · none", "128 · lars", "128 · none"]  # baseline first
+    # the bf16 run would share "128 · none" with fp32 runs: the format splits it off
+    assert two.split == {IMG: ["format"]}
+    assert two.columns == ["32 · none · fp32", "128 · lars · fp32", "128 · none · bf16",
+                           "128 · none · fp32"]  # baseline first, then numbers  # fmt: skip
+    assert two.cells[(IMG, "128 · none · fp32")].mean == pytest.approx((0.85 + 0.87) / 2)
+    assert two.cells[(IMG, "128 · none · bf16")].n == 1
+    assert two.cells[(IMG, "128 · lars · fp32")].delta == pytest.approx(0.95 - 0.91)
+    assert "columns: train.batch_size · large_batch.rule · format" in format_table(two)
     write_run(tmp_path, "b1024", batch_size=1024, metrics=img(0.5))
-    every = aggregate(load_runs(tmp_path), by="train.batch_size,large_batch.rule", baseline=None)
+    every = aggregate(load_runs(tmp_path), by="train.batch_size,large_batch.rule", baseline=None,
+                      pool=["format"])  # fmt: skip
     assert every.columns == ["32 · none", "128 · lars", "128 · none", "1024 · none"]  # numbers
-    assert two.cells[(IMG, "128 · none")].mean == pytest.approx((0.85 + 0.87 + 0.84) / 3)
-    assert two.cells[(IMG, "128 · lars")].delta == pytest.approx(0.95 - 0.91)
-    assert two.pooled == ["format"]  # the bf16 run shares "128 · none" with fp32 runs
+
+
+def test_a_cell_pools_seeds_only(tmp_path: Path) -> None:
+    """Columns split by whatever else differs inside a cell, for the whole row; each cell then
+    holds one configuration; the baseline of a split column is the one with its values."""
+    runs = load_runs(build_batch_sweep(tmp_path))
+    r = aggregate(runs, by="large_batch.rule")
+    assert r.split == {IMG: ["format", "train.batch_size"]}
+    assert r.columns == ["lars · fp32 · 128", "none · bf16 · 128", "none · fp32 · 32",
+                         "none · fp32 · 128"]  # fmt: skip
+    assert r.cells[(IMG, "lars · fp32 · 128")].mean == pytest.approx(0.95)
+
+    t = aggregate(runs)  # columns by format, then what else differs inside a format's cell
+    assert t.split == {IMG: ["large_batch.rule", "train.batch_size"]} and not t.pooled
+    assert t.columns == ["fp32 · lars · 128", "fp32 · none · 32", "fp32 · none · 128",
+                         "bf16 · none · 128"]  # the baseline's columns first  # fmt: skip
+    planted = {"fp32 · none · 32": (0.91, 2), "fp32 · none · 128": (0.86, 2),
+               "fp32 · lars · 128": (0.95, 1), "bf16 · none · 128": (0.84, 1)}  # fmt: skip
+    for col, (mean, n) in planted.items():
+        assert (t.cells[(IMG, col)].mean, t.cells[(IMG, col)].n) == (pytest.approx(mean), n)
+    # bf16 at 128 against fp32 at 128 (not at 32, not with lars)
+    assert t.cells[(IMG, "bf16 · none · 128")].delta == pytest.approx(0.84 - 0.86)
+    assert t.cells[(IMG, "fp32 · none · 32")].delta is None  # a baseline column itself
+    text = format_table(t)
+    assert text.startswith("columns: format · large_batch.rule · train.batch_size\n")
+    assert "the one with the column's other values" in text
+    assert "the runs of a cell differ in nothing but their seeds" in text
+    assert "note:" not in text and "pooled on purpose" not in text
+    # the baseline named in full; --pool format pools the policies (only with another --by)
+    full = aggregate(runs, baseline="fp32 · none · 32")
+    assert full.cells[(IMG, "bf16 · none · 128")].delta == pytest.approx(0.84 - 0.91)
+    with pytest.raises(UserError, match="format is both a column key"):
+        aggregate(runs, pool=["format"])
+    with pytest.raises(UserError, match=r"train\.batch_size is both"):
+        aggregate(runs, by="train.batch_size", pool=["train"])
+
+
+def test_seed_and_logging_keys_never_split_and_swept_keys_count_without_configs(
+    tmp_path: Path,
+) -> None:
+    for seed in (0, 1):
+        d = write_run(tmp_path, f"s{seed}", seed=seed, metrics=img(0.9 + seed / 100))
+        config = yaml.safe_load((d / "config.yaml").read_text())
+        config["numerics"]["seed"] = seed  # the stochastic-rounding seed is a seed too
+        config["logging"]["progress"] = bool(seed)
+        (d / "config.yaml").write_text(yaml.safe_dump(config))
+    t = aggregate(load_runs(tmp_path))
+    assert t.columns == ["fp32"] and t.cells[(IMG, "fp32")].n == 2 and not t.split
+
+    # config.yaml unreadable: the summary's batch size still tells the runs apart when
+    # sweep.yaml says the batch size was swept (the table would pool them otherwise)
+    other = tmp_path / "other"
+    for bs in (32, 128):
+        (write_run(other, f"b{bs}", batch_size=bs, metrics=img(0.9)) / "config.yaml").unlink()
+    assert aggregate(load_runs(other)).columns == ["fp32"]
+    t = aggregate(load_runs(other), swept=["train.batch_size", "train.seed"])
+    assert t.columns == ["fp32 · 32", "fp32 · 128"] and t.split == {IMG: ["train.batch_size"]}
+
+
+# --- shipped sweeps, planted as the engine leaves them ------------------------------------------
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def plant_sweep(sw: spec.Sweep, results: Path, metric: Callable[[RunSpec], float]) -> Path:
+    """The sweep's runs under ``results/<name>`` as the engine and trainer leave them: its
+    sweep.yaml, each run's config.yaml and a completed summary.json whose primary metric is
+    ``metric(run)``; returns the sweep's results folder."""
+    ex = spec.expand(sw, results)
+    folder = results / sw.name
+    engine.write_index(sw, ex, folder)
+    for run in ex.runs:
+        rd = RunDir(run.out)
+        rd.write_config(run.config)
+        what = header(recipes.from_dict(run.config))
+        primary = {"image": "accuracy", "recsys": "auc"}[what["task"]]
+        rd.write_summary(RunSummary(status="completed", metrics={primary: metric(run)}, **what))
+    return folder
+
+
+CACHE_LOSS = {"none": 0.0, "int8": 0.01, "int4": 0.03}
+
+
+def cache_auc(run: RunSpec) -> float:
+    p = run.params
+    return 0.7 - CACHE_LOSS[p["model.embedding_cache"]] + p["model.cache_fraction"] / 10 + (
+        p["train.seed"] / 1000
+    )  # fmt: skip
+
+
+def test_the_embedding_cache_sweep_compares_into_one_column_per_cache_and_fraction(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """sweeps/embedding_cache.yaml: no cache, int8 and int4 tables at three cache fractions,
+    two seeds, all fp32. Nine columns of two runs each, never one column of eighteen."""
+    folder = plant_sweep(spec.load_sweep(ROOT / "sweeps" / "embedding_cache.yaml"),
+                         tmp_path, cache_auc)  # fmt: skip
+    row = "recsys/dlrm/synthetic_criteo"
+    t = aggregate(load_runs(folder), swept=swept_keys(folder))
+    fractions = ("0.01", "0.05", "0.2")
+    assert t.columns == [f"fp32 · {c} · {f}" for c in ("int4", "int8", "none") for f in fractions]
+    assert t.split == {row: ["model.embedding_cache", "model.cache_fraction"]}  # sweep.yaml's order
+    for cache in CACHE_LOSS:
+        for f in fractions:
+            cell = t.cells[(row, f"fp32 · {cache} · {f}")]
+            expected = 0.7 - CACHE_LOSS[cache] + float(f) / 10 + 0.0005  # seeds 0 and 1
+            assert (cell.n, cell.mean) == (2, pytest.approx(expected))
+            assert cell.delta is None  # every column is an fp32 column of its own cache
+    assert "no deltas: the 'fp32' columns differ in their other values" in format_table(t)
+
+    args = _args(str(folder), "--by", "model.embedding_cache", "--baseline", "none",
+                 "--out", str(tmp_path / "report"))  # fmt: skip
+    assert cmd_compare(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("columns: model.embedding_cache · model.cache_fraction\n")
+    assert "(n=6)" not in out and "pooled" not in out
+    t = aggregate(load_runs(folder), by="model.embedding_cache", baseline="none",
+                  swept=swept_keys(folder))  # fmt: skip
+    assert t.columns[:3] == ["none · 0.01", "none · 0.05", "none · 0.2"]
+    int8 = t.cells[(row, "int8 · 0.05")]  # to none at 0.05, paired by seed
+    assert int8.delta == pytest.approx(-0.01) and int8.diff is not None
+    assert int8.diff.pairing.value == "paired"
+
+    # pooling a key is a choice the legend states
+    t = aggregate(load_runs(folder), by="model.embedding_cache", baseline="none",
+                  pool=["model.cache_fraction"], swept=swept_keys(folder))  # fmt: skip
+    assert t.columns == ["none", "int4", "int8"] and t.pooled == ["model.cache_fraction"]
+    assert t.cells[(row, "int4")].n == 6
+    assert "pooled on purpose (--pool): model.cache_fraction" in format_table(t)
+
+
+def test_the_two_bf16_policies_compare_into_two_columns(tmp_path: Path) -> None:
+    """The bf16 preset (Adam state and all-reduce in fp32) and numerics.format=bf16 (bf16
+    throughout): two labels, two columns; and two columns still where the runs were made when
+    both were labelled bf16, told apart by their configs."""
+    raw = {"name": "bf16s", "recipe": "../recipes/image/digits_resnet.yaml",
+           "parameters": {"numerics": {"values": [{"preset": "bf16"}, {"format": "bf16"}]},
+                          "train.seed": {"values": [0, 1]}}}  # fmt: skip
+    sw = spec.from_dict(raw, str(ROOT / "sweeps" / "bf16s.yaml"))
+    planted = {"bf16": 0.90, "bf16-opt:bf16-comm:bf16": 0.80}
+    folder = plant_sweep(sw, tmp_path, lambda r: 0.9 if "preset" in r.params["numerics"] else 0.8)
+    row = "image/resnet20/digits"
+    t = aggregate(load_runs(folder), swept=swept_keys(folder))
+    assert t.columns == list(planted) and not t.split
+    for col, acc in planted.items():
+        assert (t.cells[(row, col)].n, t.cells[(row, col)].mean) == (2, pytest.approx(acc))
+
+    for summary in folder.glob("*/summary.json"):  # as runs made before the labels changed
+        data = json.loads(summary.read_text())
+        summary.write_text(json.dumps(data | {"format": "bf16"}))
+    old = aggregate(load_runs(folder), swept=swept_keys(folder))
+    assert "numerics.optimizer_state.format" in old.split[row]
+    assert len(old.columns) == 2 and all(c.n == 2 for c in old.cells.values())
+    assert sorted(c.mean for c in old.cells.values()) == [pytest.approx(0.8), pytest.approx(0.9)]
 
 
 def test_format_table_is_aligned(tmp_path: Path) -> None:

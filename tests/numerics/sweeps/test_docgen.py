@@ -80,6 +80,28 @@ def test_compare_block_table_legend_note_and_plot(project: Path) -> None:
     assert "| recipe | metric | bf16 |" in only and "3 runs: 3 completed" in only
 
 
+def test_blocks_split_what_differs_and_pool_on_request(project: Path) -> None:
+    """A block's table splits cells as ``numerics compare`` does (the results folder's
+    sweep.yaml keys first); ``--pool`` in the block pools a key and its legend says so."""
+    x = project / "results" / "x"
+    plant_columns(x, {"fp32": [0.80, 0.81]}, model_width=8)  # fmt: skip
+    plant_columns(x / "w16", {"fp32": [0.90, 0.91]}, model_width=16)
+    (x / "sweep.yaml").write_text(yaml.safe_dump({"swept": ["model.width", "train.seed"]}))
+    doc = project / "doc.md"
+    doc.write_text(
+        "<!-- numerics: compare results/x -->\n<!-- numerics: end -->\n"
+        "<!-- numerics: cell results/x --row image/mlp/digits --column 16 --by model.width "
+        "--baseline 8 --><!-- numerics: end -->\n"
+        "<!-- numerics: compare results/x --pool model.width -->\n<!-- numerics: end -->\n"
+    )
+    assert main(["docs", "doc.md"]) == 0
+    split, cell, pooled = doc.read_text().split("<!-- numerics: end -->")[:3]
+    assert "| fp32 · 8 | fp32 · 16 |" in split and "then model.width" in split
+    assert cell.endswith("0.9050 ± 0.0635 (n=2) Δ+0.1000 ± 0.0000 *")  # to width 8
+    assert "| fp32 |" in pooled and "(n=4)" in pooled
+    assert "pooled on purpose (--pool): model.width" in pooled
+
+
 def test_partly_run_sweep_lists_missing_cells(project: Path) -> None:
     sweep_file = _sweep(project)
     results = project / "results"
