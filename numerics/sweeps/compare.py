@@ -760,7 +760,8 @@ def format_table(table: Table) -> str:
             out.append("  ".join("-" * w for w in widths))
     splits = {tuple(keys) for keys in table.split.values()}
     keys = [*table.by.split(","), *(next(iter(splits)) if len(splits) == 1 else ())]
-    by = "" if keys == ["format"] and not splits else f"columns: {' · '.join(keys)}\n"
+    rest = " · (keys that differ per row: see below)" if len(splits) > 1 else ""
+    by = "" if keys == ["format"] and not splits else f"columns: {' · '.join(keys)}{rest}\n"
     return by + "\n".join(out) + "\n\n" + "\n".join(legend(table))
 
 
