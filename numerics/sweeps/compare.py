@@ -771,7 +771,8 @@ def add_table_arguments(p: argparse.ArgumentParser) -> None:
     baseline and confidence level (``numerics compare`` and the docs' blocks share them)."""
     p.add_argument("results", help="a results folder (runs one or two levels down) or a run")
     p.add_argument("--metric", help="metric to compare (default: each recipe's primary metric)")
-    p.add_argument("--baseline", default="fp32", help="column the deltas are taken to (fp32)")
+    p.add_argument("--baseline", default="fp32", help="column the deltas are taken to (fp32): "
+                   "its label, or its --by values where the columns are split further")  # fmt: skip
     p.add_argument("--by", help="columns by this dotted recipe key, e.g. train.batch_size, "
                    "or several joined by commas (default: the format label)")  # fmt: skip
     p.add_argument("--pool", action="append", default=[], metavar="KEY",

@@ -4,10 +4,15 @@ evaluation sweeps expand over the demo sweep's runs, planted (config, checkpoint
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
 
+from numerics.nn.periodic import PeriodicSpec
+from numerics.nn.policy import LossScale, Policy
+from numerics.rounding import Rounding
 from numerics.sweeps import engine, spec
 from numerics.sweeps.compare import aggregate, load_runs
 from numerics.sweeps.executors.base import RunSpec, run_one
@@ -125,6 +130,61 @@ def test_run_ids_survive_the_move_of_periodic_into_the_policy(name: str, tmp_pat
     ex = spec.expand(spec.load_sweep(ROOT / "sweeps" / f"{name}.yaml"), tmp_path)
     ids = [r.run_id for r in ex.runs]
     assert ids[: len(KNOWN_IDS[name])] == KNOWN_IDS[name]
+
+
+# folders that labels unique to the policy keep: the demo's (format + fp32 optimizer state),
+# the bf16 preset's and a hand-written name's (findings/bf16_kalamkar)
+KEPT_IDS = {
+    "demo": ["image-resnet20-digits-bf16-opt_fp32-s0-ce1ae2a1"],
+    "findings/bf16_kalamkar": [
+        "image-resnet20-digits-bf16-s0-0fdd1e3f",
+        "image-resnet20-digits-bf16-truncate-s0-86c395cc",
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(KEPT_IDS))
+def test_run_ids_survive_labels_unique_to_the_policy(name: str, tmp_path: Path) -> None:
+    ex = spec.expand(spec.load_sweep(ROOT / "sweeps" / f"{name}.yaml"), tmp_path)
+    assert set(KEPT_IDS[name]) <= {r.run_id for r in ex.runs}
+
+
+def _in_effect(policy: Policy) -> str:
+    """The policy as it computes, less what its label leaves out by design (the seed, the name,
+    the update fields master weights ignore, loss-scale factors, the periodic schedule)."""
+    p = dataclasses.replace(policy, name=None, seed=0, loss_scale=LossScale(policy.loss_scale.kind))
+    if p.master_weights:
+        p = dataclasses.replace(p, update_rounding=Rounding.NEAREST_EVEN, update_method="round")
+    elif p.update_method == "kahan":
+        p = dataclasses.replace(p, update_rounding=Rounding.NEAREST_EVEN)
+    if p.periodic is not None:
+        p = dataclasses.replace(p, periodic=PeriodicSpec(p.periodic.kind, p.periodic.bits))
+    return json.dumps(p.to_dict(), sort_keys=True)
+
+
+def test_no_label_of_a_shipped_sweep_names_two_policies(tmp_path: Path) -> None:
+    """Within each shipped training sweep a label names one policy. Across them the only
+    shared labels are two hand-written names in findings/bf16_nomaster_zamirai (the bf16
+    preset without master weights, fp32 optimizer state), which bf16_nomaster_updates'
+    numerics.format=bf16 policies (bf16 optimizer state) generate: compare tells them apart by
+    their configs; renaming them would move 24 findings runs to new folders."""
+    seen: dict[str, dict[str, set[str]]] = {}
+    for path in SWEEPS:
+        sw = spec.load_sweep(path)
+        if sw.evaluate is not None:
+            continue
+        mine: dict[str, str] = {}
+        for run in spec.expand(sw, tmp_path).runs:
+            policy = recipes.from_dict(run.config).numerics
+            effect = _in_effect(policy)
+            assert mine.setdefault(policy.label(), effect) == effect, (_key(path), run.run_id)
+            seen.setdefault(policy.label(), {}).setdefault(effect, set()).add(_key(path))
+    shared = {label: sorted(map(sorted, w.values())) for label, w in seen.items() if len(w) > 1}
+    zamirai, updates = ["findings/bf16_nomaster_zamirai"], ["bf16_nomaster_updates"]
+    assert shared == {
+        "bf16-nomaster-kahan": [updates, zamirai],
+        "bf16-nomaster-sr": [updates, zamirai],
+    }
 
 
 def test_demo_sweep_runs_reduced_and_compares(tmp_path: Path) -> None:
