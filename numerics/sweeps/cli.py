@@ -22,7 +22,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
         "sweep", help="run every point of a sweep file (grid or random) as a recipe run"
     )
-    p.add_argument("sweep", help="sweep file (YAML), e.g. sweeps/formats.yaml")
+    p.add_argument("sweep", help="sweep file (YAML), e.g. sweeps/demo.yaml")
     p.add_argument("--jobs", type=int, help="parallel runs (default: the file's, else CPU cores)")
     p.add_argument("--executor", choices=EXECUTORS, help="where runs go (default: the file's)")
     p.add_argument("--address", help="Ray cluster address (executor ray)")
