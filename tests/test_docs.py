@@ -72,3 +72,16 @@ def test_python_blocks_run_in_order(
         exec(compile(source, str(doc.relative_to(ROOT)), "exec"), namespace)
         ran += 1
     assert ran > 0
+
+
+def test_the_kernel_thresholds_the_docs_print_are_the_codes() -> None:
+    # the README shows what `print(settings.current())` prints with no variable set
+    from numerics.kernels.settings import Settings
+
+    shown = {
+        (p.name, m.group(0))
+        for p in [ROOT / "README.md", *DOCS]
+        for m in re.finditer(r"Settings\(compile=[^)]*\)", p.read_text())
+    }
+    assert shown, "the README no longer shows the thresholds"
+    assert {s for _, s in shown} == {repr(Settings.from_env({}))}, shown
