@@ -56,7 +56,11 @@ def _evaluates(spec: RunSpec) -> dict[str, Any]:
     ev = spec.evaluates
     if ev is None:
         return {}
-    return {"source_run": ev.run} | ({"calibrate": ev.calibrate} if ev.calibrate else {})
+    return (
+        {"source_run": ev.run}
+        | ({"calibrate": ev.calibrate} if ev.calibrate else {})
+        | ({"pvf": ev.pvf} if ev.pvf is not None else {})
+    )
 
 
 def write_index(sweep: Sweep, expansion: Expansion, folder: str | Path) -> Path:
