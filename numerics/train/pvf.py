@@ -46,6 +46,7 @@ import fnmatch
 import json
 import math
 import platform
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -391,6 +392,7 @@ def run_pvf(
 def _pvf(src: RunDir, recipe: recipes.Recipe, out: str | Path, study: Study) -> RunSummary:
     component_specs, fields, bits = study.components, study.fields, study.bits
     faults, examples, seed = study.faults, study.examples, study.seed
+    wall0 = time.perf_counter()
     if faults < 1 or examples < 1:
         raise UserError("must be >= 1", key="--faults/--examples", value=(faults, examples))
     if not src.checkpoint.exists():
@@ -442,6 +444,7 @@ def _pvf(src: RunDir, recipe: recipes.Recipe, out: str | Path, study: Study) -> 
         **header(recipe),
         metrics={_metric(c): c.pvf for c in cells},
         primary_metric=None,
+        wall_s=round(time.perf_counter() - wall0, 3),
         parameters=n_params,
         device="cpu",
         torch=torch.__version__,
