@@ -452,6 +452,7 @@ def _pvf(src: RunDir, recipe: recipes.Recipe, out: str | Path, study: Study) -> 
         provenance=provenance("cpu"),
         extra={
             "source_run": str(src.path),
+            "trained_format": recipes.load(src.config).numerics.label(),
             "pvf_seed": seed,
             "pvf_examples": n,
             "pvf_faults": faults,
