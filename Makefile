@@ -62,7 +62,7 @@ docs: venv
 # Every findings sweep (resumable: finished runs are kept), then the docs. A sweep with a failed
 # run does not stop the others; docs/findings.md lists what is missing. The evaluation sweeps
 # (direct-cast inference) read the demo's trained runs, so they run after the demo.
-FINDINGS_EVAL := sweeps/findings/direct_cast_rouhani.yaml
+FINDINGS_EVAL := sweeps/findings/direct_cast_rouhani.yaml sweeps/findings/pvf_dlrm_seeds.yaml
 FINDINGS := $(filter-out $(FINDINGS_EVAL),$(sort $(wildcard sweeps/findings/*.yaml)))
 # The run records behind the docs' tables (config.yaml, summary.json, pvf.json; no checkpoints
 # or curves), reproducible bytes: `tar xzf docs/findings/runs.tar.gz && make docs` on a clone.

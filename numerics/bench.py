@@ -42,6 +42,7 @@ import torch
 
 import numerics
 from numerics import formats as _formats
+from numerics import provenance
 from numerics.quantize import plan
 from numerics.rounding import Rounding, parse
 
@@ -117,16 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-qtorch", action="store_true", help="do not import or time qtorch")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return p
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def command_line(argv: Sequence[str] | None) -> str:
@@ -245,7 +236,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     return {
         "command": command,
         "machine": {
-            "cpu": cpu_model(),
+            "cpu": provenance.cpu_model(),
             "cores": os.cpu_count(),
             "threads": torch.get_num_threads(),
             "device": torch.cuda.get_device_name() if x.is_cuda else "cpu",

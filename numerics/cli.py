@@ -4,7 +4,8 @@ numerics formats [--json] [PATTERN]          the registry with each format's fac
 numerics quantize --format F [...] VALUES    what given numbers become
 numerics bench [...]                         quantizer throughput beside a tensor copy
 numerics train RECIPE [--set K=V ...] [--out DIR] [--resume] [--nproc N]
-                                             train a recipe into a run directory
+                                             train a recipe (or a run's config.yaml, to run
+                                             it again) into a run directory
 numerics evaluate RUN [--set numerics.format=F ...] [--calibrate N] [--out DIR]
                                              a trained run in another format (direct cast)
 numerics pvf RUN [--set numerics.K=V] [--component NAME=GLOB] [--field F] [--bit B] [--faults N]
@@ -14,10 +15,12 @@ numerics compare RESULTS_DIR [--metric M] [--baseline fp32] [--by KEY] [--ci 0.9
 numerics qsnr [--formats ...] [--dist ...]    quantization SNR of formats on planted data
 numerics docs FILE.md [...] [--check]        regenerate the tables marked in docs from runs
 
-Exit codes: 0 done; 2 bad input (a recipe, sweep or argument that is not allowed, a file or
+Exit codes: 0 done (a run that diverged is done: its summary says so); 1 a run failed (train,
+sweep), ``compare`` found no runs, ``docs --check`` found a stale file, or anything else, a bug,
+with its traceback; 2 bad input (a recipe, sweep or argument that is not allowed, a file or
 folder that is not there), printed as one line ``numerics <command>: <file>: <key>: <what is
-wrong; what is allowed>``; 1 anything else, a bug, with its traceback. ``--debug`` (or
-``NUMERICS_DEBUG=1``) shows the traceback of bad input too.
+wrong; what is allowed>``; 130 interrupted (Ctrl-C). ``--debug`` (or ``NUMERICS_DEBUG=1``)
+shows the traceback of bad input too.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from numerics import formats
@@ -117,20 +120,57 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_folder(recipe: str) -> Path | None:
+    """The run folder whose ``config.yaml`` the recipe file is, else None."""
+    from numerics.train.rundir import RunDir
+
+    rd = RunDir(Path(recipe).parent)
+    if Path(recipe).name != rd.config.name:
+        return None
+    return rd.path if any(f.exists() for f in (rd.metrics, rd.summary, rd.checkpoint)) else None
+
+
+def _default_out(base: Path) -> Path:
+    """``base``, or ``base-2``, ``base-3``, ...: the first that is not there or empty, so a
+    run's default folder never holds another run."""
+    out, n = base, 1
+    while out.exists() and any(out.iterdir()):
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    """0: completed or diverged (as ``numerics sweep``); 1: the run failed; 130: Ctrl-C.
+
+    Without ``--out`` the run goes to ``results/runs/<run id>``, or, when that holds a run, to
+    the first free ``<run id>-2``, ``-3``, ...: ``numerics train RUN/config.yaml`` runs RUN's
+    recipe again. ``--resume`` continues ``--out``, else the run whose ``config.yaml`` the
+    recipe is, else ``results/runs/<run id>``."""
+    from numerics.sweeps.spec import run_id, upgrade_config
     from numerics.train import recipe as recipes
     from numerics.train.rundir import RunDir
 
     rec = recipes.load(args.recipe, args.set or [])
-    from numerics.sweeps.spec import run_id
-
-    out = Path(args.out) if args.out else Path("results") / "runs" / run_id(rec)
+    if args.nproc < 1:
+        raise UserError(f"must be >= 1, got {args.nproc}", key="--nproc", value=args.nproc)
+    base = Path("results") / "runs" / run_id(rec)
+    if args.out:
+        out = Path(args.out)
+    elif args.resume:
+        out = (None if args.set else _run_folder(args.recipe)) or base
+    else:
+        out = _default_out(base)
+        if out != base:
+            print(
+                f"numerics train: {base} holds a run; this one goes to {out} "
+                f"(--resume continues the one in {base})",
+                file=sys.stderr,
+            )
     kwargs = {"resume": args.resume, "progress": False if args.no_progress else None}
     if args.device:
         kwargs["device"] = args.device
     if args.resume:
-        from numerics.sweeps.spec import upgrade_config
-
         upgrade_config(out, rec.to_dict())
 
     try:
@@ -143,6 +183,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
             summary = train(rec, out, **kwargs)
     except KeyboardInterrupt:
+        print(
+            f"\nnumerics train: interrupted; continue the run with: numerics train "
+            f"{args.recipe} --resume --out {out}",
+            file=sys.stderr,
+        )
         return 130
     except Exception as exc:
         if not isinstance(exc, UserError) and RunDir(out).read_summary():
@@ -166,7 +211,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{summary.status}: {summary.label or ''} {metrics} "
         f"({summary.steps} steps, {summary.wall_s} s) -> {out}"
     )
-    return {"completed": 0, "diverged": 3}.get(summary.status, 1)
+    return 0 if summary.status in ("completed", "diverged") else 1
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -211,20 +256,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("quantize", help="show what given numbers become in formats")
     p.add_argument("--format", "-f", action="append", help="format name (repeatable)")
-    p.add_argument("--rounding", "-r", default="nearest_even", choices=rounding_names())
+    p.add_argument(
+        "--rounding", "-r", default="nearest_even", choices=rounding_names(), help="rounding mode"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for stochastic rounding")
     p.add_argument("--saturate", action="store_true", help="saturate out-of-range values")
     p.add_argument("values", nargs="+", help="numbers (use -- before negative ones)")
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("train", help="train a recipe (YAML) into a run directory")
-    p.add_argument("recipe", help="recipe file, e.g. recipes/image/digits_resnet.yaml")
+    p.add_argument(
+        "recipe",
+        help="recipe file, e.g. recipes/image/digits_resnet.yaml, or a run's config.yaml",
+    )
     p.add_argument(
         "--set", action="append", metavar="KEY=VALUE",
         help="override a recipe key, e.g. --set numerics.format=bf16 (repeatable)",
     )  # fmt: skip
-    p.add_argument("--out", help="run directory (default results/runs/<run label>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument(
+        "--out",
+        help="run directory (default results/runs/<run id>, or <run id>-2, -3, ... when taken)",
+    )
+    p.add_argument(
+        "--resume", action="store_true",
+        help="continue the run in --out (default: the run whose config.yaml RECIPE is, else "
+        "results/runs/<run id>)",
+    )  # fmt: skip
     p.add_argument("--nproc", type=int, default=1, help="data-parallel worker processes")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -286,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--faults", type=int, default=1000, help="faults per component and bit")
     p.add_argument("--examples", type=int, default=512, help="evaluation examples per fault")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the faults' positions and bits")
     p.add_argument("--out", help="output folder (default results/pvf/<run>)")
     p.set_defaults(func=_cmd_pvf)
 
@@ -304,15 +361,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interruptible(command: str, func: Callable[[], int], debug: bool) -> int:
+    """``run_command``, with Ctrl-C as exit code 130 (``train`` and ``sweep`` say first how to
+    continue)."""
+    try:
+        return run_command(command, func, debug)
+    except KeyboardInterrupt:
+        print(f"\nnumerics {command}: interrupted", file=sys.stderr)
+        return 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     rest = argv[1:] if argv[:1] == ["--debug"] else argv
     if rest[:1] == ["bench"]:  # bench parses its own arguments
         from numerics.bench import main as bench_main
 
-        return run_command("bench", lambda: bench_main(rest[1:]), rest is not argv)
+        return _interruptible("bench", lambda: bench_main(rest[1:]), rest is not argv)
     args = build_parser().parse_args(argv)
-    return run_command(args.command, lambda: args.func(args), args.debug)
+    return _interruptible(args.command, lambda: args.func(args), args.debug)
 
 
 if __name__ == "__main__":

@@ -112,10 +112,16 @@ def markdown(values: dict[str, dict[str, float]]) -> list[str]:
 
 def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     """Which formats, distributions, draws and seed (``numerics qsnr`` and the docs' block)."""
-    p.add_argument("--formats", nargs="+", default=list(LADDER), metavar="F")
-    p.add_argument("--dist", nargs="+", default=list(DISTRIBUTIONS), choices=DISTRIBUTIONS)
+    p.add_argument(
+        "--formats", nargs="+", default=list(LADDER), metavar="F",
+        help="formats to measure (default: a ladder from bf16 down to 4 bits)",
+    )  # fmt: skip
+    p.add_argument(
+        "--dist", nargs="+", default=list(DISTRIBUTIONS), choices=DISTRIBUTIONS,
+        help="the planted data (default: all)",
+    )  # fmt: skip
     p.add_argument("--numel", type=int, default=1 << 20, help="draws per distribution (1M)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the planted data")
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -126,7 +132,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "data (fixed seed); blocks along rows of 1024.",
     )
     add_sample_arguments(p)
-    p.add_argument("--rounding", default="nearest_even")
+    p.add_argument("--rounding", default="nearest_even", help="rounding mode (nearest_even)")
     p.add_argument("--markdown", action="store_true", help="print a markdown table")
     p.set_defaults(func=cmd_qsnr)
     return p

@@ -20,6 +20,16 @@ os.environ.setdefault("NUMERICS_LEAN_MAX_NUMEL", "32768")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# The session ends with the areas it skipped and why, and fails on a skip the machine does not
+# explain (NUMERICS_ALLOW_SKIPS=1 for a lean install): see tests/skips.py.
+from tests.skips import (  # noqa: E402, F401
+    pytest_collectreport,
+    pytest_runtest_logreport,
+    pytest_sessionfinish,
+    pytest_sessionstart,
+    pytest_terminal_summary,
+)
+
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 # A suite started where SIGINT is ignored (a shell's background job, `(make test &)`) passes

@@ -24,7 +24,16 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="run every point of a sweep file (grid or random) as a recipe run, or every "
         "trained run it names under a grid of inference policies (evaluate:)",
     )
-    p.add_argument("sweep", help="sweep file (YAML), e.g. sweeps/formats.yaml")
+    p.add_argument("sweep", nargs="?", help="sweep file (YAML), e.g. sweeps/demo.yaml")
+    p.add_argument(
+        "--status", metavar="RESULTS_DIR",
+        help="print the state of every run of the sweep whose results are in RESULTS_DIR "
+        "(e.g. results/demo; running elsewhere, on Ray or Slurm, or finished); run nothing",
+    )  # fmt: skip
+    p.add_argument(
+        "--keep-stale", action="store_true",
+        help="with --resume: keep finished runs made by other code (default: run them again)",
+    )  # fmt: skip
     p.add_argument("--jobs", type=int, help="parallel runs (default: the file's, else CPU cores)")
     p.add_argument("--executor", choices=EXECUTORS, help="where runs go (default: the file's)")
     p.add_argument("--address", help="Ray cluster address (executor ray)")
@@ -45,6 +54,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     """0: every run completed or diverged; 1: a run failed; 130: Ctrl-C. Bad input raises a
     ``UserError`` (the CLI's exit code 2)."""
     folder = Path(args.results) / "?"
+    if args.status:
+        from numerics.sweeps.progress import status_text
+
+        print(status_text(args.status))
+        return 0
+    if not args.sweep:
+        raise UserError("a sweep file is needed (or --status RESULTS_DIR)", key="sweep")
     try:
         sweep = load_sweep(args.sweep)
         folder = Path(args.results) / sweep.name
@@ -74,7 +90,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             options.setdefault("folder", str(folder / ".slurm"))
         jobs = args.jobs if args.jobs is not None else sweep.executor.get("jobs")
         executor = make_executor(kind, jobs, options)
-        tally = run_sweep(sweep, args.results, executor, resume=args.resume)
+        tally = run_sweep(
+            sweep, args.results, executor, resume=args.resume, keep_stale=args.keep_stale
+        )
     except KeyboardInterrupt:
         print(
             f"\nnumerics sweep: interrupted; finished runs are kept in {folder}, the others "

@@ -12,8 +12,8 @@ The words after ``numerics:`` are a command, parsed like a command line:
   [--ci LEVEL] [--sweep FILE] [--plot PNG] [--curves PNG]``: the comparison table of
   ``numerics compare`` (mean and confidence interval per cell, the difference to the baseline
   with its interval, ``≈`` where not significant, the best cell bold; the columns split
-  wherever a cell's runs differ in more than seeds, as there, with the results folder's
-  sweep.yaml keys first), its legend, the runs not in the means, and with
+  wherever a cell's runs differ in more than seeds, as there, the keys the sweep swept
+  first), its legend, the runs not in the means, and with
   ``--sweep`` the runs the sweep file asks for that have no result yet (a partly run sweep
   still makes a table, and says what is missing). ``--plot``/``--curves`` write the metric
   and training-curve plots to those paths.

@@ -2,14 +2,16 @@
 
 The engine writes ``<results>/<name>/sweep.yaml`` (the sweep file, the swept keys and every run
 with its parameters, for ``numerics compare``), skips runs that already ended (with
-``--resume``), and hands the rest to an executor (``numerics.sweeps.executors``), counting
-completed / diverged / failed runs as they come back.
+``--resume``; finished runs made by other code are stale and run again), and hands the rest
+to an executor (``numerics.sweeps.executors``), counting completed / diverged / failed runs as
+they come back and showing them (``numerics.sweeps.progress``).
 """
 
 from __future__ import annotations
 
 import inspect
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +21,15 @@ import yaml
 
 from numerics.errors import UserError
 from numerics.files import atomic_write_text, jsonable
+from numerics.provenance import provenance
 from numerics.sweeps.executors.base import Executor, RunSpec, Summary
+from numerics.sweeps.progress import Progress, stale_keys
 from numerics.sweeps.spec import EXECUTORS, Expansion, Sweep, SweepError, expand, upgrade_config
 from numerics.train.rundir import CHECKPOINT, CONFIG, SUMMARY, RunDir
 
 INDEX = "sweep.yaml"
 FAILED_SUMMARY = "summary.failed.json"
+STALE = ".stale"  # stale run folders, moved aside
 
 
 class ResultsExistError(UserError):
@@ -51,7 +56,11 @@ def _evaluates(spec: RunSpec) -> dict[str, Any]:
     ev = spec.evaluates
     if ev is None:
         return {}
-    return {"source_run": ev.run} | ({"calibrate": ev.calibrate} if ev.calibrate else {})
+    return (
+        {"source_run": ev.run}
+        | ({"calibrate": ev.calibrate} if ev.calibrate else {})
+        | ({"pvf": ev.pvf} if ev.pvf is not None else {})
+    )
 
 
 def write_index(sweep: Sweep, expansion: Expansion, folder: str | Path) -> Path:
@@ -121,6 +130,7 @@ class Tally:
     diverged: int = 0
     failed: int = 0
     skipped: int = 0
+    kept_stale: int = 0
     merged: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -136,6 +146,7 @@ class Tally:
 
     def line(self) -> str:
         notes = [f"{self.skipped} already done"] if self.skipped else []
+        notes += [f"{self.kept_stale} of them made by other code, kept"] if self.kept_stale else []
         notes += [f"{self.merged} identical configs merged"] if self.merged else []
         notes += self.notes
         return (
@@ -158,15 +169,18 @@ def run_sweep(
     executor: Executor | None = None,
     *,
     resume: bool = False,
+    keep_stale: bool = False,
     progress: bool | None = None,
 ) -> Tally:
     """Expand and run ``sweep``; returns the tally. Without ``resume`` a results folder that
     holds runs is refused (``ResultsExistError``) and nothing is touched. With it, runs that
     completed or diverged are kept, failed ones re-run (their summary moved aside to
-    ``summary.failed.json``) and interrupted ones resume from their checkpoints. Ctrl-C
-    propagates as ``KeyboardInterrupt`` once the executor has stopped its runs."""
-    from tqdm import tqdm
-
+    ``summary.failed.json``) and interrupted ones resume from their checkpoints. A finished
+    run made by other code (its summary's code fingerprint or torch differ from this
+    process's, or it has no record) is stale: it is named, its folder moved aside to
+    ``<sweep>/.stale/`` and the run made again, unless ``keep_stale``. Ctrl-C propagates as
+    ``KeyboardInterrupt`` once the executor has stopped its runs. ``progress``: the live bar
+    (True), a line per finished run (False), or by whether stderr is a terminal (None)."""
     from numerics.sweeps.executors.local import LocalExecutor
 
     expansion = expand(sweep, results)
@@ -180,33 +194,60 @@ def run_sweep(
             file=str(folder),
         )
     tally = Tally(len(expansion.runs), merged=len(expansion.duplicates), notes=expansion.notes)
+    here = provenance()
     todo: list[RunSpec] = []
+    stale: list[tuple[str, list[str]]] = []
     for spec in expansion.runs:
         rd = RunDir(spec.out)
         summary = rd.read_summary() if resume else None
         if summary is not None and summary.finished:
-            upgrade_config(rd.path, spec.config)  # one from before numerics.periodic: new layout
-            tally.add(summary.status)
-            tally.skipped += 1
+            why = stale_keys(summary, here)
+            if not why or keep_stale:
+                upgrade_config(rd.path, spec.config)  # one from before numerics.periodic
+                tally.add(summary.status)
+                tally.skipped += 1
+                tally.kept_stale += bool(why)
+                continue
+            stale.append((spec.run_id, why))
+            _move_aside(rd.path, folder / STALE, summary)
+            todo.append(spec)
             continue
         if rd.summary.exists():  # failed (or unreadable): re-run; the checkpoint stays
             os.replace(rd.summary, rd.path / FAILED_SUMMARY)
         if resume:
             upgrade_config(rd.path, spec.config)
         todo.append(spec)
+    if stale:
+        names = ", ".join(r for r, _ in stale[:4]) + (", ..." if len(stale) > 4 else "")
+        keys = sorted({k for _, why in stale for k in why})
+        print(
+            f"sweep {sweep.name}: {len(stale)} finished run(s) were made by other code "
+            f"({'/'.join(keys)} differ): {names}; running them again (the old folders are in "
+            f"{folder / STALE}; --keep-stale keeps them instead)",
+            file=sys.stderr,
+        )
+        tally.notes.append(f"{len(stale)} stale run(s) made again")
     write_index(sweep, expansion, folder)
-    bar = tqdm(
-        total=tally.total, initial=tally.done, unit="run", desc=sweep.name,
-        disable=None if progress is None else not progress,
-    )  # fmt: skip
+    view = Progress(sweep.name, tally.total, tally.done, terminal=progress)
 
     def on_done(spec: RunSpec, summary: Summary) -> None:
         tally.add(summary.status)
-        bar.update(1)
-        bar.set_postfix(completed=tally.completed, diverged=tally.diverged, failed=tally.failed)
+        view.done(spec.run_id, summary)
 
     try:
         (executor or LocalExecutor()).run(todo, on_done)
     finally:
-        bar.close()
+        view.close()
     return tally
+
+
+def _move_aside(run: Path, stale_dir: Path, summary: Summary) -> None:
+    """Move a stale run folder to ``stale_dir/<run>-<its code>`` (never overwriting)."""
+    code = (summary.provenance or {}).get("code") or "unrecorded"
+    stale_dir.mkdir(parents=True, exist_ok=True)
+    dest = stale_dir / f"{run.name}-{code}"
+    n = 1
+    while dest.exists():
+        n += 1
+        dest = stale_dir / f"{run.name}-{code}-{n}"
+    os.replace(run, dest)

@@ -37,6 +37,13 @@ the sweep's executor (``run_one`` with ``RunSpec.evaluates``), in parallel, isol
 evaluation is recorded, the others go on) and resumable (``--resume`` keeps finished ones).
 ``numerics compare`` tables the folder: rows the source runs' recipe and training format,
 columns the inference format, intervals over the training seeds.
+
+Fault injection. With ``pvf: {faults, examples, seed, fields, bits, components}`` in the
+section (``numerics pvf``'s options; bits ``any`` or positions), every job is a fault-injection
+study (``numerics.train.pvf``) of its source run under its point's inference policy instead
+of an evaluation, so a study over many trained runs and formats runs in parallel on any
+executor and resumes; each job's folder holds pvf.json and the plots beside summary.json
+(``pvf/<component>[/<field>][/bit<b>]`` metrics: ``numerics compare --metric`` tables them).
 """
 
 from __future__ import annotations
@@ -59,7 +66,8 @@ from numerics.train.rundir import CONFIG, RunDir
 if TYPE_CHECKING:
     from numerics.sweeps.spec import Expansion, Sweep
 
-EVALUATE_KEYS = ("runs", "where", "calibrate")
+EVALUATE_KEYS = ("runs", "where", "calibrate", "pvf")
+PVF_KEYS = ("faults", "examples", "seed", "fields", "bits", "components")
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,41 @@ class Evaluate:
     runs: tuple[str, ...]
     where: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     calibrate: int = 0
+    pvf: dict[str, Any] | None = None  # a fault-injection study instead of an evaluation
+
+
+def _pvf_section(raw: Any, ctx: val.Context) -> dict[str, Any]:
+    """``evaluate.pvf``, checked: what ``numerics pvf`` takes, as ``numerics.train.pvf.Study``
+    fields (bits ``any`` or an integer >= 0)."""
+    from numerics.flips import FIELDS
+
+    at = ("evaluate", "pvf")
+    d = ctx.mapping(raw if raw is not None else {}, PVF_KEYS, at)
+    out: dict[str, Any] = {}
+    for key, default in (("faults", 1000), ("examples", 512)):
+        out[key] = ctx.convert(d.get(key, default), val.integer(1), (*at, key))
+    out["seed"] = ctx.convert(d.get("seed", 0), val.integer(0), (*at, "seed"))
+
+    def strings(key: str, allowed: tuple[str, ...] | None, default: list[str]) -> list[str]:
+        v = d.get(key, default)
+        v = [v] if isinstance(v, str) else v
+        if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+            raise ctx.err((*at, key), "must be a list of names", value=v)
+        bad = [x for x in v if allowed is not None and x not in allowed]
+        if bad:
+            raise ctx.err((*at, key), f"unknown {bad[0]!r}; allowed: {', '.join(allowed or ())}",
+                          value=bad[0])  # fmt: skip
+        return list(v)
+
+    out["fields"] = strings("fields", FIELDS, ["element"])
+    out["components"] = strings("components", None, [])
+    bits = d.get("bits", ["any"])
+    bits = bits if isinstance(bits, list) else [bits]
+    for b in bits:
+        if b != "any" and (isinstance(b, bool) or not isinstance(b, int) or b < 0):
+            raise ctx.err((*at, "bits"), "each bit is an integer >= 0 or any", value=b)
+    out["bits"] = [None if b == "any" else b for b in bits]
+    return out
 
 
 def parse(raw: Any, ctx: val.Context) -> Evaluate:
@@ -100,7 +143,11 @@ def parse(raw: Any, ctx: val.Context) -> Evaluate:
             raise ctx.err(("evaluate", "where", str(k)), "needs a key and a value", value=v)
         conds.append((k, values))
     calibrate = ctx.convert(d.get("calibrate", 0), val.integer(0), ("evaluate", "calibrate"))
-    return Evaluate(tuple(runs), tuple(conds), calibrate)
+    pvf = _pvf_section(d["pvf"], ctx) if "pvf" in d else None
+    if pvf is not None and calibrate:
+        raise ctx.err(("evaluate", "calibrate"), "a fault-injection study (pvf) is not calibrated",
+                      value=calibrate)  # fmt: skip
+    return Evaluate(tuple(runs), tuple(conds), calibrate, pvf)
 
 
 def check_parameter(key: str, ctx: val.Context) -> None:
@@ -231,7 +278,7 @@ def expand(sweep: Sweep, results: str | Path) -> Expansion:
             except UserError as exc:
                 raise recipe_error(sweep, i, (str(src), params), exc) from None
             out = default_out(src, inference_label(rec, ev.calibrate), folder)
-            config, job = rec.to_dict(), Evaluation(str(src), ev.calibrate)
+            config, job = rec.to_dict(), Evaluation(str(src), ev.calibrate, ev.pvf)
             if out.name in runs:
                 other = runs[out.name]
                 if other.config != config or other.evaluates != job:

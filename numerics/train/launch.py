@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from numerics.errors import UserError
 from numerics.train import recipe as recipes
 from numerics.train.rundir import RunDir
 from numerics.train.summary import RunSummary
@@ -58,12 +59,16 @@ def _worker(
 def train_parallel(
     recipe: recipes.Recipe, out: str | Path, nproc: int, **kwargs: Any
 ) -> RunSummary:
-    """Run ``numerics.train.trainer.train`` in ``nproc`` processes; returns rank 0's summary."""
+    """Run ``numerics.train.trainer.train`` in ``nproc`` processes; returns rank 0's summary.
+    A worker count the machine cannot run is a ``UserError`` (the CLI's exit code 2)."""
     if nproc < 1:
-        raise ValueError(f"--nproc={nproc}; must be >= 1")
+        raise UserError(f"must be >= 1, got {nproc}", key="--nproc", value=nproc)
     cuda = torch.cuda.is_available() and kwargs.get("device") in (None, "cuda")
     if cuda and nproc > torch.cuda.device_count():
-        raise ValueError(f"--nproc={nproc}; only {torch.cuda.device_count()} GPUs visible")
+        raise UserError(
+            f"{nproc} workers, but only {torch.cuda.device_count()} GPUs are visible",
+            key="--nproc", value=nproc,
+        )  # fmt: skip
     args = (nproc, free_port(), recipe.to_dict(), recipe.source, str(out), kwargs)
     mp.spawn(_worker, args=args, nprocs=nproc, join=True)
     summary = RunDir(out).read_summary()

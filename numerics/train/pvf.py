@@ -46,6 +46,8 @@ import fnmatch
 import json
 import math
 import platform
+import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -64,6 +66,7 @@ from numerics.nn.modules import Quantized, quantize_model
 from numerics.nn.policy import Cast
 from numerics.provenance import provenance
 from numerics.rounding import Rounding
+from numerics.train import recipe as recipes
 from numerics.train.evaluate import check_override, inference_recipe
 from numerics.train.rundir import RunDir
 from numerics.train.summary import RunSummary
@@ -340,11 +343,61 @@ def pvf(
             "not a run directory with a checkpoint (config.yaml and checkpoint.pt)",
             file=str(src.path),
         )
-    if faults < 1 or examples < 1:
-        raise UserError("must be >= 1", key="--faults/--examples", value=(faults, examples))
     for o in overrides:
         check_override(o)
-    recipe = inference_recipe(src.config, overrides)
+    study = Study(tuple(component_specs), tuple(fields), tuple(bits), faults, examples, seed)
+    return _pvf(src, inference_recipe(src.config, overrides), out, study)
+
+
+@dataclass(frozen=True)
+class Study:
+    """What one fault-injection study does: components (``NAME=GLOB``; none: the natural
+    groups), fields, bit positions (None: uniform), faults per cell, examples, seed."""
+
+    components: tuple[str, ...] = ()
+    fields: tuple[str, ...] = ("element",)
+    bits: tuple[int | None, ...] = (None,)
+    faults: int = 1000
+    examples: int = 512
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Study:
+        """From a sweep file's ``evaluate.pvf`` (lists for the tuples)."""
+        return cls(
+            components=tuple(d.get("components", ())),
+            fields=tuple(d.get("fields", ("element",))),
+            bits=tuple(d.get("bits", (None,))),
+            faults=int(d.get("faults", 1000)),
+            examples=int(d.get("examples", 512)),
+            seed=int(d.get("seed", 0)),
+        )
+
+
+def run_pvf(
+    run_dir: str | Path, config: dict[str, Any], out: str | Path, study: Study
+) -> RunSummary:
+    """One job of a fault-injection sweep (an evaluation sweep with ``evaluate.pvf``): the
+    run in ``run_dir`` under the inference recipe ``config``; a failure is recorded in ``out``
+    as a ``failed`` summary naming the source run, and re-raised."""
+    src = RunDir(run_dir)
+    try:
+        return _pvf(src, recipes.from_dict(dict(config), source=str(src.config)), out, study)
+    except Exception as exc:
+        RunDir(out).write_summary(RunSummary.failed(
+            exc, traceback.format_exc(), extra={"source_run": str(src.path)}))  # fmt: skip
+        raise
+
+
+def _pvf(src: RunDir, recipe: recipes.Recipe, out: str | Path, study: Study) -> RunSummary:
+    component_specs, fields, bits = study.components, study.fields, study.bits
+    faults, examples, seed = study.faults, study.examples, study.seed
+    wall0 = time.perf_counter()
+    if faults < 1 or examples < 1:
+        raise UserError("must be >= 1", key="--faults/--examples", value=(faults, examples))
+    if not src.checkpoint.exists():
+        raise MissingInputError("no checkpoint.pt: nothing to inject faults into",
+                                file=str(src.path))  # fmt: skip
     data, model = data_and_model(recipe)
     n_params = sum(p.numel() for p in model.parameters())
     model = quantize_model(model, run_policy(recipe))
@@ -385,12 +438,13 @@ def pvf(
         "source_run": str(src.path), "seed": seed, "examples": n, "score": SCORE[recipe.task],
         "policy": recipe.numerics.label(), "stored": widths, "skipped": skipped, "cells": rows,
     })  # fmt: skip
-    write_plots(rd.path, cells, f"{Path(run_dir).name} ({recipe.numerics.label()})")
+    write_plots(rd.path, cells, f"{src.path.name} ({recipe.numerics.label()})")
     summary = RunSummary(
         status="completed",
         **header(recipe),
         metrics={_metric(c): c.pvf for c in cells},
         primary_metric=None,
+        wall_s=round(time.perf_counter() - wall0, 3),
         parameters=n_params,
         device="cpu",
         torch=torch.__version__,
@@ -398,6 +452,7 @@ def pvf(
         provenance=provenance("cpu"),
         extra={
             "source_run": str(src.path),
+            "trained_format": recipes.load(src.config).numerics.label(),
             "pvf_seed": seed,
             "pvf_examples": n,
             "pvf_faults": faults,

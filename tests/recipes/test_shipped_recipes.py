@@ -41,3 +41,23 @@ def test_recipe_trains_two_steps(path: Path, tmp_path: Path) -> None:
     assert s.task == rec.task and s.metrics
     assert (tmp_path / "run" / "summary.json").exists()
     assert (tmp_path / "run" / "config.yaml").exists()
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.relative_to(ROOT / "recipes").as_posix())
+def test_recipe_run_evaluates_and_takes_faults(path: Path, tmp_path: Path) -> None:
+    """``numerics evaluate`` and ``numerics pvf`` work on every shipped recipe's run folder:
+    under the run's own policy an evaluation gives the run's own final metrics bit for bit,
+    and a fault-injection study runs with the weights stored in MXINT8 (codes and scales)."""
+    from numerics.train.evaluate import evaluate
+    from numerics.train.pvf import pvf
+
+    data = recipes.load(path).data["name"]
+    rec = recipes.load(path, small_overrides(data, tmp_path))
+    run = tmp_path / "run"
+    s = train(rec, run)
+    assert s.status == "completed", s.reason
+    own = evaluate(run, [], tmp_path / "own")
+    assert own.metrics == s.metrics
+    p = pvf(run, tmp_path / "pvf", overrides=["numerics.weights=mxint8"],
+            fields=["element", "scale"], faults=2, examples=4)  # fmt: skip
+    assert p.status == "completed" and any("/scale" in k for k in p.metrics)

@@ -52,6 +52,8 @@ EXPECTED = {
     # evaluation sweeps: the demo's fp32-trained runs (3 recipes x 3 seeds) x formats
     "direct_cast_demo": 3 * 3 * 4,
     "findings/direct_cast_rouhani": 3 * 3 * 16,
+    # a fault-injection study: the demo's fp32 DLRMs (3 seeds) x 3 weight storages
+    "findings/pvf_dlrm_seeds": 3 * 3,
 }
 
 
@@ -223,7 +225,10 @@ def test_shipped_sweep_runs_reduced_and_compares(path: Path, tmp_path: Path) -> 
         if run.evaluates is None:  # an evaluation keeps its small source's sizes
             sets = small_overrides(run.config["data"]["name"], tmp_path)
             config = recipes.from_dict(recipes.apply_overrides(config, sets)).to_dict()
-        small = RunSpec(run.run_id, run.out, config, run.source, evaluates=run.evaluates)
+        job = run.evaluates
+        if job is not None and job.pvf is not None:  # a fault-injection study: a few faults
+            job = dataclasses.replace(job, pvf={**job.pvf, "faults": 2, "examples": 8})
+        small = RunSpec(run.run_id, run.out, config, run.source, evaluates=job)
         summary = run_one(small, threads=1)
         assert summary.status in ("completed", "diverged"), summary.error
     table = aggregate(load_runs(results / sw.name))

@@ -29,6 +29,7 @@ class Evaluation:
 
     run: str
     calibrate: int = 0
+    pvf: dict[str, Any] | None = None  # numerics.train.pvf.Study's fields: a PVF study instead
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,10 @@ def run_one(spec: RunSpec, threads: int | None = None) -> Summary:
             from numerics.train.evaluate import run_evaluation
 
             ev = spec.evaluates
+            if ev.pvf is not None:
+                from numerics.train.pvf import Study, run_pvf
+
+                return run_pvf(ev.run, spec.config, spec.out, Study.from_dict(ev.pvf))
             return run_evaluation(ev.run, spec.config, spec.out, calibrate=ev.calibrate)
         rec = recipes.from_dict(spec.config, source=spec.source)
         return train(rec, spec.out, resume=True, progress=False)

@@ -1,6 +1,6 @@
 """The registry: names, aliases, parsed families, user formats, and each format's facts."""
 
-import math
+import re
 
 import pytest
 import torch
@@ -136,8 +136,22 @@ def test_every_registered_format_quantizes_onto_its_grid(name):
     # range, and fbgemm's arithmetic (an epsilon in the 8-bit reciprocal) is not idempotent
     if fmt.kind not in ("int", "rowwise"):
         assert torch.equal(numerics.quantize(y, fmt), y)
-    if hasattr(fmt, "max") and fmt.kind in ("float", "fixed"):
-        assert y.abs().max() <= fmt.max or math.isclose(-y.min(), -fmt.min)
+    if fmt.kind in ("float", "fixed"):
+        lo, hi = _range(name)
+        assert lo <= y.min().item() and y.max().item() <= hi, (lo, hi)
+        if fmt.default_saturate:  # what lies beyond the range lands on its ends
+            assert bool((y[x >= hi] == hi).all()) and bool((y[x <= lo] == lo).all())
+
+
+def _range(name: str) -> tuple[float, float]:
+    """The finite range of an element format, from the specs (``SPEC``, torch's float32) or
+    the two's-complement definition of fixedW_F, not from the format's descriptor."""
+    m = re.fullmatch(r"fixed(\d+)_(\d+)", name)
+    if m:
+        w, f = int(m.group(1)), int(m.group(2))
+        return -(2.0 ** (w - 1 - f)), 2.0 ** (w - 1 - f) - 2.0**-f
+    hi = torch.finfo(torch.float32).max if name == "fp32" else SPEC[name]["max"]
+    return -hi, hi
 
 
 def test_block_elements_must_fit_the_block_kernels():

@@ -28,7 +28,10 @@ from numerics.rounding import Rounding, draw_keys
 QMOD = sys.modules["numerics.quantize"]
 MODES = list(Rounding)
 
-pytestmark = pytest.mark.skipif(native.library() is None, reason="no C++ compiler here")
+pytestmark = pytest.mark.skipif(
+    native.library() is None,
+    reason="the C++ kernels are off (NUMERICS_NATIVE=0) or did not build (no C++ compiler)",
+)
 
 FIXED = ["bfp8_b16", "bfp4_b16", "mxint8", "mxint8_ceil", "bfp6_b48", "bfp3_b64_ceil"]
 FLOAT = [

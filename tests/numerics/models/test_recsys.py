@@ -2,6 +2,7 @@
 
 import itertools
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -9,7 +10,8 @@ from torch import nn
 
 from numerics.models.base import MODELS
 from numerics.models.recsys import DLRM, DeepFM, deepfm, dlrm
-from numerics.nn.modules import QEmbedding, QLinear, QMatmul, quantize_model
+from numerics.nn.modules import Matmul, QEmbedding, QLinear, QMatmul, quantize_model
+from numerics.nn.modules.layers import Quantized
 
 CARDS = [3 + (i % 5) for i in range(26)]  # small, unequal tables
 INFO = {"num_dense": 13, "cardinalities": CARDS}
@@ -165,8 +167,33 @@ def test_bad_options_raise() -> None:
         dlrm({"num_dense": 13})
 
 
-def test_classes_are_plain_modules() -> None:
-    assert isinstance(dlrm(INFO), DLRM) and isinstance(deepfm(INFO), DeepFM)
+@pytest.mark.parametrize(
+    ("build", "cls"),
+    [
+        (lambda: dlrm(INFO), DLRM),
+        (lambda: dlrm(INFO, interaction="cat"), DLRM),
+        (lambda: deepfm(INFO), DeepFM),
+    ],
+)
+def test_models_are_plain_torch_modules(build: Any, cls: type) -> None:
+    """Before ``quantize_model`` a model is plain PyTorch: built of torch.nn layers (and
+    ``Matmul``, a bare ``a @ b``), holding all its state in its state dict, so a model built
+    from another seed computes the same, bit for bit, once it loads that state."""
+    torch.manual_seed(0)
+    model = build()
+    assert type(model) is cls
+    for name, m in model.named_modules():
+        plain = type(m).__module__.startswith("torch.nn.") or type(m) in (cls, Matmul)
+        assert plain and not isinstance(m, Quantized), (name, type(m))
+    torch.manual_seed(1)
+    other = build()
+    dense, sparse = _batch()
+    model.eval()
+    other.eval()
+    with torch.no_grad():
+        assert not torch.equal(other(dense, sparse), model(dense, sparse))
+        other.load_state_dict(model.state_dict())
+        assert torch.equal(other(dense, sparse), model(dense, sparse))
 
 
 def test_dlrm_learns_the_planted_click_model() -> None:

@@ -15,10 +15,14 @@ from typing import Any
 import pytest
 import yaml
 
+from numerics.provenance import provenance
 from numerics.sweeps import engine, spec
 from numerics.sweeps.executors.base import RunSpec, Summary, run_one
 from numerics.sweeps.executors.local import LocalExecutor
+from numerics.sweeps.progress import Progress, status_text, sweep_status
 from numerics.train import recipe as recipes
+from numerics.train.rundir import RunDir
+from numerics.train.summary import RunSummary
 from tests.numerics.sweeps.test_spec import TINY, run_cli, sweep_file, write
 
 
@@ -137,7 +141,10 @@ def test_resume_brings_a_finished_runs_old_config_to_todays_layout(tiny: Path) -
     d.mkdir(parents=True)
     old = spec.legacy_layout(run.config)
     (d / "config.yaml").write_text(yaml.safe_dump(old))
-    (d / "summary.json").write_text(json.dumps({"status": "completed", "metrics": {}}))
+    here = provenance()  # made by this code: not stale
+    (d / "summary.json").write_text(
+        json.dumps({"status": "completed", "metrics": {}, "provenance": here})
+    )
     calls: list[str] = []
 
     def never(spec_: Spec, threads: int | None) -> Summary:
@@ -226,3 +233,86 @@ def test_export_wandb_writes_an_equivalent_agent_config(tiny: Path) -> None:
     two = sweep_file(tiny, recipe=["recipes/a.yaml", "recipes/b.yaml"])
     rc, _, err = run_cli(two, tiny, "--export-wandb", str(out))
     assert rc == 2 and "needs a single recipe, got 2" in err
+
+
+def test_a_run_made_by_other_code_is_stale_and_made_again(tiny: Path) -> None:
+    s = spec.load_sweep(four_runs(tiny))
+    results = tiny / "results"
+    calls: list[str] = []
+    engine.run_sweep(s, results, LocalExecutor(jobs=1, fn=counting(calls)), progress=False)
+    folder = results / "demo"
+    old, also, *_ = calls
+    for run, record in ((old, {**provenance(), "code": "0123456789ab"}), (also, None)):
+        path = folder / run / "summary.json"
+        doc = json.loads(path.read_text())
+        doc["provenance"] = record  # other code; no record at all (an older run)
+        path.write_text(json.dumps(doc))
+    before = (folder / old / "summary.json").read_text()
+    assert [st.stale for st in sweep_status(folder)] == [True, True, False, False]
+    text = status_text(folder)
+    assert text.count("[stale: other code]") == 2 and "2 made by other code" in text
+    calls.clear()  # --keep-stale: nothing runs, the two are counted as kept
+    tally = engine.run_sweep(s, results, LocalExecutor(jobs=1, fn=counting(calls)),
+                             resume=True, keep_stale=True, progress=False)  # fmt: skip
+    assert calls == [] and (tally.skipped, tally.kept_stale) == (4, 2)
+    calls.clear()  # a plain resume makes exactly those two again and keeps their old folders
+    tally = engine.run_sweep(s, results, LocalExecutor(jobs=1, fn=counting(calls)),
+                             resume=True, progress=False)  # fmt: skip
+    assert sorted(calls) == sorted([old, also]) and tally.skipped == 2
+    assert (folder / ".stale" / f"{old}-0123456789ab" / "summary.json").read_text() == before
+    assert (folder / ".stale" / f"{also}-unrecorded" / "config.yaml").exists()
+    fresh = json.loads((folder / old / "summary.json").read_text())
+    assert fresh["provenance"]["code"] == provenance()["code"]
+    assert not any(st.stale for st in sweep_status(folder))
+    assert [p.name for p in engine.existing_runs(folder)] == sorted(
+        st.run_id for st in sweep_status(folder)
+    )  # the moved folders are not runs of the sweep
+
+
+def test_progress_off_a_terminal_is_one_line_per_run(tiny: Path) -> None:
+    import io
+
+    out = io.StringIO()
+    view = Progress("demo", total=3, initial=1, terminal=False, out=out)
+    view.done(
+        "run-a",
+        RunSummary(
+            "completed", metrics={"accuracy": 0.97689}, primary_metric="accuracy", wall_s=41.2
+        ),
+    )
+    view.done("run-b", RunSummary.failed(ValueError("bad hidden size")))
+    view.close()
+    assert out.getvalue().splitlines() == [
+        "[2/3] completed run-a  accuracy 0.9769  (41 s)",
+        "[3/3] failed    run-b  ValueError: bad hidden size",
+    ]
+
+
+def test_status_reads_a_sweep_running_elsewhere(tiny: Path) -> None:
+    s = spec.load_sweep(four_runs(tiny))
+    results = tiny / "results"
+    runs = spec.expand(s, results).runs
+    folder = results / "demo"
+    engine.write_index(s, spec.expand(s, results), folder)  # as the engine does first
+    a, b, c, _ = runs
+    done = RunSummary("completed", metrics={"accuracy": 0.5}, primary_metric="accuracy")
+    done.provenance = provenance()
+    RunDir(a.out).write_summary(done)
+    RunDir(b.out).write_summary(RunSummary.failed("RuntimeError: out of memory"))
+    RunDir(c.out).write_config(c.config)  # started, no summary yet
+    states = [(st.run_id, st.state) for st in sweep_status(folder)]
+    assert states == [(a.run_id, "completed"), (b.run_id, "failed"), (c.run_id, "started"),
+                      (runs[3].run_id, "pending")]  # fmt: skip
+    text = status_text(folder)
+    assert "accuracy 0.5" in text and "RuntimeError: out of memory" in text
+    assert text.splitlines()[-1].endswith("4 runs: 1 completed, 1 failed, 1 started, 1 pending")
+    rc, out, err = run_cli_status(folder, tiny)
+    assert rc == 0 and out.strip() == text
+    rc, _, err = run_cli_status(tiny / "nowhere", tiny)
+    assert rc == 2 and "no sweep.yaml" in err
+
+
+def run_cli_status(folder: Path, cwd: Path) -> tuple[int, str, str]:
+    p = subprocess.run([sys.executable, "-m", "numerics.cli", "sweep", "--status", str(folder)],
+                       cwd=cwd, capture_output=True, text=True)  # fmt: skip
+    return p.returncode, p.stdout, p.stderr

@@ -237,3 +237,51 @@ def test_calibrated_jobs_are_named_and_equal_to_numerics_evaluate_calibrate(tiny
     assert done["a-fp32-s0--mxint8"]["calibration_batches"] == 0
     index = yaml.safe_load((tiny / "results" / "evals" / "sweep.yaml").read_text())
     assert [r["calibrate"] for r in index["runs"]] == [2, 2]
+
+
+# --- fault injection --------------------------------------------------------------------------
+def test_a_pvf_study_runs_as_sweep_jobs_each_equal_to_numerics_pvf(tiny: Path) -> None:
+    from numerics.train.pvf import pvf
+
+    study = {"faults": 6, "examples": 16, "seed": 3, "fields": ["element", "scale"],
+             "bits": [7, "any"]}  # fmt: skip
+    path = eval_sweep(
+        tiny,
+        evaluate={"runs": ["src"], "where": {"format": "fp32"}, "pvf": study},
+        parameters={"numerics.weights": {"values": ["mxint8", "mxfp4_e2m1"]}},
+    )
+    ex = spec.expand(spec.load_sweep(path), tiny / "results")
+    assert ex.runs[0].evaluates is not None and ex.runs[0].evaluates.pvf == {
+        "faults": 6, "examples": 16, "seed": 3, "fields": ["element", "scale"],
+        "bits": [7, None], "components": []}  # fmt: skip
+    rc, out, _ = run_cli(path, tiny, "--jobs", "2")
+    assert rc == 0, out
+    assert "4/4 runs: 4 completed" in out
+    folder = tiny / "results" / "evals"
+    src = tiny / "results" / "src"
+    for r in ex.runs:
+        source, label = r.run_id.split("--")
+        fmt = label.split("w:")[1]
+        direct = pvf(
+            src / source, tiny / "direct" / r.run_id, overrides=[f"numerics.weights={fmt}"],
+            fields=["element", "scale"], bits=[7, None], faults=6, examples=16, seed=3,
+        )  # fmt: skip
+        got = json.loads((folder / r.run_id / "summary.json").read_text())
+        assert got["metrics"] == direct.metrics and got["source_run"] == str(src / source)
+        cells = json.loads((folder / r.run_id / "pvf.json").read_text())["cells"]
+        assert {(c["field"], c["bit"]) for c in cells} == {
+            (f, b) for f in ("element", "scale") for b in (7, None)}  # fmt: skip
+    index = yaml.safe_load((folder / "sweep.yaml").read_text())
+    assert index["runs"][0]["pvf"]["faults"] == 6
+
+
+@pytest.mark.parametrize(
+    ("pvf", "message"),
+    [({"fields": ["exponent"]}, r"evaluate.pvf.fields: unknown 'exponent'"),
+     ({"bits": [-1]}, r"evaluate.pvf.bits: each bit is an integer >= 0 or any"),
+     ({"faults": 0}, r"evaluate.pvf.faults: must be a positive integer, got 0"),
+     ({"fault": 3}, r"evaluate.pvf.fault: unknown key")],
+)  # fmt: skip
+def test_a_bad_pvf_section_is_named(tiny: Path, pvf: dict[str, Any], message: str) -> None:
+    with pytest.raises(spec.SweepError, match=message):
+        spec.load_sweep(eval_sweep(tiny, evaluate={"runs": ["src"], "pvf": pvf}))
