@@ -138,6 +138,11 @@ class Run:
         """The summary as its JSON object, for dotted lookups."""
         return None if self.summary is None else self.summary.to_dict()
 
+    @property
+    def provenance(self) -> dict[str, Any] | None:
+        """The summary's record of the code and machine that made the run (None: none kept)."""
+        return self.summary.provenance if self.summary is not None else None
+
     def get(self, key: str, default: Any = None) -> Any:
         """A dotted recipe key from config.yaml (``train.batch_size``), else from the summary;
         ``format`` is the format label."""
@@ -340,6 +345,11 @@ def value_label(v: Any) -> str:
     return str(v)
 
 
+#: what a cell's provenance lists, and which of those a cell must not mix without a warning
+PROVENANCE_KEYS = ("code", "torch", "cpu", "threads")
+MIXING_KEYS = ("code", "cpu")
+
+
 @dataclass
 class Cell:
     """One (recipe, column) cell: the runs in it, the metric of each completed one (``values``,
@@ -393,6 +403,29 @@ class Cell:
             return f"Δ{_delta(d.delta)} (untested)"
         s = f"Δ{_delta(d.delta)} ± {_half(d.half)}" + ("" if d.significant else " ≈")
         return s + (" (Welch)" if d.pairing is Pairing.WELCH else "")
+
+    @property
+    def provenance(self) -> dict[str, list[str]]:
+        """What the cell's finished runs were made with, per key that can change numbers
+        (``code``, ``torch``, ``cpu``, ``threads``): the distinct values recorded, in run
+        order; runs without a record (made before records were kept) add nothing."""
+        out: dict[str, list[str]] = {}
+        for r in self.runs:
+            rec = r.provenance
+            if r.status not in ("completed", "diverged") or not rec:
+                continue
+            for key in PROVENANCE_KEYS:
+                v = rec.get(key)
+                if v is not None and str(v) not in out.setdefault(key, []):
+                    out[key].append(str(v))
+        return out
+
+    @property
+    def mixed(self) -> list[str]:
+        """The keys (code, cpu) on which the cell's runs disagree: a mean over them mixes runs
+        that another machine or other code made, whose last digits may differ."""
+        prov = self.provenance
+        return [k for k in MIXING_KEYS if len(prov.get(k, [])) > 1]
 
     @property
     def text(self) -> str:
@@ -734,7 +767,25 @@ def legend(table: Table) -> list[str]:
             f"pooled on purpose (--pool): {', '.join(table.pooled)}: a cell's mean mixes runs "
             "that differ in these keys"
         )
+    lines += mixing_warnings(table)
     return lines
+
+
+def mixing_warnings(table: Table) -> list[str]:
+    """One line per cell whose runs were made by different code or on different CPU models
+    (their summaries' ``provenance``), naming what differs."""
+    out = []
+    for (row, col), cell in table.cells.items():
+        mixed = cell.mixed
+        if mixed:
+            prov = cell.provenance
+            what = "; ".join(f"{k}: {', '.join(prov[k])}" for k in mixed)
+            out.append(
+                f"warning: {row} / {col} mixes runs made by different "
+                f"{' and '.join('code' if k == 'code' else 'CPU models' for k in mixed)} "
+                f"({what}): its last digits may not repeat on one machine"
+            )
+    return out
 
 
 def run_counts(runs: list[Run]) -> str:
@@ -815,6 +866,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         table.swept = swept
     for w in caught:
         print(f"numerics compare: warning: {w.message}", file=sys.stderr)
+    for line in mixing_warnings(table):
+        print(f"numerics compare: {line}", file=sys.stderr)
     if not runs:
         print(
             f"numerics compare: no runs (folders with {CONFIG} or {SUMMARY}) in {args.results} "

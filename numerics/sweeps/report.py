@@ -457,6 +457,12 @@ def _cell_td(cell: Cell | None, out: Path) -> str:
     if delta:
         parts.append(f'<span class="d">{e(delta)}</span>')
     parts.append(_run_links(cell.runs, out))
+    prov = cell.provenance
+    if prov:  # what made the cell's runs, on hover; a cell that mixes them is marked
+        tip = "made with " + "; ".join(f"{k} {', '.join(v)}" for k, v in prov.items())
+        attrs += f' title="{e(tip)}"'
+        if cell.mixed:
+            parts.append(f'<span class="mixed">mixes {e(" and ".join(cell.mixed))}</span>')
     return f"<td{attrs}>{''.join(parts)}</td>"
 
 

@@ -628,3 +628,44 @@ def test_cmd_compare_end_to_end_on_a_real_run(
     (tmp_path / "empty").mkdir()
     assert cmd_compare(_args(str(tmp_path / "empty"))) == 1
     assert "no runs" in capsys.readouterr().err
+
+
+def _prov(code: str, cpu: str = "CPU A") -> dict[str, Any]:
+    return {"code": code, "torch": "2.13.0", "cpu": cpu, "threads": 1}
+
+
+def test_a_cell_that_mixes_code_or_cpu_models_is_flagged(tmp_path: Path, capsys: Any) -> None:
+    write_run(tmp_path, "fp32-0", metrics=img(0.90), provenance=_prov("aaaa"))
+    write_run(tmp_path, "fp32-1", seed=1, metrics=img(0.92), provenance=_prov("bbbb"))
+    write_run(tmp_path, "bf16-0", fmt="bf16", metrics=img(0.89), provenance=_prov("aaaa"))
+    write_run(tmp_path, "bf16-1", fmt="bf16", seed=1, metrics=img(0.91),
+              provenance=_prov("aaaa", "CPU B"))  # fmt: skip
+    write_run(tmp_path, "e4m3-0", fmt="fp8_e4m3", metrics=img(0.80), provenance=_prov("aaaa"))
+    write_run(tmp_path, "e4m3-1", fmt="fp8_e4m3", seed=1, metrics=img(0.82))  # no record
+    table = aggregate(load_runs(tmp_path))
+    assert table.cells[(IMG, "fp32")].mixed == ["code"]
+    assert table.cells[(IMG, "bf16")].mixed == ["cpu"]
+    assert table.cells[(IMG, "fp8_e4m3")].mixed == []  # an unrecorded run adds nothing
+    want = {"code": ["aaaa"], "torch": ["2.13.0"], "cpu": ["CPU A", "CPU B"], "threads": ["1"]}
+    assert table.cells[(IMG, "bf16")].provenance == want
+    text = format_table(table)
+    assert f"warning: {IMG} / fp32 mixes runs made by different code (code: aaaa, bbbb)" in text
+    assert (
+        f"warning: {IMG} / bf16 mixes runs made by different CPU models (cpu: CPU A, CPU B)" in text
+    )
+    assert "fp8_e4m3 mixes" not in text
+    args = add_parser_args([str(tmp_path)])
+    assert cmd_compare(args) == 0
+    err = capsys.readouterr().err
+    assert err.count("numerics compare: warning:") == 2
+    page = (tmp_path / "report.html").read_text()
+    assert 'title="made with code aaaa, bbbb; torch 2.13.0; cpu CPU A; threads 1"' in page
+    assert page.count('class="mixed"') == 2 * 2  # the page holds both orientations
+
+
+def add_parser_args(argv: list[str]) -> Any:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["compare", *argv])
