@@ -10,8 +10,9 @@ numerics evaluate RUN [--set numerics.format=F ...] [--calibrate N] [--out DIR]
                                              a trained run in another format (direct cast)
 numerics pvf RUN [--set numerics.K=V] [--component NAME=GLOB] [--field F] [--bit B] [--faults N]
                                              bit-flip fault injection: PVF per component
-numerics sweep SWEEP [--jobs N] [--executor local|ray|slurm] [--resume] [--dry-run]
-numerics compare RESULTS_DIR [--metric M] [--baseline fp32] [--by KEY] [--ci 0.95]
+numerics sweep SWEEP [--jobs N] [--executor local|ray|slurm] [--resume [--keep-stale]] [--dry-run]
+numerics sweep --status RESULTS_DIR          every run's state, from its folder
+numerics compare RESULTS_DIR [--metric M] [--baseline fp32] [--by KEY] [--pool KEY] [--ci 0.95]
 numerics qsnr [--formats ...] [--dist ...]    quantization SNR of formats on planted data
 numerics docs FILE.md [...] [--check]        regenerate the tables marked in docs from runs
 
