@@ -343,6 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
         "field's width: 32 for float32, the code's width in a format)",
     )  # fmt: skip
     p.add_argument("--faults", type=int, default=1000, help="faults per component and bit")
+    p.add_argument(
+        "--flips", type=int, default=1, metavar="K",
+        help="bits a fault flips in one unit (distinct, drawn uniformly; default 1)",
+    )  # fmt: skip
     p.add_argument("--examples", type=int, default=512, help="evaluation examples per fault")
     p.add_argument("--seed", type=int, default=0, help="seed of the faults' positions and bits")
     p.add_argument("--out", help="output folder (default results/pvf/<run>)")

@@ -67,7 +67,7 @@ if TYPE_CHECKING:
     from numerics.sweeps.spec import Expansion, Sweep
 
 EVALUATE_KEYS = ("runs", "where", "calibrate", "pvf")
-PVF_KEYS = ("faults", "examples", "seed", "fields", "bits", "components")
+PVF_KEYS = ("faults", "examples", "seed", "fields", "bits", "components", "flips")
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,7 @@ def _pvf_section(raw: Any, ctx: val.Context) -> dict[str, Any]:
     for key, default in (("faults", 1000), ("examples", 512)):
         out[key] = ctx.convert(d.get(key, default), val.integer(1), (*at, key))
     out["seed"] = ctx.convert(d.get("seed", 0), val.integer(0), (*at, "seed"))
+    out["flips"] = ctx.convert(d.get("flips", 1), val.integer(1), (*at, "flips"))
 
     def strings(key: str, allowed: tuple[str, ...] | None, default: list[str]) -> list[str]:
         v = d.get(key, default)

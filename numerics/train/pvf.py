@@ -1,6 +1,7 @@
 """Parameter vulnerability: bit flips in a trained model's stored parameters (2405.01741).
 
-A fault flips one bit of one parameter's stored encoding (``numerics.flips``): the float32
+A fault flips one bit (or ``flips`` distinct bits, their positions drawn uniformly) of one
+stored unit of a parameter's encoding (``numerics.flips``): the float32
 pattern of a parameter kept in float32, or, where a quantized layer casts its weights to a
 format, that format's own bits: an element code, a shared scale (an MX block's E8M0 byte, an
 integer format's scale, a row-wise table's scale or bias) or a micro-exponent. The unit is
@@ -91,6 +92,7 @@ class Cell:
     field: str = "element"
     delta: float | None = None
     nonfinite: int = 0
+    flips: int = 1  # bits flipped per fault (distinct, in one unit)
 
     @property
     def pvf(self) -> float:
@@ -210,13 +212,19 @@ def stored_parameters(model: nn.Module, seed: int = 0) -> dict[str, Stored]:
 
 
 def _targets(
-    component: str, members: Sequence[str], stored: dict[str, Stored], field: str, bit: int | None
+    component: str,
+    members: Sequence[str],
+    stored: dict[str, Stored],
+    field: str,
+    bit: int | None,
+    flips: int = 1,
 ) -> list[tuple[Stored, Field]]:
-    """The parameters of a component that hold ``field`` with a bit ``bit`` (any, for None)."""
+    """The parameters of a component that hold ``field`` with a bit ``bit`` (any, for None)
+    and at least ``flips`` bits."""
     out = []
     for n in members:
         f = stored[n].fields.get(field)
-        if f is not None and f.units and (bit is None or bit < f.width):
+        if f is not None and f.units and (bit is None or bit < f.width) and flips <= f.width:
             out.append((stored[n], f))
     if not out:
         fs = [f for n in members for f in stored[n].fields.values()]
@@ -224,6 +232,8 @@ def _targets(
         raise UserError(
             f"component {component!r} stores no {field} with a bit {bit}"
             if bit is not None
+            else f"component {component!r} stores no {field} of {flips} bits or more"
+            if flips > 1
             else f"component {component!r} stores no {field}",
             key="--field/--bit",
             value=(field, bit),
@@ -241,11 +251,18 @@ def pvf_table(
     seed: int = 0,
     fields: Sequence[str] = ("element",),
     stored: dict[str, Stored] | None = None,
+    flips: int = 1,
 ) -> list[Cell]:
-    """``faults`` single-bit faults per component, field and bit position (None: a position
-    drawn uniformly per fault within the chosen unit's width), each evaluated by ``decide``
-    against the fault-free outcome. ``stored``: the parameters' encodings
-    (``stored_parameters``); None stores every parameter as float32 bits."""
+    """``faults`` faults per component, field and bit position (None: a position drawn
+    uniformly per fault within the chosen unit's width), each evaluated by ``decide`` against
+    the fault-free outcome. A fault flips ``flips`` distinct bits of one unit (more than one:
+    positions drawn uniformly, so ``bits`` must be None). ``stored``: the parameters'
+    encodings (``stored_parameters``); None stores every parameter as float32 bits."""
+    if flips < 1:
+        raise UserError("must be >= 1", key="--flips", value=flips)
+    if flips > 1 and any(b is not None for b in bits):
+        raise UserError("a fault of several bits draws its positions: give no --bit",
+                        key="--flips", value=flips)  # fmt: skip
     if stored is None:
         stored = {n: Stored(p.data) for n, p in model.named_parameters()}
     for name, members in groups.items():
@@ -258,7 +275,7 @@ def pvf_table(
     for b in bits:
         if b is not None and b < 0:
             raise UserError(f"bit {b} is negative", key="--bit", value=b, allowed=">= 0")
-    plan = [(c, f, b, _targets(c, m, stored, f, b)) for c, m in groups.items()
+    plan = [(c, f, b, _targets(c, m, stored, f, b, flips)) for c, m in groups.items()
             for f in fields for b in bits]  # fmt: skip
     gen = torch.Generator().manual_seed(seed)
     model.eval()
@@ -273,13 +290,18 @@ def pvf_table(
                 flat = int(torch.randint(total, (1,), generator=gen))
                 which = int(torch.searchsorted(cum, flat, right=True))
                 st, fld = targets[which]
-                bit = int(torch.randint(fld.width, (1,), generator=gen)) if b is None else b
+                if flips > 1:
+                    at = torch.randperm(fld.width, generator=gen)[:flips].tolist()
+                else:
+                    at = [int(torch.randint(fld.width, (1,), generator=gen)) if b is None else b]
                 unit = flat - (int(cum[which - 1]) if which else 0)
-                st.flip(field, unit, bit)
+                for bit in at:
+                    st.flip(field, unit, bit)
                 try:
                     got = _outcome(decide(model))
                 finally:
-                    st.flip(field, unit, bit)
+                    for bit in at:
+                        st.flip(field, unit, bit)
                 changed += int((got[0] != clean[0]).sum())
                 if clean[1] is not None and got[1] is not None:
                     d = (got[1] - clean[1]).abs()
@@ -289,7 +311,7 @@ def pvf_table(
             trials = faults * clean[0].numel()
             mean = delta / finite if finite else None
             lost = trials - finite if clean[1] is not None else 0
-            cells.append(Cell(comp, b, faults, trials, changed, field, mean, lost))
+            cells.append(Cell(comp, b, faults, trials, changed, field, mean, lost, flips))
     return cells
 
 
@@ -333,6 +355,7 @@ def pvf(
     faults: int = 1000,
     examples: int = 512,
     seed: int = 0,
+    flips: int = 1,
 ) -> RunSummary:
     """Fault injection on the trained run in ``run_dir``, evaluated under its own numerics
     policy or the inference policy ``overrides`` make (``numerics evaluate``'s ``--set``);
@@ -345,7 +368,7 @@ def pvf(
         )
     for o in overrides:
         check_override(o)
-    study = Study(tuple(component_specs), tuple(fields), tuple(bits), faults, examples, seed)
+    study = Study(tuple(component_specs), tuple(fields), tuple(bits), faults, examples, seed, flips)
     return _pvf(src, inference_recipe(src.config, overrides), out, study)
 
 
@@ -360,6 +383,7 @@ class Study:
     faults: int = 1000
     examples: int = 512
     seed: int = 0
+    flips: int = 1
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Study:
@@ -371,6 +395,7 @@ class Study:
             faults=int(d.get("faults", 1000)),
             examples=int(d.get("examples", 512)),
             seed=int(d.get("seed", 0)),
+            flips=int(d.get("flips", 1)),
         )
 
 
@@ -429,7 +454,7 @@ def _pvf(src: RunDir, recipe: recipes.Recipe, out: str | Path, study: Study) -> 
                 key="--field",
             )
         groups = {c: m for c, m in groups.items() if c not in skipped}
-    cells = pvf_table(model, decide, groups, faults, bits, seed, fields, stored)
+    cells = pvf_table(model, decide, groups, faults, bits, seed, fields, stored, study.flips)
     rows = [{**asdict(c), "pvf": c.pvf, "interval": list(c.interval)} for c in cells]
     rd = RunDir(out)
     rd.write_config(recipe.to_dict())
@@ -530,13 +555,17 @@ def markdown(cells: Sequence[Cell]) -> list[str]:
     and its Wilson 95% interval, the score's mean absolute change (when measured)."""
     fields = any(c.field != "element" for c in cells)
     deltas = any(c.delta is not None for c in cells)
-    head = ["component", *(["field"] if fields else []), "bit", "faults", "trials", "PVF",
+    multi = any(c.flips > 1 for c in cells)
+    head = ["component", *(["field"] if fields else []), "bit", *(["flips"] if multi else []),
+            "faults", "trials", "PVF",
             "95% (Wilson, over trials)", *(["mean abs. change"] if deltas else [])]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in cells:
         lo, hi = c.interval
-        row = [c.component, *([c.field] if fields else []), "any" if c.bit is None else str(c.bit),
-               str(c.faults), str(c.trials), f"{c.pvf:.4f}", f"[{lo:.4f}, {hi:.4f}]"]  # fmt: skip
+        bit = "any" if c.bit is None else str(c.bit)
+        row = [c.component, *([c.field] if fields else []), bit,
+               *([str(c.flips)] if multi else []), str(c.faults), str(c.trials),
+               f"{c.pvf:.4f}", f"[{lo:.4f}, {hi:.4f}]"]  # fmt: skip
         if deltas:
             d = "" if c.delta is None else f"{c.delta:.4g}"
             row.append(d + (f" ({c.nonfinite} non-finite)" if c.nonfinite else ""))
@@ -562,7 +591,7 @@ def cmd_pvf(args: Any) -> int:
     out = args.out or str(Path("results") / "pvf" / Path(args.run).name)
     pvf(args.run, out, overrides=args.set or [], component_specs=args.component or [],
         fields=args.field or ["element"], bits=bits, faults=args.faults,
-        examples=args.examples, seed=args.seed)  # fmt: skip
+        examples=args.examples, seed=args.seed, flips=args.flips)  # fmt: skip
     doc, cells = read_cells(out)
     print(f"{doc['policy']}: score = {doc['score']}")
     print("\n".join(markdown(cells)))

@@ -252,7 +252,7 @@ def test_a_pvf_study_runs_as_sweep_jobs_each_equal_to_numerics_pvf(tiny: Path) -
     )
     ex = spec.expand(spec.load_sweep(path), tiny / "results")
     assert ex.runs[0].evaluates is not None and ex.runs[0].evaluates.pvf == {
-        "faults": 6, "examples": 16, "seed": 3, "fields": ["element", "scale"],
+        "faults": 6, "examples": 16, "seed": 3, "flips": 1, "fields": ["element", "scale"],
         "bits": [7, None], "components": []}  # fmt: skip
     rc, out, _ = run_cli(path, tiny, "--jobs", "2")
     assert rc == 0, out

@@ -57,6 +57,14 @@ def test_a_sign_flip_changes_exactly_the_decisions_it_must() -> None:
     # the lowest mantissa bit of a: 1 + 2**-23 still beats 0.5 everywhere it did
     (cell,) = pvf_table(m, decide, {"a": ["a"]}, faults=7, bits=[0])
     assert cell.changed == 0
+    # all 32 bits of a at once: 0x3F800000 -> 0xC07FFFFF, about -4: the same five decisions
+    # change, and the 32 flips are undone
+    (cell,) = pvf_table(m, decide, {"a": ["a"]}, faults=3, flips=32)
+    assert (cell.flips, cell.changed) == (32, 15) and m.a.item() == 1.0
+    with pytest.raises(UserError, match="--flips: a fault of several bits draws its positions"):
+        pvf_table(m, decide, {"a": ["a"]}, faults=1, bits=[3], flips=2)
+    with pytest.raises(UserError, match="stores no element of 33 bits or more"):
+        pvf_table(m, decide, {"a": ["a"]}, faults=1, flips=33)
 
 
 def test_a_parameter_that_never_reaches_the_output_never_counts() -> None:
