@@ -67,7 +67,7 @@ def _pytest(folder: Path, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if k != ALLOW_ENV} | env
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "tests.skips", "-p", "no:cacheprovider", "-q",
-         str(folder)],
+         "--rootdir", str(folder), str(folder)],  # node ids relative to the planted folder
         cwd=ROOT, env=environ, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 
