@@ -88,12 +88,13 @@ findings: venv
 	$(MAKE) findings-pvf
 	$(MAKE) docs
 
-# Fault injection (docs/findings.md, section 11) on the demo's fp32 DLRM and ResNet-20, seed 0:
+# Fault injection (docs/findings.md, section 11) on the demo's fp32 DLRM, ResNet-20 and GPT, seed 0:
 # float32 bits by component and bit position, then the DLRM with MXFP4 / MXINT8 weights (their
 # element codes and E8M0 scale bytes). Existing folders are redone (a few minutes each).
 DLRM_FP32 = $(wildcard results/demo/recsys-dlrm-synthetic_criteo-fp32-s?-*)
 DLRM0 = $(wildcard results/demo/recsys-dlrm-synthetic_criteo-fp32-s0-*)
 RESNET0 = $(wildcard results/demo/image-resnet20-digits-fp32-s0-*)
+GPT0 = $(wildcard results/demo/language-gpt-stdlib-fp32-s0-*)
 PVF = $(VENV)/bin/numerics pvf
 BYTE_BITS = $(addprefix --bit ,0 1 2 3 4 5 6 7)
 findings-pvf: venv
@@ -103,6 +104,9 @@ findings-pvf: venv
 	$(PVF) $(RESNET0) --faults 3000 --examples 256 --out results/findings_pvf/resnet_components
 	$(PVF) $(RESNET0) --faults 500 --examples 256 $(addprefix --bit ,31 30 29 23 22 0) \
 		--out results/findings_pvf/resnet_bits
+	$(PVF) $(GPT0) --faults 1000 --examples 32 --out results/findings_pvf/gpt_components
+	$(PVF) $(GPT0) --faults 300 --examples 32 $(addprefix --bit ,31 30 29 23 22 0) \
+		--out results/findings_pvf/gpt_bits
 	$(PVF) $(DLRM0) --set numerics.weights=mxfp4_e2m1 --field element $(addprefix --bit ,0 1 2 3) \
 		--faults 500 --examples 512 --out results/findings_pvf/dlrm_mxfp4_element
 	$(PVF) $(DLRM0) --set numerics.weights=mxfp4_e2m1 --field scale $(BYTE_BITS) \
