@@ -54,7 +54,6 @@ from numerics.formats import (
     SharedMicroExpFormat,
 )
 from numerics.kernels import layout
-from numerics.kernels import rowwise as _rowwise
 
 I64 = torch.int64
 FIELDS = ("element", "scale", "bias", "micro")
@@ -217,27 +216,19 @@ def _mask(bit: int, width: int) -> int:
 
 
 def _decode_rows(enc: Encoded, codes: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """float32 values of code rows ``rows`` (codes in the row layout ``Stored`` keeps), with
-    the arithmetic ``numerics.encoding.decode`` uses (so bit for bit its values)."""
-    fmt = enc.format
+    """float32 values of code rows ``rows`` (codes in the row layout ``Stored`` keeps):
+    ``numerics.encoding``'s own decoder on the encoding of just those rows (a tensor of shape
+    ``(len(rows), row length)`` along axis 1, whose rows are the code rows), so bit for bit
+    its values."""
     c = codes[rows]
-    if isinstance(fmt, FloatFormat | FixedFormat):
-        return enc_mod.decode_codes(c, fmt)
-    if isinstance(fmt, IntFormat):
-        assert enc.scales is not None
-        q = enc_mod.decode_codes(c, fmt)
-        scale = enc.scales[rows][:, None] if fmt.per_channel else enc.scales
-        return q * scale
-    if isinstance(fmt, RowwiseFormat):
-        assert enc.scales is not None
-        s = enc.scales[rows]
-        return _rowwise.decode(c, s[:, :1], s[:, 1:])
-    assert isinstance(fmt, BlockFormat | SharedMicroExpFormat)
-    assert enc.scales is not None
+    shared = isinstance(enc.format, IntFormat) and not enc.format.per_channel
     sub = dataclasses.replace(
         enc,
         codes=c,
-        scales=enc.scales[rows],
+        scales=enc.scales if shared or enc.scales is None else enc.scales[rows],
         micro=enc.micro[rows] if enc.micro is not None else None,
+        shape=torch.Size(c.shape),
+        axis=1,
+        dtype=torch.float32,
     )
-    return enc_mod._decode_blocks(sub, fmt)
+    return enc_mod._decode_f32(sub)

@@ -61,6 +61,7 @@ from typing import Any
 import yaml
 
 from numerics.errors import MissingInputError, UserError
+from numerics.sweeps.progress import INDEX
 from numerics.sweeps.stats import (
     DEFAULT_LEVEL,
     Difference,
@@ -73,7 +74,6 @@ from numerics.sweeps.stats import (
 from numerics.train.rundir import CONFIG, METRICS, SUMMARY, read_metrics
 from numerics.train.summary import RunSummary, SummaryError
 
-SWEEP_INDEX = "sweep.yaml"
 UNFINISHED = "unfinished"
 NON_FINITE = "non-finite"
 NO_METRIC = "no metric"
@@ -308,7 +308,7 @@ def swept_keys(path: str | Path) -> list[str]:
     """The keys the ``sweep.yaml`` files in ``path`` or one level down list as swept (written
     by ``numerics sweep``; optional: the table itself needs only the runs)."""
     root, keys = Path(path), []
-    for f in sorted([root / SWEEP_INDEX, *root.glob(f"*/{SWEEP_INDEX}")]):
+    for f in sorted([root / INDEX, *root.glob(f"*/{INDEX}")]):
         if not f.is_file():
             continue
         d = _read_mapping(f, yaml.safe_load)

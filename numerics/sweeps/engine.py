@@ -23,11 +23,10 @@ from numerics.errors import UserError
 from numerics.files import atomic_write_text, jsonable
 from numerics.provenance import provenance
 from numerics.sweeps.executors.base import Executor, RunSpec, Summary
-from numerics.sweeps.progress import Progress, stale_keys
+from numerics.sweeps.progress import INDEX, Progress, stale_keys
 from numerics.sweeps.spec import EXECUTORS, Expansion, Sweep, SweepError, expand, upgrade_config
 from numerics.train.rundir import CHECKPOINT, CONFIG, SUMMARY, RunDir
 
-INDEX = "sweep.yaml"
 FAILED_SUMMARY = "summary.failed.json"
 STALE = ".stale"  # stale run folders, moved aside
 

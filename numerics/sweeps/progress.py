@@ -17,7 +17,6 @@ started. ``numerics sweep --status RESULTS_DIR`` prints it.
 from __future__ import annotations
 
 import sys
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from numerics.provenance import differences, provenance
 from numerics.train.rundir import CHECKPOINT, CONFIG, METRICS, RunDir
 from numerics.train.summary import RunSummary
 
-INDEX = "sweep.yaml"
+INDEX = "sweep.yaml"  # a sweep's index in its results folder (numerics.sweeps.engine)
 
 
 def metric_text(summary: RunSummary) -> str:
@@ -60,14 +59,13 @@ class Progress:
         self.terminal = self.out.isatty() if terminal is None else terminal
         self.total, self.count = total, initial
         self.counts: Counter[str] = Counter()
-        self.t0 = time.monotonic()
         self._bar: Any = None
         if self.terminal:
             from tqdm import tqdm
 
             self._bar = tqdm(total=total, initial=initial, unit="run", desc=name, file=self.out)
 
-    def done(self, run_id: str, summary: RunSummary, seconds: float | None = None) -> None:
+    def done(self, run_id: str, summary: RunSummary) -> None:
         self.count += 1
         self.counts[summary.status] += 1
         if self._bar is not None:
@@ -78,8 +76,7 @@ class Progress:
                 failed=self.counts["failed"],
             )
             return
-        secs = seconds if seconds is not None else summary.wall_s
-        took = f"  ({secs:.0f} s)" if secs is not None else ""
+        took = f"  ({summary.wall_s:.0f} s)" if summary.wall_s is not None else ""
         width = len(str(self.total))
         print(
             f"[{self.count:>{width}}/{self.total}] {summary.status:<9} {run_id}  "

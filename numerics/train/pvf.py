@@ -420,9 +420,6 @@ def _pvf(src: RunDir, recipe: recipes.Recipe, out: str | Path, study: Study) -> 
     wall0 = time.perf_counter()
     if faults < 1 or examples < 1:
         raise UserError("must be >= 1", key="--faults/--examples", value=(faults, examples))
-    if not src.checkpoint.exists():
-        raise MissingInputError("no checkpoint.pt: nothing to inject faults into",
-                                file=str(src.path))  # fmt: skip
     data, model = data_and_model(recipe)
     n_params = sum(p.numel() for p in model.parameters())
     model = quantize_model(model, run_policy(recipe))

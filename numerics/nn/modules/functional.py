@@ -46,6 +46,8 @@ def _recast(
 
 
 class QLinearFn(torch.autograd.Function):
+    weight_axis = -1  # the forward weights cast blocks along in_features
+
     @staticmethod
     def forward(
         ctx: FunctionCtx,
@@ -57,7 +59,7 @@ class QLinearFn(torch.autograd.Function):
         name: str,
     ) -> torch.Tensor:
         xq = caster(x, layer.activations, -1, "activations", name)
-        wq = caster(w, layer.weights, -1, "weights", name)
+        wq = caster(w, layer.weights, QLinearFn.weight_axis, "weights", name)
         ctx.save_for_backward(_keep(layer.activations, x, xq), _keep(layer.weights, w, wq))
         ctx.meta = (layer, caster, name, b is not None)  # type: ignore[attr-defined]
         return F.linear(xq, wq, b)
@@ -95,6 +97,8 @@ _CONV = {
 class QConvFn(torch.autograd.Function):
     """Conv1d / Conv2d with zero padding (the module pads other modes beforehand)."""
 
+    weight_axis = 1  # the forward weights cast blocks along the input channels
+
     @staticmethod
     def forward(
         ctx: FunctionCtx,
@@ -108,7 +112,7 @@ class QConvFn(torch.autograd.Function):
     ) -> torch.Tensor:
         dims, stride, padding, dilation, groups = conv
         xq = caster(x, layer.activations, 1, "activations", name)
-        wq = caster(w, layer.weights, 1, "weights", name)
+        wq = caster(w, layer.weights, QConvFn.weight_axis, "weights", name)
         ctx.save_for_backward(_keep(layer.activations, x, xq), _keep(layer.weights, w, wq))
         ctx.meta = (layer, caster, name, b is not None, conv)  # type: ignore[attr-defined]
         return _CONV[dims][0](xq, wq, b, stride, padding, dilation, groups)

@@ -56,7 +56,7 @@ class Quantized:
 
 
 class QLinear(Quantized, nn.Linear):
-    weight_axis = -1  # the axis the weights cast blocks along (in_features)
+    weight_axis = QLinearFn.weight_axis
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.numerics.is_identity:
@@ -68,7 +68,7 @@ class QLinear(Quantized, nn.Linear):
 
 class _QConvMixin(Quantized):
     dims: int
-    weight_axis = 1  # input channels
+    weight_axis = QConvFn.weight_axis
 
     def _qconv(self, x: torch.Tensor) -> torch.Tensor:
         conv: Any = self
